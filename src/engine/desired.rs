@@ -1,0 +1,201 @@
+//! Desired state: a validated resource turned into the rows it should produce. Pure.
+
+use serde_json::{Map, Value};
+
+use super::ids;
+use super::validate::{OWNER_KEY, validate_member, validate_organization};
+use crate::crd::{DeletionPolicy, MemberRole, OrganizationMemberSpec, OrganizationSpec};
+use crate::error::EngineError;
+use crate::store::BudgetRow;
+
+/// Which resource a row belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The budget an organization should point at.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DesiredBudget {
+    /// A row the operator creates and owns (limits may all be empty).
+    Owned(BudgetRow),
+    /// An existing row, never modified.
+    Referenced(String),
+}
+
+impl DesiredBudget {
+    pub fn budget_id(&self) -> &str {
+        match self {
+            Self::Owned(row) => &row.budget_id,
+            Self::Referenced(id) => id,
+        }
+    }
+}
+
+/// What an `Organization` resource asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredOrganization {
+    pub key: ObjectKey,
+    pub organization_id: String,
+    /// True when `spec.organizationId` pins (and may adopt) an existing row.
+    pub pinned: bool,
+    pub alias: String,
+    pub models: Vec<String>,
+    pub budget: DesiredBudget,
+    /// The id of the budget row this resource owns (whether or not the spec uses it now).
+    pub owned_budget_id: String,
+    pub metadata: Map<String, Value>,
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl DesiredOrganization {
+    /// Validate a spec and derive its rows.
+    pub fn from_spec(
+        key: ObjectKey,
+        spec: &OrganizationSpec,
+        actor: &str,
+    ) -> Result<Self, EngineError> {
+        validate_organization(&key.name, spec)?;
+        let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
+        let budget = match (&spec.budget, &spec.budget_ref) {
+            (_, Some(r)) => DesiredBudget::Referenced(r.budget_id.clone()),
+            (b, None) => {
+                let b = b.clone().unwrap_or_default();
+                let model_max_budget = if b.model_max_budget.is_empty() {
+                    None
+                } else {
+                    let mut m = Map::new();
+                    for (model, mb) in &b.model_max_budget {
+                        let mut entry = Map::new();
+                        entry.insert("budget_limit".into(), Value::from(mb.budget_limit));
+                        entry.insert(
+                            "time_period".into(),
+                            mb.time_period
+                                .clone()
+                                .map(Value::from)
+                                .unwrap_or(Value::Null),
+                        );
+                        m.insert(model.clone(), Value::Object(entry));
+                    }
+                    Some(Value::Object(m))
+                };
+                DesiredBudget::Owned(BudgetRow {
+                    budget_id: owned_budget_id.clone(),
+                    max_budget: b.max_budget,
+                    soft_budget: b.soft_budget,
+                    max_parallel_requests: b.max_parallel_requests,
+                    tpm_limit: b.tpm_limit,
+                    rpm_limit: b.rpm_limit,
+                    budget_duration: b.budget_duration.clone(),
+                    model_max_budget,
+                    created_by: actor.to_string(),
+                })
+            }
+        };
+        let (organization_id, pinned) = match &spec.organization_id {
+            Some(id) => (id.clone(), true),
+            None => (ids::organization_id(&key.namespace, &key.name), false),
+        };
+        Ok(Self {
+            alias: spec.alias.clone().unwrap_or_else(|| key.name.clone()),
+            organization_id,
+            pinned,
+            models: spec.models.clone(),
+            budget,
+            owned_budget_id,
+            metadata: spec.metadata.clone().unwrap_or_default(),
+            deletion_policy: spec.deletion_policy,
+            key,
+        })
+    }
+
+    /// The owner string written in the organization's metadata marker.
+    pub fn owner(&self) -> String {
+        owner_string(&self.key)
+    }
+}
+
+/// `Organization/<namespace>/<name>`: the value of the ownership marker.
+pub fn owner_string(key: &ObjectKey) -> String {
+    format!("Organization/{}/{}", key.namespace, key.name)
+}
+
+/// Read the owner out of an organization's metadata, if the operator wrote one.
+pub fn metadata_owner(metadata: &Map<String, Value>) -> Option<&str> {
+    metadata.get(OWNER_KEY)?.get("owner")?.as_str()
+}
+
+/// The organization a member points at.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OrganizationTarget {
+    /// An `Organization` resource in the same namespace, by name.
+    Resource(String),
+    /// A LiteLLM organization id not managed here.
+    Id(String),
+}
+
+/// What an `OrganizationMember` resource asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredMember {
+    pub key: ObjectKey,
+    pub organization: OrganizationTarget,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub role: MemberRole,
+    pub max_budget: Option<f64>,
+    pub budget_id: String,
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl DesiredMember {
+    /// Validate a spec and derive its rows.
+    pub fn from_spec(key: ObjectKey, spec: &OrganizationMemberSpec) -> Result<Self, EngineError> {
+        validate_member(&key.name, spec)?;
+        let organization = match (&spec.organization_ref, &spec.organization_id) {
+            (Some(r), _) => OrganizationTarget::Resource(r.name.clone()),
+            (None, Some(id)) => OrganizationTarget::Id(id.clone()),
+            (None, None) => {
+                return Err(EngineError::invalid(
+                    "spec.organizationRef",
+                    "set organizationRef or organizationId",
+                ));
+            }
+        };
+        Ok(Self {
+            budget_id: ids::member_budget_id(&key.namespace, &key.name),
+            organization,
+            user_id: spec.user.user_id.clone(),
+            email: spec.user.email.as_ref().map(|e| e.trim().to_string()),
+            role: spec.role,
+            max_budget: spec.max_budget_in_organization,
+            deletion_policy: spec.deletion_policy,
+            key,
+        })
+    }
+
+    /// The budget row the member owns.
+    pub fn budget_row(&self, actor: &str) -> BudgetRow {
+        BudgetRow {
+            budget_id: self.budget_id.clone(),
+            max_budget: self.max_budget,
+            created_by: actor.to_string(),
+            ..Default::default()
+        }
+    }
+}

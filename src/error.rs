@@ -1,0 +1,100 @@
+//! The one error enum of the engine and its stores, categorised so each class maps to a
+//! condition reason and a retry behaviour.
+
+use crate::crd::ConditionReason;
+
+/// Failures of the database layer. Messages never contain the connection URL or password.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The server could not be reached or the connection broke.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database has LiteLLM tables but lacks some the operator needs.
+    #[error(
+        "the database schema is missing {}: upgrade LiteLLM (its migrations create them); the operator never alters an existing LiteLLM schema",
+        .0.join(", ")
+    )]
+    SchemaMissing(Vec<String>),
+    /// The database has none of LiteLLM's tables.
+    #[error(
+        "the database has no LiteLLM tables: point --database at LiteLLM's database, or run `litellm-org-operator migrate` to create them on this empty database"
+    )]
+    SchemaEmpty,
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Query(String),
+}
+
+impl StoreError {
+    /// Map a driver error, keeping only what is safe to show (never the URL).
+    pub fn from_sqlx(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(e) => Self::Unavailable(e.to_string()),
+            sqlx::Error::Tls(_) => Self::Unavailable("TLS handshake failed".into()),
+            sqlx::Error::PoolTimedOut => {
+                Self::Unavailable("timed out waiting for a connection".into())
+            }
+            sqlx::Error::PoolClosed => Self::Unavailable("connection pool closed".into()),
+            sqlx::Error::Configuration(_) => {
+                Self::Unavailable("invalid database URL (check scheme, host and options)".into())
+            }
+            sqlx::Error::Database(db) => Self::Query(db.message().to_string()),
+            other => Self::Query(other.to_string()),
+        }
+    }
+}
+
+/// Failures of planning or applying one object.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The spec breaks a rule; nothing is written until it changes.
+    #[error("{field}: {message}")]
+    InvalidSpec { field: String, message: String },
+    /// The organization a member points at does not exist (yet).
+    #[error("{0}")]
+    OrganizationNotFound(String),
+    /// The referenced organization exists as a resource but has not been reconciled.
+    #[error("{0}")]
+    OrganizationNotReady(String),
+    /// A row belongs to another resource, or the lookup is ambiguous.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// Shorthand for an invalid field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidSpec {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The condition reason this class of error reports.
+    pub fn reason(&self) -> ConditionReason {
+        match self {
+            Self::InvalidSpec { .. } => ConditionReason::InvalidSpec,
+            Self::OrganizationNotFound(_) => ConditionReason::OrganizationNotFound,
+            Self::OrganizationNotReady(_) => ConditionReason::OrganizationNotReady,
+            Self::Conflict(_) => ConditionReason::Conflict,
+            Self::Store(StoreError::Query(_)) | Self::Store(StoreError::Unavailable(_)) => {
+                ConditionReason::DatabaseUnavailable
+            }
+            Self::Store(_) => ConditionReason::DatabaseUnavailable,
+        }
+    }
+
+    /// Whether retrying without a spec change can help (transient) or not (stalled).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(StoreError::Unavailable(_))
+                | Self::Store(StoreError::Query(_))
+                | Self::OrganizationNotFound(_)
+                | Self::OrganizationNotReady(_)
+        )
+    }
+}

@@ -1,0 +1,15 @@
+//! litellm-org-operator: LiteLLM organizations and members as Kubernetes resources,
+//! reconciled straight into LiteLLM's database.
+//!
+//! `crd` holds the API types, `engine` the pure planning and the one-transaction apply,
+//! `store` the Postgres and SQLite implementations, `manifest` and `offline` the cluster-less
+//! `plan` / `apply` that run the same engine on a folder of manifests.
+
+pub mod crd;
+pub mod database;
+pub mod engine;
+pub mod error;
+pub mod manifest;
+pub mod offline;
+pub mod output;
+pub mod store;

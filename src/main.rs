@@ -1,0 +1,198 @@
+//! Command line: wiring only. See `litellm-org-operator --help`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use litellm_org_operator::database::{self, DEFAULT_DATABASE_URL};
+use litellm_org_operator::engine::{DEFAULT_ACTOR, Engine};
+use litellm_org_operator::manifest::ManifestSet;
+use litellm_org_operator::offline::{self, RunOptions};
+use litellm_org_operator::output::{self, Format};
+use litellm_org_operator::store::Store;
+
+/// Declarative LiteLLM organizations and members.
+#[derive(Parser)]
+#[command(name = "litellm-org-operator", version, about)]
+struct Cli {
+    /// Database URL: postgres://user:password@host:port/db or sqlite://file.db.
+    /// Defaults to an embedded SQLite file in the working directory.
+    #[arg(
+        long = "database",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    database: Option<String>,
+
+    /// Name written to created_by / updated_by.
+    #[arg(long, default_value = DEFAULT_ACTOR, global = true)]
+    actor: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print both CustomResourceDefinitions as YAML.
+    Crd,
+    /// Create LiteLLM's tables on an empty database (never alters an existing schema).
+    Migrate,
+    /// Show what `apply` would change. Exit 0: nothing to do, 2: changes pending, 1: errors.
+    Plan {
+        /// Manifest files or folders (recursive; .yaml, .yml, .json).
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+        /// Also plan deleting rows this tool owns that no manifest declares.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Reconcile the database to the manifests, one transaction per object.
+    Apply {
+        /// Manifest files or folders (recursive; .yaml, .yml, .json).
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+        /// Also delete rows this tool owns that no manifest declares.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// List what the database holds.
+    Get {
+        what: GetWhat,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GetWhat {
+    #[value(alias = "organization", alias = "orgs", alias = "lorg")]
+    Organizations,
+    #[value(alias = "member", alias = "organizationmembers", alias = "lorgm")]
+    Members,
+}
+
+/// Runs past this many objects get a progress bar on a terminal.
+const PROGRESS_THRESHOLD: usize = 300;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let url = SecretString::from(
+        cli.database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+    );
+    match cli.command {
+        Command::Crd => {
+            let yaml = litellm_org_operator::crd::crds_yaml().map_err(|e| e.to_string())?;
+            print!("{yaml}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = database::open(&url).await.map_err(|e| e.to_string())?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            println!("schema ready");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { paths, prune } => manifests(&url, &cli.actor, &paths, false, prune).await,
+        Command::Apply { paths, prune } => manifests(&url, &cli.actor, &paths, true, prune).await,
+        Command::Get { what, output } => {
+            let store = database::open(&url).await.map_err(|e| e.to_string())?;
+            database::ensure_schema(&store)
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = match what {
+                GetWhat::Organizations => output::organizations(
+                    &store
+                        .list_organizations()
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    output,
+                ),
+                GetWhat::Members => output::members(
+                    &store.list_members().await.map_err(|e| e.to_string())?,
+                    output,
+                ),
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn manifests(
+    url: &SecretString,
+    actor: &str,
+    paths: &[PathBuf],
+    apply: bool,
+    prune: bool,
+) -> Result<ExitCode, String> {
+    let set = ManifestSet::load(paths);
+    for notice in &set.skipped {
+        eprintln!("{notice}");
+    }
+    let store = database::open(url).await.map_err(|e| e.to_string())?;
+    database::ensure_schema(&store)
+        .await
+        .map_err(|e| e.to_string())?;
+    let engine = Engine::new(store, actor);
+    let options = RunOptions {
+        apply,
+        prune,
+        progress: std::io::stdout().is_terminal() && set.len() > PROGRESS_THRESHOLD,
+    };
+    let report = offline::run(&engine, &set, options).await;
+    for plan in &report.plans {
+        print!("{plan}");
+    }
+    let (create, change, delete) = report.counts();
+    let errors: Vec<String> = set
+        .errors
+        .iter()
+        .chain(&report.errors)
+        .map(ToString::to_string)
+        .collect();
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    let verb = if apply { "Applied" } else { "Plan" };
+    if report.has_changes() {
+        println!(
+            "{verb}: {create} to create, {change} to change, {delete} to delete ({} objects read).",
+            report.objects
+        );
+    } else {
+        println!("No changes ({} objects read).", report.objects);
+    }
+    if !errors.is_empty() {
+        eprintln!("{} error(s).", errors.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(if !apply && report.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
