@@ -1,0 +1,420 @@
+//! Engine + store behaviour, run on PostgreSQL (the operator's own tables) and on SQLite.
+
+mod support;
+
+use litellm_org_operator::crd::{OrganizationMemberSpec, OrganizationSpec};
+use litellm_org_operator::engine::{
+    Change, DesiredMember, DesiredOrganization, ObjectKey, ObjectPlan, ids,
+};
+use litellm_org_operator::error::EngineError;
+use litellm_org_operator::store::{BudgetRow, OrganizationRow, Store};
+use support::{TestDb, spec};
+
+const ACTOR: &str = "litellm-org-operator";
+
+fn org(ns: &str, name: &str, yaml: &str) -> DesiredOrganization {
+    let s: OrganizationSpec = spec(yaml);
+    DesiredOrganization::from_spec(ObjectKey::new(ns, name), &s, ACTOR).expect("valid org")
+}
+
+fn member(ns: &str, name: &str, yaml: &str) -> DesiredMember {
+    let s: OrganizationMemberSpec = spec(yaml);
+    DesiredMember::from_spec(ObjectKey::new(ns, name), &s).expect("valid member")
+}
+
+async fn apply_org(db: &TestDb, d: &DesiredOrganization) -> ObjectPlan {
+    let engine = db.engine();
+    let plan = engine.plan_organization(d).await.expect("plan org");
+    engine.apply(&plan).await.expect("apply org");
+    plan
+}
+
+async fn apply_member(db: &TestDb, d: &DesiredMember, org_id: &str) -> ObjectPlan {
+    let engine = db.engine();
+    let plan = engine.plan_member(d, org_id, false).await.expect("plan member");
+    engine.apply(&plan).await.expect("apply member");
+    plan
+}
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                let db = super::TestDb::postgres_migrated().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                let db = super::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+async fn organization_lifecycle(db: &TestDb) {
+    let d = org(
+        "team-a",
+        "acme",
+        "alias: Acme\nmodels: [gpt-4o]\nbudget: {maxBudget: 100, budgetDuration: 30d, modelMaxBudget: {gpt-4o: {budgetLimit: 10, timePeriod: 1d}}}\nmetadata: {tier: gold}\n",
+    );
+    let plan = apply_org(db, &d).await;
+    assert_eq!(plan.changes.len(), 2, "{plan}");
+    assert!(matches!(plan.changes[0], Change::CreateBudget(_)));
+    assert!(matches!(plan.changes[1], Change::CreateOrganization(_)));
+
+    let orgs = db.store().list_organizations().await.expect("list");
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0].organization_id, ids::organization_id("team-a", "acme"));
+    assert_eq!(orgs[0].alias, "Acme");
+    assert_eq!(orgs[0].max_budget, Some(100.0));
+    assert_eq!(orgs[0].models, vec!["gpt-4o".to_string()]);
+    assert_eq!(orgs[0].owner.as_deref(), Some("Organization/team-a/acme"));
+    let reset = db
+        .strings(r#"SELECT CAST(budget_reset_at AS TEXT) FROM "LiteLLM_BudgetTable""#)
+        .await;
+    assert_ne!(reset, vec!["NULL".to_string()], "budget_reset_at is set for a duration");
+
+    // Second pass: nothing to do, and nothing written.
+    let before = db.snapshot().await;
+    let again = apply_org(db, &d).await;
+    assert!(again.is_empty(), "{again}");
+    assert_eq!(db.snapshot().await, before);
+
+    // A budget change updates the budget row only.
+    let changed = org(
+        "team-a",
+        "acme",
+        "alias: Acme\nmodels: [gpt-4o]\nbudget: {maxBudget: 250, budgetDuration: 30d, modelMaxBudget: {gpt-4o: {budgetLimit: 10, timePeriod: 1d}}}\nmetadata: {tier: gold}\n",
+    );
+    let plan = apply_org(db, &changed).await;
+    assert_eq!(plan.changes.len(), 1, "{plan}");
+    assert!(matches!(plan.changes[0], Change::UpdateBudget { .. }));
+    assert!(plan.to_string().contains("max_budget: 100 -> 250"), "{plan}");
+    assert_eq!(
+        db.strings(r#"SELECT CAST(max_budget AS TEXT) FROM "LiteLLM_BudgetTable""#)
+            .await
+            .iter()
+            .map(|s| s.parse::<f64>().unwrap_or(-1.0))
+            .collect::<Vec<_>>(),
+        vec![250.0]
+    );
+
+    // Switching to a budgetRef re-points the org and removes the owned budget row.
+    db.engine()
+        .store()
+        .apply(
+            &[Change::CreateBudget(BudgetRow {
+                budget_id: "shared".into(),
+                max_budget: Some(9.0),
+                created_by: "someone-else".into(),
+                ..Default::default()
+            })],
+            "someone-else",
+        )
+        .await
+        .expect("shared budget");
+    let with_ref = org(
+        "team-a",
+        "acme",
+        "alias: Acme\nmodels: [gpt-4o]\nbudgetRef: {budgetId: shared}\nmetadata: {tier: gold}\n",
+    );
+    let plan = apply_org(db, &with_ref).await;
+    assert!(matches!(plan.changes[0], Change::UpdateOrganization { .. }), "{plan}");
+    assert!(
+        matches!(&plan.changes[1], Change::DeleteBudget { budget_id } if *budget_id == d.owned_budget_id),
+        "{plan}"
+    );
+    let budgets = db.strings(r#"SELECT budget_id FROM "LiteLLM_BudgetTable""#).await;
+    assert_eq!(budgets, vec!["shared".to_string()]);
+
+    // A missing budgetRef is an invalid spec naming the field; nothing is written.
+    let missing = org("team-a", "other", "budgetRef: {budgetId: nope}\n");
+    match db.engine().plan_organization(&missing).await {
+        Err(EngineError::InvalidSpec { field, .. }) => assert_eq!(field, "spec.budgetRef.budgetId"),
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+}
+on_both!(organization_lifecycle);
+
+async fn metadata_keeps_foreign_keys(db: &TestDb) {
+    let d = org("ns", "meta", "metadata: {a: 1, b: two}\n");
+    apply_org(db, &d).await;
+    // Someone else (LiteLLM's UI) adds a key.
+    let observed = db
+        .store()
+        .observe_organization(&d.organization_id, &d.owned_budget_id)
+        .await
+        .expect("observe");
+    let mut row: OrganizationRow = observed.organization.expect("org row");
+    let before = row.clone();
+    row.metadata.insert("ui_key".into(), serde_json::json!(true));
+    db.store()
+        .apply(&[Change::UpdateOrganization { before, after: row }], "ui")
+        .await
+        .expect("outside write");
+    // The spec drops `a`: `a` goes, `ui_key` stays.
+    let d2 = org("ns", "meta", "metadata: {b: three}\n");
+    apply_org(db, &d2).await;
+    let observed = db
+        .store()
+        .observe_organization(&d.organization_id, &d.owned_budget_id)
+        .await
+        .expect("observe");
+    let meta = observed.organization.expect("org").metadata;
+    assert!(!meta.contains_key("a"));
+    assert_eq!(meta.get("b"), Some(&serde_json::json!("three")));
+    assert_eq!(meta.get("ui_key"), Some(&serde_json::json!(true)));
+    assert!(meta.contains_key("litellm-org-operator"));
+    assert!(apply_org(db, &d2).await.is_empty());
+}
+on_both!(metadata_keeps_foreign_keys);
+
+async fn ownership_conflicts(db: &TestDb) {
+    // An organization made outside the operator, adopted through spec.organizationId.
+    db.engine()
+        .store()
+        .apply(
+            &[
+                Change::CreateBudget(BudgetRow {
+                    budget_id: "ui-budget".into(),
+                    created_by: "admin".into(),
+                    ..Default::default()
+                }),
+                Change::CreateOrganization(OrganizationRow {
+                    organization_id: "org-ui".into(),
+                    organization_alias: "From UI".into(),
+                    budget_id: "ui-budget".into(),
+                    ..Default::default()
+                }),
+            ],
+            "admin",
+        )
+        .await
+        .expect("outside org");
+    let adopt = org("ns", "adopter", "organizationId: org-ui\nalias: Adopted\n");
+    let plan = apply_org(db, &adopt).await;
+    assert!(plan.changes.iter().any(|c| matches!(c, Change::UpdateOrganization { .. })));
+    // A second resource pinning the same id is refused and writes nothing.
+    let thief = org("other-ns", "thief", "organizationId: org-ui\n");
+    let before = db.snapshot().await;
+    match db.engine().plan_organization(&thief).await {
+        Err(EngineError::Conflict(msg)) => assert!(msg.contains("Organization/ns/adopter"), "{msg}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(db.snapshot().await, before);
+}
+on_both!(ownership_conflicts);
+
+async fn members_resolve_users_like_litellm(db: &TestDb) {
+    let o = org("ns", "acme", "{}\n");
+    apply_org(db, &o).await;
+    let org_id = o.organization_id.clone();
+
+    // By email, unknown: the user is created with a deterministic id.
+    let m1 = member(
+        "ns",
+        "ann",
+        "organizationRef: {name: acme}\nuser: {email: Ann@Example.com}\nrole: internal_user\nmaxBudgetInOrganization: 20\n",
+    );
+    let p1 = apply_member(db, &m1, &org_id).await;
+    assert!(p1.user_created);
+    assert_eq!(p1.user_id.as_deref(), Some(ids::user_id_for_email("ann@example.com").as_str()));
+    let role = db
+        .strings(r#"SELECT user_role FROM "LiteLLM_UserTable""#)
+        .await;
+    assert_eq!(role, vec!["internal_user".to_string()]);
+
+    // The same person by a differently-cased email in another org resource: found, not created.
+    let o2 = org("ns", "beta", "{}\n");
+    apply_org(db, &o2).await;
+    let m2 = member(
+        "ns",
+        "ann-beta",
+        "organizationRef: {name: beta}\nuser: {email: ann@EXAMPLE.com}\nrole: org_admin\n",
+    );
+    let p2 = apply_member(db, &m2, &o2.organization_id).await;
+    assert!(!p2.user_created);
+    assert_eq!(p2.user_id, p1.user_id);
+    assert_eq!(db.count("LiteLLM_UserTable").await, 1);
+
+    // Second pass writes nothing.
+    let before = db.snapshot().await;
+    assert!(apply_member(db, &m1, &org_id).await.is_empty());
+    assert!(apply_member(db, &m2, &o2.organization_id).await.is_empty());
+    assert_eq!(db.snapshot().await, before);
+
+    // A role change is one membership update.
+    let m1b = member(
+        "ns",
+        "ann",
+        "organizationRef: {name: acme}\nuser: {email: Ann@Example.com}\nrole: internal_user_viewer\nmaxBudgetInOrganization: 20\n",
+    );
+    let p = apply_member(db, &m1b, &org_id).await;
+    assert_eq!(p.changes.len(), 1, "{p}");
+    assert!(matches!(p.changes[0], Change::UpdateMembership { .. }));
+
+    // Another resource claiming the same (user, org) pair gets Conflict and writes nothing.
+    let dup = member(
+        "ns",
+        "ann-again",
+        "organizationRef: {name: acme}\nuser: {email: ann@example.com}\nrole: org_admin\n",
+    );
+    let before = db.snapshot().await;
+    match db.engine().plan_member(&dup, &org_id, false).await {
+        Err(EngineError::Conflict(msg)) => assert!(msg.contains("another OrganizationMember"), "{msg}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(db.snapshot().await, before);
+
+    // Two users with one email: a Conflict, never a guess.
+    db.exec(r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email) VALUES ('x1', 'twin@example.com'), ('x2', 'TWIN@example.com')"#).await;
+    let twin = member(
+        "ns",
+        "twin",
+        "organizationRef: {name: acme}\nuser: {email: twin@example.com}\nrole: internal_user\n",
+    );
+    match db.engine().plan_member(&twin, &org_id, false).await {
+        Err(EngineError::Conflict(msg)) => assert!(msg.contains("x1") && msg.contains("x2"), "{msg}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // By id it is unambiguous.
+    let by_id = member(
+        "ns",
+        "twin",
+        "organizationRef: {name: acme}\nuser: {userId: x2, email: twin@example.com}\nrole: internal_user\n",
+    );
+    let p = apply_member(db, &by_id, &org_id).await;
+    assert_eq!(p.user_id.as_deref(), Some("x2"));
+    assert!(!p.user_created);
+
+    // A member of an organization that does not exist.
+    let lost = member(
+        "ns",
+        "lost",
+        "organizationId: no-such-org\nuser: {userId: x1}\nrole: internal_user\n",
+    );
+    assert!(matches!(
+        db.engine().plan_member(&lost, "no-such-org", false).await,
+        Err(EngineError::OrganizationNotFound(_))
+    ));
+}
+on_both!(members_resolve_users_like_litellm);
+
+async fn member_moves_and_deletes(db: &TestDb) {
+    let a = org("ns", "a", "{}\n");
+    let b = org("ns", "b", "{}\n");
+    apply_org(db, &a).await;
+    apply_org(db, &b).await;
+    let m = member(
+        "ns",
+        "m",
+        "organizationRef: {name: a}\nuser: {userId: u1}\nrole: internal_user\n",
+    );
+    apply_member(db, &m, &a.organization_id).await;
+    // The member resource now points at org b: the old membership goes.
+    let moved = member(
+        "ns",
+        "m",
+        "organizationRef: {name: b}\nuser: {userId: u1}\nrole: internal_user\n",
+    );
+    let p = apply_member(db, &moved, &b.organization_id).await;
+    assert!(p.changes.iter().any(|c| matches!(c, Change::DeleteMembership { organization_id, .. } if *organization_id == a.organization_id)), "{p}");
+    let rows = db
+        .strings(r#"SELECT organization_id FROM "LiteLLM_OrganizationMembership""#)
+        .await;
+    assert_eq!(rows, vec![b.organization_id.clone()]);
+
+    // Delete: the membership and its budget go, the user stays.
+    let engine = db.engine();
+    let plan = engine
+        .plan_delete_member(&moved, &b.organization_id)
+        .await
+        .expect("plan delete");
+    engine.apply(&plan).await.expect("delete");
+    assert_eq!(db.count("LiteLLM_OrganizationMembership").await, 0);
+    assert_eq!(db.count("LiteLLM_UserTable").await, 1);
+    assert_eq!(
+        db.strings(r#"SELECT budget_id FROM "LiteLLM_BudgetTable" ORDER BY budget_id"#).await.len(),
+        2,
+        "only the two org budgets remain"
+    );
+    // Deleting again is a no-op (forgiving).
+    let plan = engine
+        .plan_delete_member(&moved, &b.organization_id)
+        .await
+        .expect("plan delete again");
+    assert!(plan.is_empty());
+}
+on_both!(member_moves_and_deletes);
+
+async fn organization_delete_cascades(db: &TestDb) {
+    let o = org("ns", "doomed", "budget: {maxBudget: 5}\n");
+    apply_org(db, &o).await;
+    let id = o.organization_id.clone();
+    for (name, user) in [("m1", "u1"), ("m2", "u2")] {
+        let m = member(
+            "ns",
+            name,
+            &format!("organizationRef: {{name: doomed}}\nuser: {{userId: {user}}}\nrole: internal_user\nmaxBudgetInOrganization: 1\n"),
+        );
+        apply_member(db, &m, &id).await;
+    }
+    db.exec(&format!(
+        r#"INSERT INTO "LiteLLM_TeamTable" (team_id, organization_id) VALUES ('team-1', '{id}');
+           INSERT INTO "LiteLLM_VerificationToken" (token, organization_id) VALUES ('hashed-key-1', '{id}');
+           UPDATE "LiteLLM_UserTable" SET organization_id = '{id}' WHERE user_id = 'u1';"#
+    ))
+    .await;
+    let engine = db.engine();
+    let plan = engine.plan_delete_organization(&o).await.expect("plan");
+    assert_eq!(plan.changes.len(), 1, "{plan}");
+    engine.apply(&plan).await.expect("cascade");
+    for table in [
+        "LiteLLM_TeamTable",
+        "LiteLLM_OrganizationMembership",
+        "LiteLLM_VerificationToken",
+        "LiteLLM_OrganizationTable",
+        "LiteLLM_BudgetTable",
+    ] {
+        assert_eq!(db.count(table).await, 0, "{table} should be empty");
+    }
+    assert_eq!(db.count("LiteLLM_UserTable").await, 2, "users are never deleted");
+    assert_eq!(
+        db.strings(r#"SELECT organization_id FROM "LiteLLM_UserTable" WHERE user_id = 'u1'"#).await,
+        vec!["NULL".to_string()]
+    );
+    // Already gone: planning the delete again is empty.
+    assert!(engine.plan_delete_organization(&o).await.expect("plan").is_empty());
+}
+on_both!(organization_delete_cascades);
+
+async fn failed_transaction_leaves_nothing(db: &TestDb) {
+    // The second change violates a foreign key, so the first must be rolled back.
+    let before = db.snapshot().await;
+    let result = db
+        .store()
+        .apply(
+            &[
+                Change::CreateBudget(BudgetRow {
+                    budget_id: "half".into(),
+                    created_by: ACTOR.into(),
+                    ..Default::default()
+                }),
+                Change::CreateOrganization(OrganizationRow {
+                    organization_id: "o".into(),
+                    organization_alias: "o".into(),
+                    budget_id: "missing-budget".into(),
+                    ..Default::default()
+                }),
+            ],
+            ACTOR,
+        )
+        .await;
+    assert!(result.is_err());
+    assert_eq!(db.snapshot().await, before);
+}
+on_both!(failed_transaction_leaves_nothing);
