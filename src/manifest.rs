@@ -107,16 +107,23 @@ impl ManifestSet {
         let documents: Vec<Result<Value, String>> = if is_json {
             vec![serde_json::from_str::<Value>(text).map_err(|e| format!("invalid JSON: {e}"))]
         } else {
-            serde_yaml::Deserializer::from_str(text)
-                .map(|doc| {
-                    <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                        .map_err(|e| format!("invalid YAML: {e}"))
-                        .and_then(|v| {
-                            serde_json::to_value(v)
-                                .map_err(|e| format!("YAML that JSON cannot hold: {e}"))
-                        })
-                })
-                .collect()
+            // After a syntax error the document iterator can keep yielding the same error:
+            // stop at the first one so malformed input never loops.
+            let mut docs = Vec::new();
+            for doc in serde_yaml::Deserializer::from_str(text) {
+                let parsed = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                    .map_err(|e| format!("invalid YAML: {e}"))
+                    .and_then(|v| {
+                        serde_json::to_value(v)
+                            .map_err(|e| format!("YAML that JSON cannot hold: {e}"))
+                    });
+                let failed = parsed.is_err();
+                docs.push(parsed);
+                if failed {
+                    break;
+                }
+            }
+            docs
         };
         for (i, doc) in documents.into_iter().enumerate() {
             let source = Source {
@@ -392,9 +399,14 @@ mod tests {
 
     #[test]
     fn malformed_yaml_and_duplicates_are_errors() {
-        let set = load("apiVersion: [unclosed\n");
-        assert_eq!(set.errors.len(), 1);
-        assert!(set.errors[0].message.starts_with("invalid YAML"));
+        for text in [
+            "apiVersion: [unclosed\n",
+            "apiVersion: litellm.dev/v1alpha1\nkind: [Organization\n",
+        ] {
+            let set = load(text);
+            assert_eq!(set.errors.len(), 1, "{text}");
+            assert!(set.errors[0].message.starts_with("invalid YAML"));
+        }
         let doc =
             "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {name: a}\nspec: {}\n";
         let set = load(&format!("{doc}---\n{doc}"));

@@ -232,8 +232,8 @@ pub async fn run<S: Store>(
     }
     bar.finish_and_clear();
 
-    if options.prune {
-        if let Err(err) = prune(
+    if options.prune
+        && let Err(err) = prune(
             engine,
             &desired_owners,
             &desired_member_budgets,
@@ -241,14 +241,13 @@ pub async fn run<S: Store>(
             &mut report,
         )
         .await
-        {
-            report.errors.push(ManifestError {
-                source: None,
-                object: None,
-                field: None,
-                message: format!("prune: {err}"),
-            });
-        }
+    {
+        report.errors.push(ManifestError {
+            source: None,
+            object: None,
+            field: None,
+            message: format!("prune: {err}"),
+        });
     }
     report
 }

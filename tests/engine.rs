@@ -31,7 +31,10 @@ async fn apply_org(db: &TestDb, d: &DesiredOrganization) -> ObjectPlan {
 
 async fn apply_member(db: &TestDb, d: &DesiredMember, org_id: &str) -> ObjectPlan {
     let engine = db.engine();
-    let plan = engine.plan_member(d, org_id, false).await.expect("plan member");
+    let plan = engine
+        .plan_member(d, org_id, false)
+        .await
+        .expect("plan member");
     engine.apply(&plan).await.expect("apply member");
     plan
 }
@@ -68,7 +71,10 @@ async fn organization_lifecycle(db: &TestDb) {
 
     let orgs = db.store().list_organizations().await.expect("list");
     assert_eq!(orgs.len(), 1);
-    assert_eq!(orgs[0].organization_id, ids::organization_id("team-a", "acme"));
+    assert_eq!(
+        orgs[0].organization_id,
+        ids::organization_id("team-a", "acme")
+    );
     assert_eq!(orgs[0].alias, "Acme");
     assert_eq!(orgs[0].max_budget, Some(100.0));
     assert_eq!(orgs[0].models, vec!["gpt-4o".to_string()]);
@@ -76,7 +82,11 @@ async fn organization_lifecycle(db: &TestDb) {
     let reset = db
         .strings(r#"SELECT CAST(budget_reset_at AS TEXT) FROM "LiteLLM_BudgetTable""#)
         .await;
-    assert_ne!(reset, vec!["NULL".to_string()], "budget_reset_at is set for a duration");
+    assert_ne!(
+        reset,
+        vec!["NULL".to_string()],
+        "budget_reset_at is set for a duration"
+    );
 
     // Second pass: nothing to do, and nothing written.
     let before = db.snapshot().await;
@@ -93,7 +103,10 @@ async fn organization_lifecycle(db: &TestDb) {
     let plan = apply_org(db, &changed).await;
     assert_eq!(plan.changes.len(), 1, "{plan}");
     assert!(matches!(plan.changes[0], Change::UpdateBudget { .. }));
-    assert!(plan.to_string().contains("max_budget: 100 -> 250"), "{plan}");
+    assert!(
+        plan.to_string().contains("max_budget: 100 -> 250"),
+        "{plan}"
+    );
     assert_eq!(
         db.strings(r#"SELECT CAST(max_budget AS TEXT) FROM "LiteLLM_BudgetTable""#)
             .await
@@ -123,12 +136,17 @@ async fn organization_lifecycle(db: &TestDb) {
         "alias: Acme\nmodels: [gpt-4o]\nbudgetRef: {budgetId: shared}\nmetadata: {tier: gold}\n",
     );
     let plan = apply_org(db, &with_ref).await;
-    assert!(matches!(plan.changes[0], Change::UpdateOrganization { .. }), "{plan}");
+    assert!(
+        matches!(plan.changes[0], Change::UpdateOrganization { .. }),
+        "{plan}"
+    );
     assert!(
         matches!(&plan.changes[1], Change::DeleteBudget { budget_id } if *budget_id == d.owned_budget_id),
         "{plan}"
     );
-    let budgets = db.strings(r#"SELECT budget_id FROM "LiteLLM_BudgetTable""#).await;
+    let budgets = db
+        .strings(r#"SELECT budget_id FROM "LiteLLM_BudgetTable""#)
+        .await;
     assert_eq!(budgets, vec!["shared".to_string()]);
 
     // A missing budgetRef is an invalid spec naming the field; nothing is written.
@@ -151,7 +169,8 @@ async fn metadata_keeps_foreign_keys(db: &TestDb) {
         .expect("observe");
     let mut row: OrganizationRow = observed.organization.expect("org row");
     let before = row.clone();
-    row.metadata.insert("ui_key".into(), serde_json::json!(true));
+    row.metadata
+        .insert("ui_key".into(), serde_json::json!(true));
     db.store()
         .apply(&[Change::UpdateOrganization { before, after: row }], "ui")
         .await
@@ -197,12 +216,18 @@ async fn ownership_conflicts(db: &TestDb) {
         .expect("outside org");
     let adopt = org("ns", "adopter", "organizationId: org-ui\nalias: Adopted\n");
     let plan = apply_org(db, &adopt).await;
-    assert!(plan.changes.iter().any(|c| matches!(c, Change::UpdateOrganization { .. })));
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| matches!(c, Change::UpdateOrganization { .. }))
+    );
     // A second resource pinning the same id is refused and writes nothing.
     let thief = org("other-ns", "thief", "organizationId: org-ui\n");
     let before = db.snapshot().await;
     match db.engine().plan_organization(&thief).await {
-        Err(EngineError::Conflict(msg)) => assert!(msg.contains("Organization/ns/adopter"), "{msg}"),
+        Err(EngineError::Conflict(msg)) => {
+            assert!(msg.contains("Organization/ns/adopter"), "{msg}")
+        }
         other => panic!("expected Conflict, got {other:?}"),
     }
     assert_eq!(db.snapshot().await, before);
@@ -222,7 +247,10 @@ async fn members_resolve_users_like_litellm(db: &TestDb) {
     );
     let p1 = apply_member(db, &m1, &org_id).await;
     assert!(p1.user_created);
-    assert_eq!(p1.user_id.as_deref(), Some(ids::user_id_for_email("ann@example.com").as_str()));
+    assert_eq!(
+        p1.user_id.as_deref(),
+        Some(ids::user_id_for_email("ann@example.com").as_str())
+    );
     let role = db
         .strings(r#"SELECT user_role FROM "LiteLLM_UserTable""#)
         .await;
@@ -265,7 +293,9 @@ async fn members_resolve_users_like_litellm(db: &TestDb) {
     );
     let before = db.snapshot().await;
     match db.engine().plan_member(&dup, &org_id, false).await {
-        Err(EngineError::Conflict(msg)) => assert!(msg.contains("another OrganizationMember"), "{msg}"),
+        Err(EngineError::Conflict(msg)) => {
+            assert!(msg.contains("another OrganizationMember"), "{msg}")
+        }
         other => panic!("expected Conflict, got {other:?}"),
     }
     assert_eq!(db.snapshot().await, before);
@@ -278,7 +308,9 @@ async fn members_resolve_users_like_litellm(db: &TestDb) {
         "organizationRef: {name: acme}\nuser: {email: twin@example.com}\nrole: internal_user\n",
     );
     match db.engine().plan_member(&twin, &org_id, false).await {
-        Err(EngineError::Conflict(msg)) => assert!(msg.contains("x1") && msg.contains("x2"), "{msg}"),
+        Err(EngineError::Conflict(msg)) => {
+            assert!(msg.contains("x1") && msg.contains("x2"), "{msg}")
+        }
         other => panic!("expected Conflict, got {other:?}"),
     }
     // By id it is unambiguous.
@@ -338,7 +370,9 @@ async fn member_moves_and_deletes(db: &TestDb) {
     assert_eq!(db.count("LiteLLM_OrganizationMembership").await, 0);
     assert_eq!(db.count("LiteLLM_UserTable").await, 1);
     assert_eq!(
-        db.strings(r#"SELECT budget_id FROM "LiteLLM_BudgetTable" ORDER BY budget_id"#).await.len(),
+        db.strings(r#"SELECT budget_id FROM "LiteLLM_BudgetTable" ORDER BY budget_id"#)
+            .await
+            .len(),
         2,
         "only the two org budgets remain"
     );
@@ -359,7 +393,9 @@ async fn organization_delete_cascades(db: &TestDb) {
         let m = member(
             "ns",
             name,
-            &format!("organizationRef: {{name: doomed}}\nuser: {{userId: {user}}}\nrole: internal_user\nmaxBudgetInOrganization: 1\n"),
+            &format!(
+                "organizationRef: {{name: doomed}}\nuser: {{userId: {user}}}\nrole: internal_user\nmaxBudgetInOrganization: 1\n"
+            ),
         );
         apply_member(db, &m, &id).await;
     }
@@ -382,13 +418,24 @@ async fn organization_delete_cascades(db: &TestDb) {
     ] {
         assert_eq!(db.count(table).await, 0, "{table} should be empty");
     }
-    assert_eq!(db.count("LiteLLM_UserTable").await, 2, "users are never deleted");
     assert_eq!(
-        db.strings(r#"SELECT organization_id FROM "LiteLLM_UserTable" WHERE user_id = 'u1'"#).await,
+        db.count("LiteLLM_UserTable").await,
+        2,
+        "users are never deleted"
+    );
+    assert_eq!(
+        db.strings(r#"SELECT organization_id FROM "LiteLLM_UserTable" WHERE user_id = 'u1'"#)
+            .await,
         vec!["NULL".to_string()]
     );
     // Already gone: planning the delete again is empty.
-    assert!(engine.plan_delete_organization(&o).await.expect("plan").is_empty());
+    assert!(
+        engine
+            .plan_delete_organization(&o)
+            .await
+            .expect("plan")
+            .is_empty()
+    );
 }
 on_both!(organization_delete_cascades);
 

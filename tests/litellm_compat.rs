@@ -15,7 +15,10 @@ use support::{TestDb, spec};
 async fn schema_check_accepts_litellm_and_never_migrates_it() {
     let db = TestDb::litellm().await;
     let store = db.store();
-    assert_eq!(store.schema_state().await.expect("state"), SchemaState::Ready);
+    assert_eq!(
+        store.schema_state().await.expect("state"),
+        SchemaState::Ready
+    );
     // `migrate` on a LiteLLM database changes nothing.
     let tables_before = db
         .strings("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
@@ -52,8 +55,9 @@ async fn create_update_member_delete_on_litellm_schema() {
     let o_spec: OrganizationSpec = spec(
         "alias: Research\nmodels: [gpt-4o]\nbudget: {maxBudget: 50, tpmLimit: 1000, rpmLimit: 10, maxParallelRequests: 4, budgetDuration: 1mo, modelMaxBudget: {gpt-4o: {budgetLimit: 5, timePeriod: 1d}}}\nmetadata: {team: r}\n",
     );
-    let o = DesiredOrganization::from_spec(ObjectKey::new("ns", "research"), &o_spec, engine.actor())
-        .expect("valid");
+    let o =
+        DesiredOrganization::from_spec(ObjectKey::new("ns", "research"), &o_spec, engine.actor())
+            .expect("valid");
     let plan = engine.plan_organization(&o).await.expect("plan");
     engine.apply(&plan).await.expect("apply");
     let id = o.organization_id.clone();
@@ -67,7 +71,10 @@ async fn create_update_member_delete_on_litellm_schema() {
         .await;
     assert_eq!(
         org_row,
-        vec![format!("Research|{}|gpt-4o|r|litellm-org-operator|0", o.owned_budget_id)]
+        vec![format!(
+            "Research|{}|gpt-4o|r|litellm-org-operator|0",
+            o.owned_budget_id
+        )]
     );
     let budget_row = db
         .strings(&format!(
@@ -83,7 +90,10 @@ async fn create_update_member_delete_on_litellm_schema() {
         "organizationRef: {name: research}\nuser: {email: New.User@Example.com}\nrole: org_admin\nmaxBudgetInOrganization: 7.5\n",
     );
     let m = DesiredMember::from_spec(ObjectKey::new("ns", "new-user"), &m_spec).expect("valid");
-    let plan = engine.plan_member(&m, &id, false).await.expect("plan member");
+    let plan = engine
+        .plan_member(&m, &id, false)
+        .await
+        .expect("plan member");
     engine.apply(&plan).await.expect("apply member");
     let uid = ids::user_id_for_email("new.user@example.com");
     let user_row = db
@@ -92,7 +102,10 @@ async fn create_update_member_delete_on_litellm_schema() {
                FROM "LiteLLM_UserTable" WHERE user_id = '{uid}'"#
         ))
         .await;
-    assert_eq!(user_row, vec!["New.User@Example.com|internal_user|0|0|{}|0|null".to_string()]);
+    assert_eq!(
+        user_row,
+        vec!["New.User@Example.com|internal_user|0|0|{}|0|null".to_string()]
+    );
     let membership = db
         .strings(&format!(
             r#"SELECT m.user_role || '|' || b.max_budget::text || '|' || m.spend::text
@@ -133,8 +146,14 @@ async fn create_update_member_delete_on_litellm_schema() {
            UPDATE "LiteLLM_UserTable" SET organization_id = '{id}' WHERE user_id = 'existing-1';"#
     ))
     .await;
-    let plan = engine.plan_delete_organization(&o).await.expect("plan delete");
-    engine.apply(&plan).await.expect("cascade in one transaction");
+    let plan = engine
+        .plan_delete_organization(&o)
+        .await
+        .expect("plan delete");
+    engine
+        .apply(&plan)
+        .await
+        .expect("cascade in one transaction");
     for (table, column) in [
         ("LiteLLM_TeamTable", "organization_id"),
         ("LiteLLM_OrganizationMembership", "organization_id"),
@@ -142,14 +161,25 @@ async fn create_update_member_delete_on_litellm_schema() {
         ("LiteLLM_OrganizationTable", "organization_id"),
     ] {
         let n = db
-            .strings(&format!(r#"SELECT count(*)::text FROM "{table}" WHERE "{column}" = '{id}'"#))
+            .strings(&format!(
+                r#"SELECT count(*)::text FROM "{table}" WHERE "{column}" = '{id}'"#
+            ))
             .await;
         assert_eq!(n, vec!["0".to_string()], "{table}");
     }
-    assert_eq!(db.count("LiteLLM_BudgetTable").await, 0, "org and member budgets removed");
-    assert_eq!(db.count("LiteLLM_UserTable").await, 2, "users are never deleted");
     assert_eq!(
-        db.strings(r#"SELECT COALESCE(team_id, 'NULL') FROM "LiteLLM_ProjectTable""#).await,
+        db.count("LiteLLM_BudgetTable").await,
+        0,
+        "org and member budgets removed"
+    );
+    assert_eq!(
+        db.count("LiteLLM_UserTable").await,
+        2,
+        "users are never deleted"
+    );
+    assert_eq!(
+        db.strings(r#"SELECT COALESCE(team_id, 'NULL') FROM "LiteLLM_ProjectTable""#)
+            .await,
         vec!["NULL".to_string()],
         "the project survives with its team link cleared by LiteLLM's ON DELETE SET NULL"
     );

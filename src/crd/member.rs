@@ -1,4 +1,6 @@
 //! The `OrganizationMember` kind: one user's membership in an organization.
+// kube's repeated `printcolumn(type_ = ...)` arguments trip this lint; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;

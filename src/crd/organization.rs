@@ -1,4 +1,6 @@
 //! The `Organization` kind: one LiteLLM organization and its budget.
+// kube's repeated `printcolumn(type_ = ...)` arguments trip this lint; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

@@ -18,8 +18,15 @@ pub fn admin_url() -> String {
 
 /// A database for one test, Postgres or SQLite, with raw SQL access for setup and checks.
 pub enum TestDb {
-    Postgres { name: String, store: PostgresStore },
-    Sqlite { _dir: tempfile::TempDir, url: String, store: SqliteStore },
+    Postgres {
+        name: String,
+        store: PostgresStore,
+    },
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+        store: SqliteStore,
+    },
 }
 
 fn safe_ident(s: &str) -> &str {
@@ -35,7 +42,10 @@ impl TestDb {
     pub async fn postgres(template: Option<&str>) -> Self {
         let name = format!("lorgtest_{}", uuid::Uuid::new_v4().simple());
         let admin = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_TEST_URL");
-        let mut conn = admin.connect().await.expect("connect to the test Postgres server");
+        let mut conn = admin
+            .connect()
+            .await
+            .expect("connect to the test Postgres server");
         let sql = match template {
             Some(t) => format!(
                 "CREATE DATABASE \"{}\" TEMPLATE \"{}\"",
@@ -207,7 +217,10 @@ impl TestDb {
                 .connect()
                 .await
             {
-                let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", safe_ident(&name));
+                let sql = format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    safe_ident(&name)
+                );
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                     .execute(&mut conn)
                     .await
