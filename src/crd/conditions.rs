@@ -39,6 +39,8 @@ pub enum ConditionReason {
     Conflict,
     BudgetExceeded,
     WithinBudget,
+    Paused,
+    DriftCorrected,
 }
 
 impl ConditionReason {
@@ -54,6 +56,8 @@ impl ConditionReason {
             Self::Conflict => "Conflict",
             Self::BudgetExceeded => "BudgetExceeded",
             Self::WithinBudget => "WithinBudget",
+            Self::Paused => "Paused",
+            Self::DriftCorrected => "DriftCorrected",
         }
     }
 }

@@ -390,6 +390,48 @@ pub fn plan_delete_member(desired: &DesiredMember, observed: &ObservedMember) ->
     plan
 }
 
+impl Change {
+    /// The columns this change writes, for drift events (`max_budget`, `user_role`, ...).
+    pub fn changed_fields(&self) -> Vec<String> {
+        fn diff(
+            before: Vec<(&'static str, String)>,
+            after: Vec<(&'static str, String)>,
+        ) -> Vec<String> {
+            before
+                .into_iter()
+                .zip(after)
+                .filter(|((_, b), (_, a))| b != a)
+                .map(|((name, _), _)| name.to_string())
+                .collect()
+        }
+        match self {
+            Change::UpdateBudget { before, after } => {
+                diff(budget_fields(before), budget_fields(after))
+            }
+            Change::UpdateOrganization { before, after } => {
+                diff(org_fields(before), org_fields(after))
+            }
+            Change::UpdateMembership { before, after } => {
+                let mut f = Vec::new();
+                if before.user_role != after.user_role {
+                    f.push("user_role".to_string());
+                }
+                if before.budget_id != after.budget_id {
+                    f.push("budget_id".to_string());
+                }
+                f
+            }
+            Change::CreateBudget(_) => vec!["budget row".to_string()],
+            Change::CreateOrganization(_) => vec!["organization row".to_string()],
+            Change::CreateUser { .. } => vec!["user row".to_string()],
+            Change::CreateMembership(_) => vec!["membership row".to_string()],
+            Change::DeleteBudget { .. }
+            | Change::DeleteOrganization { .. }
+            | Change::DeleteMembership { .. } => vec!["stale row".to_string()],
+        }
+    }
+}
+
 fn opt<T: fmt::Display>(v: &Option<T>) -> String {
     v.as_ref()
         .map_or_else(|| "none".to_string(), ToString::to_string)

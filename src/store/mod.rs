@@ -88,7 +88,6 @@ pub struct ObservedOrganization {
     pub current_budget: Option<BudgetRow>,
     /// The row with the budget id the spec asks for (owned or referenced), if it exists.
     pub desired_budget: Option<BudgetRow>,
-    pub member_count: i64,
 }
 
 /// What the database holds for one membership.
@@ -105,7 +104,8 @@ pub struct ObservedMember {
     pub membership_budget: Option<BudgetRow>,
     /// The operator's budget row for this member resource, if it exists.
     pub own_budget: Option<BudgetRow>,
-    /// Every membership that points at this member resource's budget row.
+    /// Every membership that points at this member resource's budget row (filled from the
+    /// current membership when it holds that budget, else by a lookup).
     pub memberships_with_own_budget: Vec<MembershipRow>,
 }
 

@@ -122,9 +122,8 @@ impl SqliteStore {
         desired_budget_id: &str,
     ) -> Result<ObservedOrganization, sqlx::Error> {
         let row = sqlx::query(
-            r#"SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend",
-                      (SELECT count(*) FROM "LiteLLM_OrganizationMembership" m WHERE m."organization_id" = o."organization_id") AS "member_count"
-               FROM "LiteLLM_OrganizationTable" o WHERE "organization_id" = ?1"#,
+            r#"SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend"
+               FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = ?1"#,
         )
         .bind(organization_id)
         .fetch_optional(&self.pool)
@@ -142,7 +141,6 @@ impl SqliteStore {
                 metadata: metadata_map(row.try_get::<Json<Value>, _>("metadata")?.0),
                 spend: row.try_get("spend")?,
             };
-            observed.member_count = row.try_get("member_count")?;
             observed.current_budget = self.budget(&org.budget_id).await?;
             observed.organization = Some(org);
         }
@@ -221,7 +219,18 @@ impl SqliteStore {
             Some(b) if b.budget_id == own_budget_id => Some(b.clone()),
             _ => self.budget(own_budget_id).await?,
         };
-        if observed.own_budget.is_some() {
+        // Every transaction keeps at most one membership on a member's own budget, so when
+        // the current membership holds it there is nothing else to find; otherwise (the
+        // member moved, or is being deleted) look the budget up, which is a scan in
+        // LiteLLM's schema (no index on budget_id).
+        let current_holds_own = observed
+            .membership
+            .as_ref()
+            .and_then(|m| m.budget_id.as_deref())
+            == Some(own_budget_id);
+        if current_holds_own {
+            observed.memberships_with_own_budget = observed.membership.iter().cloned().collect();
+        } else if observed.own_budget.is_some() {
             observed.memberships_with_own_budget = sqlx::query(
                 r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "budget_id" = ?1"#,
             )
