@@ -1,18 +1,23 @@
 //! Command line: wiring only. See `litellm-org-operator --help`.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use litellm_org_operator::controller::{self, RunConfig};
 use litellm_org_operator::database::{self, DEFAULT_DATABASE_URL};
 use litellm_org_operator::engine::{DEFAULT_ACTOR, Engine};
 use litellm_org_operator::manifest::ManifestSet;
 use litellm_org_operator::offline::{self, RunOptions};
 use litellm_org_operator::output::{self, Format};
 use litellm_org_operator::store::Store;
+use litellm_org_operator::telemetry::{self, LogFormat};
 
 /// Declarative LiteLLM organizations and members.
 #[derive(Parser)]
@@ -38,6 +43,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Kubernetes controllers (in a cluster, or against any kubeconfig).
+    Run {
+        /// Namespace to watch (repeat for several); all namespaces when absent.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Reconciles in flight at once, per kind.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: u16,
+        /// Period of the resync that repairs drift, e.g. 5m, 30s.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        resync_interval: Duration,
+        /// Read the database URL from this file (a mounted Secret) instead of --database.
+        #[arg(long)]
+        database_url_file: Option<PathBuf>,
+        /// Server-side apply the operator's CRDs at start.
+        #[arg(long)]
+        install_crds: bool,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        http_addr: SocketAddr,
+        /// Log line format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Print both CustomResourceDefinitions as YAML.
     Crd,
     /// Create LiteLLM's tables on an empty database (never alters an existing schema).
@@ -81,14 +110,11 @@ const PROGRESS_THRESHOLD: usize = 300;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Run { log_format, .. } => telemetry::init(*log_format, "info"),
+        _ => telemetry::init(LogFormat::Text, "warn"),
+    }
     match run(cli).await {
         Ok(code) => code,
         Err(message) => {
@@ -105,6 +131,38 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
     );
     match cli.command {
+        Command::Run {
+            namespaces,
+            concurrency,
+            resync_interval,
+            database_url_file,
+            install_crds,
+            http_addr,
+            log_format: _,
+        } => {
+            let url = match database_url_file {
+                Some(path) => SecretString::from(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => SecretString::from(cli.database.clone().ok_or(
+                    "run needs a database: set DATABASE_URL, --database or --database-url-file",
+                )?),
+            };
+            let config = RunConfig {
+                namespaces,
+                concurrency,
+                resync: resync_interval,
+                actor: cli.actor.clone(),
+                install_crds,
+                instance: std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| "litellm-org-operator".to_string()),
+            };
+            operate(&url, config, http_addr).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd => {
             let yaml = litellm_org_operator::crd::crds_yaml().map_err(|e| e.to_string())?;
             print!("{yaml}");
@@ -195,4 +253,46 @@ async fn manifests(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Start-up checks, then the controllers and the HTTP endpoints until SIGTERM.
+async fn operate(
+    url: &SecretString,
+    config: RunConfig,
+    http_addr: SocketAddr,
+) -> Result<(), String> {
+    let store = database::open(url).await.map_err(|e| e.to_string())?;
+    database::ensure_schema(&store)
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+    if config.install_crds {
+        controller::install_crds(&client)
+            .await
+            .map_err(|e| format!("cannot install the CRDs: {e}"))?;
+    }
+    controller::check_crds(&client).await?;
+    let metrics = Arc::new(litellm_org_operator::metrics::Metrics::new());
+    let counter = metrics.clone();
+    let engine = Arc::new(
+        Engine::new(store, config.actor.clone())
+            .with_observer(Arc::new(move |op| counter.count_database(op))),
+    );
+    let readiness = Arc::new(litellm_org_operator::http::Readiness::new(engine.clone()));
+    let http = tokio::spawn(litellm_org_operator::http::serve(
+        http_addr,
+        readiness.clone(),
+        metrics.clone(),
+    ));
+    tracing::info!(
+        namespaces = ?config.namespaces,
+        concurrency = config.concurrency,
+        resync = ?config.resync,
+        "starting controllers"
+    );
+    let result = controller::run(client, engine, config, metrics, readiness).await;
+    http.abort();
+    result.map_err(|e| e.to_string())
 }

@@ -21,10 +21,14 @@ use crate::store::{OrganizationUsage, Store};
 /// Default value of `created_by` / `updated_by` and of the ownership marker on budget rows.
 pub const DEFAULT_ACTOR: &str = "litellm-org-operator";
 
+/// Called once per database operation (`observe`, `apply`, `usage`), for metrics.
+pub type OperationObserver = std::sync::Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Drives planning and applying against one store.
 pub struct Engine<S> {
     store: S,
     actor: String,
+    observer: Option<OperationObserver>,
 }
 
 impl<S: Store> Engine<S> {
@@ -33,6 +37,19 @@ impl<S: Store> Engine<S> {
         Self {
             store,
             actor: actor.into(),
+            observer: None,
+        }
+    }
+
+    /// Report every database operation to `observer` (metrics).
+    pub fn with_observer(mut self, observer: OperationObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn count(&self, operation: &'static str) {
+        if let Some(o) = &self.observer {
+            o(operation);
         }
     }
 
@@ -49,6 +66,7 @@ impl<S: Store> Engine<S> {
         &self,
         desired: &DesiredOrganization,
     ) -> Result<ObjectPlan, EngineError> {
+        self.count("observe");
         let observed = self
             .store
             .observe_organization(&desired.organization_id, desired.budget.budget_id())
@@ -61,6 +79,7 @@ impl<S: Store> Engine<S> {
         &self,
         desired: &DesiredOrganization,
     ) -> Result<ObjectPlan, EngineError> {
+        self.count("observe");
         let observed = self
             .store
             .observe_organization(&desired.organization_id, &desired.owned_budget_id)
@@ -75,6 +94,7 @@ impl<S: Store> Engine<S> {
         organization_id: &str,
         organization_pending: bool,
     ) -> Result<ObjectPlan, EngineError> {
+        self.count("observe");
         let observed = self
             .store
             .observe_member(
@@ -99,6 +119,7 @@ impl<S: Store> Engine<S> {
         desired: &DesiredMember,
         organization_id: &str,
     ) -> Result<ObjectPlan, EngineError> {
+        self.count("observe");
         let observed = self
             .store
             .observe_member(
@@ -116,6 +137,7 @@ impl<S: Store> Engine<S> {
         if plan.changes.is_empty() {
             return Ok(());
         }
+        self.count("apply");
         self.store.apply(&plan.changes, &self.actor).await?;
         Ok(())
     }
@@ -125,6 +147,7 @@ impl<S: Store> Engine<S> {
         &self,
         organization_id: &str,
     ) -> Result<Option<OrganizationUsage>, EngineError> {
+        self.count("usage");
         Ok(self.store.organization_usage(organization_id).await?)
     }
 }

@@ -1,0 +1,199 @@
+//! State shared by the reconcilers: clients, the engine, the event recorder, per-object
+//! failure counts for backoff, metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer;
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::crd::{API_VERSION, FIELD_MANAGER, Organization};
+use crate::engine::Engine;
+use crate::error::{EngineError, StoreError};
+use crate::metrics::Metrics;
+use crate::store::AnyStore;
+
+/// Why a reconcile did not complete; the error policy turns it into a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(Box<finalizer::Error<ControllerError>>),
+}
+
+impl ControllerError {
+    /// Label for the errors metric.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Engine(e) => e.reason().as_str(),
+            Self::Kube(_) => "KubernetesApi",
+            Self::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.class(),
+                _ => "KubernetesApi",
+            },
+        }
+    }
+}
+
+/// Shared by both controllers of one namespace scope.
+pub struct Context {
+    pub client: Client,
+    pub engine: Arc<Engine<AnyStore>>,
+    pub recorder: Recorder,
+    pub resync: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Organizations in scope, for member lookups.
+    pub organizations: Store<Organization>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Backoff bounds for transient failures.
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+impl Context {
+    pub fn new(
+        client: Client,
+        engine: Arc<Engine<AnyStore>>,
+        recorder: Recorder,
+        resync: Duration,
+        metrics: Arc<Metrics>,
+        organizations: Store<Organization>,
+    ) -> Self {
+        Self {
+            client,
+            engine,
+            recorder,
+            resync,
+            metrics,
+            organizations,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Record a success: the next failure starts the backoff from the bottom again.
+    pub fn reset_failures(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(key);
+        }
+    }
+
+    /// Record a failure and return the requeue: exponential from 2 s, capped at 5 min, with
+    /// ±20% jitter so a database outage does not bring every object back at once.
+    pub fn backoff(&self, key: &str) -> Action {
+        let n = match self.failures.lock() {
+            Ok(mut f) => {
+                let n = f.entry(key.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        Action::requeue(backoff_delay(n, fastrand::f64()))
+    }
+
+    /// Publish an event; failures to publish are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+/// The delay after `failures` consecutive failures; `jitter` in `[0, 1)`.
+pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
+    let capped = exp.min(BACKOFF_CAP);
+    capped.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+}
+
+/// Text safe to put in a condition or event: database errors are summarised (no SQL, no
+/// connection details); the full error goes to the operator's log only.
+pub fn public_message(err: &EngineError) -> String {
+    match err {
+        EngineError::Store(StoreError::Query(_)) => {
+            "the database rejected the change; see the operator log".to_string()
+        }
+        EngineError::Store(StoreError::Unavailable(_)) => {
+            "the database is unavailable; retrying with backoff".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Write `status` by server-side apply under the operator's field manager.
+pub async fn apply_status<K, S>(
+    api: &kube::Api<K>,
+    name: &str,
+    kind: &str,
+    status: &S,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let body = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+        &kube::api::Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff_delay(1, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff_delay(2, 0.5), Duration::from_secs(4));
+        assert_eq!(backoff_delay(5, 0.5), Duration::from_secs(32));
+        assert_eq!(backoff_delay(40, 0.5), Duration::from_secs(300));
+        assert!(backoff_delay(1, 0.0) >= Duration::from_millis(1600));
+        assert!(backoff_delay(1, 0.999) <= Duration::from_millis(2400));
+    }
+
+    #[test]
+    fn public_messages_hide_database_details() {
+        let e = EngineError::Store(StoreError::Query(
+            "duplicate key value violates unique constraint \"x\"".into(),
+        ));
+        assert!(!public_message(&e).contains("duplicate"));
+        let e = EngineError::invalid("spec.alias", "too long");
+        assert_eq!(public_message(&e), "spec.alias: too long");
+    }
+}

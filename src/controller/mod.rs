@@ -1,0 +1,233 @@
+//! The Kubernetes side: one kube-runtime `Controller` per kind, a thin layer that turns a
+//! resource into the engine's input and the engine's outcome into status and events.
+//!
+//! Reconcile is kube-runtime's `finalizer()` helper around the engine. Status is written by
+//! server-side apply and skipped when nothing but timestamps would change; the controllers
+//! only react to spec, finalizer, annotation and deletion changes, so their own status writes
+//! never wake them again.
+
+mod context;
+mod member;
+mod organization;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::{Predicate, predicates};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+pub use context::{Context, ControllerError};
+
+use crate::crd::{FIELD_MANAGER, Organization, OrganizationMember, crds};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::store::AnyStore;
+
+/// Annotation that stops all writes for one object.
+pub const PAUSED_ANNOTATION: &str = "litellm.dev/paused";
+
+/// Settings of `run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Namespaces to watch; empty means all namespaces.
+    pub namespaces: Vec<String>,
+    /// Reconciles in flight at once, per kind and namespace scope.
+    pub concurrency: u16,
+    /// Period of the drift-repairing resync.
+    pub resync: Duration,
+    /// `created_by` / `updated_by`.
+    pub actor: String,
+    /// Server-side apply the CRDs at start.
+    pub install_crds: bool,
+    /// Reporting instance name for events (the pod name in a cluster).
+    pub instance: String,
+}
+
+/// What a status-only or metadata-only change looks like to the controller: nothing. Only
+/// spec (generation), finalizers, annotations and the deletion timestamp trigger a reconcile.
+fn trigger_predicate<K: Resource>() -> impl Predicate<K> {
+    predicates::generation
+        .combine(predicates::finalizers)
+        .combine(predicates::annotations)
+        .combine(|o: &K| Some(u64::from(o.meta().deletion_timestamp.is_some())))
+}
+
+/// Apply the operator's CRDs by server-side apply (Helm never upgrades CRDs).
+pub async fn install_crds(client: &Client) -> Result<(), kube::Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        tracing::info!(crd = %name, "applied CRD");
+    }
+    Ok(())
+}
+
+/// Fail fast, with the fix in the message, when the CRDs are not served.
+pub async fn check_crds(client: &Client) -> Result<(), String> {
+    let mut last = String::new();
+    // Freshly installed CRDs take a moment to be served.
+    for _ in 0..20 {
+        let orgs: Api<Organization> = Api::all(client.clone());
+        let members: Api<OrganizationMember> = Api::all(client.clone());
+        let lp = ListParams::default().limit(1);
+        match (orgs.list(&lp).await, members.list(&lp).await) {
+            (Ok(_), Ok(_)) => return Ok(()),
+            (Err(e), _) | (_, Err(e)) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!(
+        "the litellm.dev CRDs are not served ({last}): install them with `kubectl apply --server-side -f crds/` or run with --install-crds"
+    ))
+}
+
+/// Run both controllers until SIGTERM / Ctrl-C; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    engine: Arc<Engine<AnyStore>>,
+    config: RunConfig,
+    metrics: Arc<Metrics>,
+    ready: Arc<crate::http::Readiness>,
+) -> anyhow::Result<()> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(config.instance.clone()),
+        },
+    );
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut runs = Vec::new();
+    for scope in scopes {
+        let (org_api, member_api): (Api<Organization>, Api<OrganizationMember>) = match &scope {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let wc = watcher::Config::default();
+        let controller_config = ControllerConfig::default().concurrency(config.concurrency);
+
+        // Organizations: triggered by their own spec/finalizer/annotation/deletion changes.
+        let (org_reader, org_writer) = reflector::store::<Organization>();
+        let org_trigger = watcher(org_api.clone(), wc.clone())
+            .default_backoff()
+            .reflect(org_writer)
+            .applied_objects()
+            .predicate_filter(trigger_predicate(), Default::default());
+
+        // A second reflector of organizations feeds the member lookups and maps every org
+        // change (status included: an org becoming Ready) to the members that point at it.
+        let (org_lookup, org_lookup_writer) = reflector::store::<Organization>();
+        let org_changes = watcher(org_api.clone(), wc.clone())
+            .default_backoff()
+            .reflect(org_lookup_writer)
+            .touched_objects();
+
+        let (member_reader, member_writer) = reflector::store::<OrganizationMember>();
+        let member_trigger = watcher(member_api.clone(), wc.clone())
+            .default_backoff()
+            .reflect(member_writer)
+            .applied_objects()
+            .predicate_filter(trigger_predicate(), Default::default());
+
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            engine.clone(),
+            recorder.clone(),
+            config.resync,
+            metrics.clone(),
+            org_lookup.clone(),
+        ));
+
+        let members_for_map = member_reader.clone();
+        let member_controller = Controller::for_stream(member_trigger, member_reader.clone())
+            .with_config(controller_config.clone())
+            .watches_stream(org_changes, move |org: Organization| {
+                let ns = org.namespace().unwrap_or_default();
+                let name = org.name_any();
+                members_for_map
+                    .state()
+                    .into_iter()
+                    .filter(move |m| {
+                        m.namespace().as_deref() == Some(ns.as_str())
+                            && m.spec.organization_ref.as_ref().map(|r| r.name.as_str())
+                                == Some(name.as_str())
+                    })
+                    .map(|m| ObjectRef::from_obj(&*m))
+                    .collect::<Vec<_>>()
+            })
+            .shutdown_on_signal()
+            .run(member::reconcile, member::error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "member reconcile not completed");
+                }
+            });
+
+        let org_controller = Controller::for_stream(org_trigger, org_reader.clone())
+            .with_config(controller_config)
+            .shutdown_on_signal()
+            .run(
+                organization::reconcile,
+                organization::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "organization reconcile not completed");
+                }
+            });
+
+        let readiness = ready.clone();
+        let stores_ready = async move {
+            let _ = org_reader.wait_until_ready().await;
+            let _ = org_lookup.wait_until_ready().await;
+            let _ = member_reader.wait_until_ready().await;
+            readiness.watches_synced();
+        };
+        runs.push(futures::future::join3(
+            org_controller,
+            member_controller,
+            stores_ready,
+        ));
+    }
+    futures::future::join_all(runs).await;
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// True when the object carries `litellm.dev/paused: "true"`.
+pub fn is_paused<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// The periodic resync, spread by ±10% so objects created together do not resync together.
+pub fn resync_action(resync: Duration) -> Action {
+    let factor = 0.9 + fastrand::f64() * 0.2;
+    Action::requeue(resync.mul_f64(factor))
+}

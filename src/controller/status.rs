@@ -1,0 +1,275 @@
+//! Building `status` from a reconcile outcome. Pure: the same outcome on an unchanged object
+//! gives an equal status, so the write is skipped.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::crd::{
+    ConditionReason, ConditionType, OrganizationMemberStatus, OrganizationStatus, set_condition,
+};
+use crate::error::EngineError;
+use crate::store::OrganizationUsage;
+
+/// How a reconcile ended, in the terms status reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The database matches the spec.
+    Synced { message: String },
+    /// An error; its class decides the conditions.
+    Failed {
+        reason: ConditionReason,
+        message: String,
+        stalled: bool,
+    },
+    /// Writes are paused by annotation.
+    Paused,
+}
+
+impl Outcome {
+    /// Classify an engine error: invalid specs and conflicts stall until something changes;
+    /// everything else is progress pending a retry.
+    pub fn from_error(err: &EngineError) -> Self {
+        let stalled = matches!(
+            err,
+            EngineError::InvalidSpec { .. } | EngineError::Conflict(_)
+        );
+        Self::Failed {
+            reason: err.reason(),
+            message: err.to_string(),
+            stalled,
+        }
+    }
+}
+
+/// Apply an outcome to a condition list (kstatus: Ready, Reconciling, Stalled).
+pub fn apply_outcome(conditions: &mut Vec<Condition>, outcome: &Outcome, generation: Option<i64>) {
+    match outcome {
+        Outcome::Synced { message } => {
+            set_condition(
+                conditions,
+                ConditionType::Ready,
+                true,
+                ConditionReason::Synced,
+                message.clone(),
+                generation,
+            );
+            set_condition(
+                conditions,
+                ConditionType::Reconciling,
+                false,
+                ConditionReason::Synced,
+                "",
+                generation,
+            );
+            set_condition(
+                conditions,
+                ConditionType::Stalled,
+                false,
+                ConditionReason::Synced,
+                "",
+                generation,
+            );
+        }
+        Outcome::Failed {
+            reason,
+            message,
+            stalled,
+        } => {
+            set_condition(
+                conditions,
+                ConditionType::Ready,
+                false,
+                *reason,
+                message.clone(),
+                generation,
+            );
+            set_condition(
+                conditions,
+                ConditionType::Reconciling,
+                !stalled,
+                *reason,
+                if *stalled {
+                    String::new()
+                } else {
+                    message.clone()
+                },
+                generation,
+            );
+            set_condition(
+                conditions,
+                ConditionType::Stalled,
+                *stalled,
+                *reason,
+                if *stalled {
+                    message.clone()
+                } else {
+                    String::new()
+                },
+                generation,
+            );
+        }
+        Outcome::Paused => {
+            set_condition(
+                conditions,
+                ConditionType::Reconciling,
+                false,
+                ConditionReason::Paused,
+                "writes are paused by the litellm.dev/paused annotation",
+                generation,
+            );
+        }
+    }
+}
+
+/// The organization's next status.
+pub fn organization_status(
+    current: Option<&OrganizationStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    ids: Option<(&str, &str)>,
+    usage: Option<&OrganizationUsage>,
+) -> OrganizationStatus {
+    let mut status = current.cloned().unwrap_or_default();
+    apply_outcome(&mut status.conditions, outcome, generation);
+    if !matches!(outcome, Outcome::Paused) {
+        status.observed_generation = generation;
+    }
+    if let Some((org_id, budget_id)) = ids {
+        status.organization_id = Some(org_id.to_string());
+        status.budget_id = Some(budget_id.to_string());
+    }
+    if let Some(u) = usage {
+        status.spend = Some(u.spend);
+        status.max_budget = u.max_budget;
+        status.member_count = Some(u.member_count);
+        let exceeded = u.max_budget.is_some_and(|max| u.spend >= max);
+        let message = match u.max_budget {
+            Some(max) => format!("spend {:.2} of max budget {max:.2}", u.spend),
+            None => "no max budget".to_string(),
+        };
+        set_condition(
+            &mut status.conditions,
+            ConditionType::BudgetExceeded,
+            exceeded,
+            if exceeded {
+                ConditionReason::BudgetExceeded
+            } else {
+                ConditionReason::WithinBudget
+            },
+            message,
+            generation,
+        );
+    }
+    status
+}
+
+/// The member's next status.
+pub fn member_status(
+    current: Option<&OrganizationMemberStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    ids: Option<(&str, &str, bool, &str)>,
+) -> OrganizationMemberStatus {
+    let mut status = current.cloned().unwrap_or_default();
+    apply_outcome(&mut status.conditions, outcome, generation);
+    if !matches!(outcome, Outcome::Paused) {
+        status.observed_generation = generation;
+    }
+    if let Some((org_id, user_id, created, budget_id)) = ids {
+        status.organization_id = Some(org_id.to_string());
+        status.user_id = Some(user_id.to_string());
+        // Once the operator created the user, that stays true on later reconciles.
+        status.user_created = Some(created || status.user_created == Some(true));
+        status.budget_id = Some(budget_id.to_string());
+    }
+    status
+}
+
+/// True when the object's `Ready` condition is `True` for its current generation.
+pub fn is_ready(conditions: &[Condition], observed: Option<i64>, generation: Option<i64>) -> bool {
+    observed == generation
+        && conditions
+            .iter()
+            .any(|c| c.type_ == ConditionType::Ready.as_str() && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond<'a>(s: &'a OrganizationStatus, t: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition")
+    }
+
+    #[test]
+    fn synced_then_unchanged_is_equal() {
+        let usage = OrganizationUsage {
+            spend: 1.0,
+            max_budget: Some(10.0),
+            member_count: 2,
+        };
+        let ok = Outcome::Synced {
+            message: "in sync".into(),
+        };
+        let first = organization_status(None, Some(3), &ok, Some(("o", "b")), Some(&usage));
+        assert_eq!(first.observed_generation, Some(3));
+        assert_eq!(cond(&first, "Ready").status, "True");
+        assert_eq!(cond(&first, "Stalled").status, "False");
+        assert_eq!(cond(&first, "BudgetExceeded").status, "False");
+        let second =
+            organization_status(Some(&first), Some(3), &ok, Some(("o", "b")), Some(&usage));
+        assert_eq!(first, second, "no change, no write");
+    }
+
+    #[test]
+    fn errors_classify_into_stalled_or_reconciling() {
+        let invalid = Outcome::from_error(&EngineError::invalid("spec.x", "bad"));
+        let s = organization_status(None, Some(1), &invalid, None, None);
+        assert_eq!(cond(&s, "Stalled").status, "True");
+        assert_eq!(cond(&s, "Stalled").reason, "InvalidSpec");
+        assert_eq!(cond(&s, "Reconciling").status, "False");
+        assert_eq!(cond(&s, "Ready").message, "spec.x: bad");
+        let down = Outcome::from_error(&EngineError::Store(crate::error::StoreError::Unavailable(
+            "x".into(),
+        )));
+        let s = organization_status(Some(&s), Some(1), &down, None, None);
+        assert_eq!(cond(&s, "Stalled").status, "False");
+        assert_eq!(cond(&s, "Reconciling").status, "True");
+        assert_eq!(cond(&s, "Reconciling").reason, "DatabaseUnavailable");
+    }
+
+    #[test]
+    fn budget_exceeded_when_spend_reaches_max() {
+        let usage = OrganizationUsage {
+            spend: 10.0,
+            max_budget: Some(10.0),
+            member_count: 0,
+        };
+        let s = organization_status(
+            None,
+            Some(1),
+            &Outcome::Synced {
+                message: String::new(),
+            },
+            None,
+            Some(&usage),
+        );
+        assert_eq!(cond(&s, "BudgetExceeded").status, "True");
+        assert_eq!(s.spend, Some(10.0));
+    }
+
+    #[test]
+    fn paused_keeps_observed_generation() {
+        let ok = Outcome::Synced {
+            message: String::new(),
+        };
+        let s = organization_status(None, Some(1), &ok, None, None);
+        let p = organization_status(Some(&s), Some(2), &Outcome::Paused, None, None);
+        assert_eq!(p.observed_generation, Some(1));
+        assert_eq!(cond(&p, "Reconciling").reason, "Paused");
+        assert!(is_ready(&p.conditions, p.observed_generation, Some(1)));
+        assert!(!is_ready(&p.conditions, p.observed_generation, Some(2)));
+    }
+}

@@ -1,0 +1,964 @@
+//! The Helm chart `charts/litellm-org-operator`, linted and rendered by the real Helm library.
+//!
+//! There is no `helm` binary here: `tests/helm/render.py` drives Helm v4's Go SDK through
+//! `helm-python-sdk` (a ctypes binding over `libhelm_c`), run with `$HELM_PYTHON` from
+//! `.tools/env.sh`. Each call is one process fed one JSON request on stdin, so the tests share
+//! no files and run in parallel. Rendered objects are read back into `k8s-openapi` types, so a
+//! field of the wrong type or shape fails here as it would at `helm install`.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+const CHART: &str = "charts/litellm-org-operator";
+const DRIVER: &str = "tests/helm/render.py";
+const RELEASE: &str = "lorg";
+const NAMESPACE: &str = "litellm-system";
+const FULLNAME: &str = "lorg-litellm-org-operator";
+const DB_URL: &str = "postgres://litellm:secret@postgres.db:5432/litellm";
+
+/// The only (API group, resource, verb) triples the operator may ever be granted.
+const ALLOWED_RULES: &[(&str, &str, &[&str])] = &[
+    (
+        "litellm.dev",
+        "organizations",
+        &["get", "list", "watch", "patch", "update"],
+    ),
+    (
+        "litellm.dev",
+        "organizationmembers",
+        &["get", "list", "watch", "patch", "update"],
+    ),
+    (
+        "litellm.dev",
+        "organizations/status",
+        &["get", "patch", "update"],
+    ),
+    (
+        "litellm.dev",
+        "organizationmembers/status",
+        &["get", "patch", "update"],
+    ),
+    ("litellm.dev", "organizations/finalizers", &["update"]),
+    ("litellm.dev", "organizationmembers/finalizers", &["update"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+    ),
+    (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        &["get", "create", "patch"],
+    ),
+];
+
+const CRD_NAMES: [&str; 2] = [
+    "organizations.litellm.dev",
+    "organizationmembers.litellm.dev",
+];
+
+type Triple = (String, String, String);
+
+fn helm_python() -> String {
+    std::env::var("HELM_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "HELM_PYTHON is not set: it names the Python with helm-python-sdk that renders the \
+             chart. Run `source .tools/env.sh` first (scripts/install-tools.sh creates it; \
+             scripts/test.sh does both)"
+        )
+    })
+}
+
+/// Sends one request to the driver and returns its JSON answer.
+fn drive(request: Value) -> Value {
+    let python = helm_python();
+    let mut child = Command::new(&python)
+        .arg(DRIVER)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python} {DRIVER}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.to_string().as_bytes())
+        .expect("write request");
+    let out = child.wait_with_output().expect("driver output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{DRIVER} failed ({}): {stderr}",
+        out.status
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{DRIVER} printed no JSON ({e}); stderr: {stderr}"))
+}
+
+fn with_database(mut values: Value) -> Value {
+    if values.get("database").is_none() {
+        values["database"] = json!({ "url": DB_URL });
+    }
+    values
+}
+
+/// A rendered release: its objects (every document of every template) and NOTES.txt.
+struct Release {
+    objects: Vec<Value>,
+    notes: String,
+}
+
+impl Release {
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    fn one<T: DeserializeOwned>(&self, kind: &str, name: &str) -> T {
+        let found: Vec<&Value> = self
+            .all(kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["name"] == name)
+            .collect();
+        assert_eq!(found.len(), 1, "exactly one {kind} {name}");
+        serde_json::from_value(found[0].clone())
+            .unwrap_or_else(|e| panic!("{kind} {name} is not a valid {kind}: {e}"))
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap_or_default().to_string())
+            .collect();
+        kinds.sort();
+        kinds
+    }
+
+    fn deployment(&self) -> Deployment {
+        self.one("Deployment", FULLNAME)
+    }
+
+    fn pod(&self) -> PodSpec {
+        self.deployment().spec.template.spec.expect("pod spec")
+    }
+
+    fn container(&self) -> Container {
+        let pod = self.pod();
+        assert_eq!(pod.containers.len(), 1);
+        pod.containers[0].clone()
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.container().args.expect("args")
+    }
+
+    /// Every (group, resource, verb) granted by the rendered Roles and ClusterRoles.
+    fn granted(&self) -> BTreeSet<Triple> {
+        let mut rules: Vec<PolicyRule> = Vec::new();
+        for o in self.all("ClusterRole") {
+            let role: ClusterRole = serde_json::from_value(o.clone()).expect("ClusterRole");
+            assert!(role.aggregation_rule.is_none());
+            rules.extend(role.rules.unwrap_or_default());
+        }
+        for o in self.all("Role") {
+            let role: Role = serde_json::from_value(o.clone()).expect("Role");
+            rules.extend(role.rules.unwrap_or_default());
+        }
+        let mut granted = BTreeSet::new();
+        for rule in rules {
+            assert!(rule.non_resource_urls.is_none(), "{rule:?}");
+            for group in rule.api_groups.unwrap_or_default() {
+                for resource in rule.resources.clone().unwrap_or_default() {
+                    for verb in &rule.verbs {
+                        granted.insert((group.clone(), resource.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+        granted
+    }
+}
+
+fn render_result(values: Value) -> Value {
+    drive(json!({
+        "action": "render", "chart": CHART, "values": values,
+        "name": RELEASE, "namespace": NAMESPACE,
+    }))
+}
+
+fn render(values: Value) -> Release {
+    let answer = render_result(values.clone());
+    assert_eq!(answer["ok"], true, "render failed for {values}: {answer}");
+    let mut objects = Vec::new();
+    let mut notes = String::new();
+    for (path, text) in answer["templates"].as_object().expect("templates") {
+        let text = text.as_str().expect("template text");
+        if path.ends_with("NOTES.txt") {
+            notes = text.to_string();
+            continue;
+        }
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let doc = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{path} renders invalid YAML ({e}):\n{text}"));
+            if doc.is_null() {
+                continue;
+            }
+            let doc = serde_json::to_value(doc).expect("json");
+            for field in ["apiVersion", "kind"] {
+                assert!(doc[field].is_string(), "{path}: no {field}");
+            }
+            assert!(doc["metadata"]["name"].is_string(), "{path}: no name");
+            objects.push(doc);
+        }
+    }
+    assert!(!notes.is_empty(), "NOTES.txt renders");
+    Release { objects, notes }
+}
+
+/// Renders values that must be refused; returns Helm's error message.
+fn render_error(values: Value) -> String {
+    let answer = render_result(values.clone());
+    assert_eq!(answer["ok"], false, "rendered, yet should fail: {values}");
+    answer["error"].as_str().expect("error message").to_string()
+}
+
+fn triples(rules: &[(&str, &str, &[&str])]) -> BTreeSet<Triple> {
+    let mut set = BTreeSet::new();
+    for (group, resource, verbs) in rules {
+        for verb in *verbs {
+            set.insert((group.to_string(), resource.to_string(), verb.to_string()));
+        }
+    }
+    set
+}
+
+fn allowed() -> BTreeSet<Triple> {
+    triples(ALLOWED_RULES)
+}
+
+fn watch_triples() -> BTreeSet<Triple> {
+    allowed()
+        .into_iter()
+        .filter(|(g, _, _)| g == "litellm.dev" || g == "events.k8s.io")
+        .collect()
+}
+
+fn group_triples(group: &str) -> BTreeSet<Triple> {
+    allowed()
+        .into_iter()
+        .filter(|(g, _, _)| g == group)
+        .collect()
+}
+
+fn union(sets: &[BTreeSet<Triple>]) -> BTreeSet<Triple> {
+    sets.iter().flatten().cloned().collect()
+}
+
+/// Lint runs Helm's own checks (Chart.yaml, YAML of every template, schema). In lint mode Helm
+/// logs a template's `fail` instead of failing, so the database checks are tested by rendering.
+#[test]
+fn lint_passes_strict_with_a_database() {
+    for database in [
+        json!({ "url": DB_URL }),
+        json!({ "existingSecret": "litellm-db", "secretKey": "DATABASE_URL" }),
+    ] {
+        let answer = drive(json!({
+            "action": "lint", "chart": CHART, "namespace": NAMESPACE,
+            "values": { "database": database },
+        }));
+        assert_eq!(answer["ok"], true, "{answer}");
+        let lint = &answer["lint"];
+        assert_eq!(lint["total_charts_linted"], 1, "{lint}");
+        assert_eq!(lint["errors"], json!([]), "{lint}");
+        // Severity 2 is a warning, 3 an error; 1 (info, "icon is recommended") is fine.
+        for message in lint["messages"].as_array().expect("messages") {
+            let severity = message["severity"].as_i64().expect("severity");
+            assert!(severity < 2, "{message}");
+        }
+    }
+}
+
+#[test]
+fn lint_reports_values_that_break_the_schema() {
+    let answer = drive(json!({
+        "action": "lint", "chart": CHART, "namespace": NAMESPACE,
+        "values": { "database": { "url": DB_URL }, "replicaCount": 0 },
+    }));
+    let errors = answer["lint"]["errors"].to_string();
+    assert!(errors.contains("/replicaCount"), "{answer}");
+}
+
+#[test]
+fn default_release_renders_exactly_the_expected_objects() {
+    let release = render(with_database(json!({})));
+    assert_eq!(
+        release.kinds(),
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
+    );
+    for o in &release.objects {
+        let labels = &o["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/instance"], RELEASE, "{o}");
+        assert_eq!(labels["app.kubernetes.io/name"], "litellm-org-operator");
+        let cluster_scoped =
+            ["ClusterRole", "ClusterRoleBinding"].contains(&o["kind"].as_str().unwrap_or_default());
+        if !cluster_scoped {
+            assert_eq!(o["metadata"]["namespace"], NAMESPACE, "{o}");
+        }
+    }
+    assert_eq!(release.deployment().spec.replicas, Some(1));
+    assert!(release.notes.contains(&format!("deployment/{FULLNAME}")));
+}
+
+#[test]
+fn pod_runs_restricted_with_probes_and_resources() {
+    let release = render(with_database(json!({})));
+    let pod = release.pod();
+    let psc = pod.security_context.clone().expect("pod securityContext");
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.run_as_user, Some(65532));
+    assert_eq!(psc.run_as_group, Some(65532));
+    assert_eq!(psc.fs_group, Some(65532));
+    assert_eq!(
+        psc.seccomp_profile.expect("seccomp").type_,
+        "RuntimeDefault"
+    );
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    assert_eq!(pod.service_account_name.as_deref(), Some(FULLNAME));
+    assert!(pod.host_network.is_none() && pod.host_pid.is_none());
+
+    let sa: ServiceAccount = release.one("ServiceAccount", FULLNAME);
+    assert_eq!(sa.automount_service_account_token, Some(false));
+
+    let c = release.container();
+    let sc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.run_as_user, Some(65532));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.privileged, Some(false));
+    let caps = sc.capabilities.expect("capabilities");
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    assert!(caps.add.is_none());
+    assert_eq!(sc.seccomp_profile.expect("seccomp").type_, "RuntimeDefault");
+
+    assert_eq!(c.image.as_deref(), Some("litellm-org-operator:0.1.0"));
+    let ports = c.ports.clone().expect("ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].container_port),
+        (Some("http"), 8080)
+    );
+    for (probe, path) in [
+        (&c.liveness_probe, "/healthz"),
+        (&c.readiness_probe, "/readyz"),
+    ] {
+        let get = probe
+            .clone()
+            .and_then(|p| p.http_get)
+            .expect("httpGet probe");
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(
+            serde_json::to_value(&get.port).expect("port"),
+            json!("http")
+        );
+    }
+
+    let resources = serde_json::to_value(c.resources.expect("resources")).expect("json");
+    assert_eq!(
+        resources,
+        json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+    );
+    let env: Vec<String> = c
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(env, ["RUST_LOG", "POD_NAME", "POD_NAMESPACE"]);
+}
+
+#[test]
+fn args_follow_the_values() {
+    let defaults = render(with_database(json!({}))).args();
+    assert_eq!(
+        defaults,
+        [
+            "run",
+            "--concurrency",
+            "4",
+            "--resync-interval",
+            "5m",
+            "--database-url-file",
+            "/etc/litellm-org-operator/database/url",
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--log-format",
+            "json",
+            "--install-crds",
+        ]
+    );
+
+    let tuned = render(with_database(json!({
+        "concurrency": 16, "resyncInterval": "90s", "logFormat": "text",
+        "installCRDs": false, "leaderElection": {"enabled": true},
+        "watchNamespaces": ["team-a", "team-b"],
+    })))
+    .args();
+    assert_eq!(
+        tuned,
+        [
+            "run",
+            "--concurrency",
+            "16",
+            "--resync-interval",
+            "90s",
+            "--database-url-file",
+            "/etc/litellm-org-operator/database/url",
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--log-format",
+            "text",
+            "--leader-elect",
+            "--namespace",
+            "team-a",
+            "--namespace",
+            "team-b",
+        ]
+    );
+}
+
+/// The database volume and its mount; returns (secret name, key mounted as `url`).
+fn database_mount(release: &Release) -> (String, String) {
+    let c = release.container();
+    let mounts = c.volume_mounts.expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m.mount_path == "/etc/litellm-org-operator/database")
+        .expect("database mount");
+    assert_eq!(mount.read_only, Some(true));
+    assert!(mount.sub_path.is_none());
+    let volumes = release.pod().volumes.expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v.name == mount.name)
+        .expect("volume");
+    let secret = volume.secret.clone().expect("a Secret volume");
+    let items = secret.items.expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].path, "url", "mounted as .../database/url");
+    assert_eq!(secret.default_mode, Some(0o440));
+    // The URL reaches the operator only as that file.
+    let env = serde_json::to_string(&c.env).expect("env");
+    assert!(
+        !env.contains("postgres://") && !env.contains("secretKeyRef"),
+        "{env}"
+    );
+    assert!(
+        !c.args
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.contains("postgres"))
+    );
+    (
+        secret.secret_name.expect("secretName"),
+        items[0].key.clone(),
+    )
+}
+
+#[test]
+fn database_url_value_renders_a_secret_mounted_read_only() {
+    let release = render(with_database(json!({})));
+    let name = format!("{FULLNAME}-database");
+    let secret: Secret = release.one("Secret", &name);
+    let data = secret.string_data.expect("stringData");
+    assert_eq!(data.get("url").map(String::as_str), Some(DB_URL));
+    assert_eq!(database_mount(&release), (name, "url".to_string()));
+    let annotations = release
+        .deployment()
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.annotations)
+        .unwrap_or_default();
+    assert!(
+        annotations.contains_key("checksum/database"),
+        "a URL change restarts the pod"
+    );
+    let other = render(with_database(
+        json!({"database": {"url": "postgres://x@other/db"}}),
+    ));
+    let other_annotations = other
+        .deployment()
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.annotations)
+        .unwrap_or_default();
+    assert_ne!(
+        annotations.get("checksum/database"),
+        other_annotations.get("checksum/database")
+    );
+}
+
+#[test]
+fn existing_secret_is_mounted_and_no_secret_is_rendered() {
+    let release = render(json!({
+        "database": {"existingSecret": "litellm-db", "secretKey": "DATABASE_URL"},
+    }));
+    assert!(release.all("Secret").is_empty());
+    assert_eq!(
+        database_mount(&release),
+        ("litellm-db".to_string(), "DATABASE_URL".to_string())
+    );
+    assert!(release.notes.contains("litellm-db"));
+}
+
+/// Every combination of the values that shape RBAC, with the exact grants expected.
+fn rbac_cases() -> Vec<(Value, BTreeSet<Triple>)> {
+    let crds = group_triples("apiextensions.k8s.io");
+    let leases = group_triples("coordination.k8s.io");
+    let watch = watch_triples();
+    vec![
+        (json!({}), union(&[watch.clone(), crds.clone()])),
+        (
+            json!({"leaderElection": {"enabled": true}}),
+            union(&[watch.clone(), crds.clone(), leases.clone()]),
+        ),
+        (
+            json!({"replicaCount": 3}),
+            union(&[watch.clone(), crds.clone(), leases.clone()]),
+        ),
+        (json!({"installCRDs": false}), watch.clone()),
+        (
+            json!({"watchNamespaces": ["team-a", "team-b"]}),
+            union(&[watch.clone(), crds.clone()]),
+        ),
+        (
+            json!({"watchNamespaces": ["team-a"], "installCRDs": false, "replicaCount": 2}),
+            union(&[watch.clone(), leases.clone()]),
+        ),
+        (
+            json!({"serviceMonitor": {"enabled": true}, "networkPolicy": {"enabled": true}}),
+            union(&[watch, crds]),
+        ),
+    ]
+}
+
+#[test]
+fn rbac_grants_nothing_beyond_the_allow_list() {
+    let allowed = allowed();
+    for (values, expected) in rbac_cases() {
+        let release = render(with_database(values.clone()));
+        let granted = release.granted();
+        let extra: Vec<&Triple> = granted.difference(&allowed).collect();
+        assert!(
+            extra.is_empty(),
+            "{values}: grants beyond the allow-list: {extra:?}"
+        );
+        assert_eq!(granted, expected, "{values}");
+        let text = serde_json::to_string(&release.objects).expect("json");
+        assert!(!text.contains("\"*\""), "{values}: a wildcard in RBAC");
+    }
+}
+
+#[test]
+fn crd_rules_are_limited_to_the_two_crds() {
+    let release = render(with_database(json!({})));
+    let role: ClusterRole = release.one("ClusterRole", &format!("{FULLNAME}-crds"));
+    for rule in role.rules.expect("rules") {
+        let names = rule.resource_names.clone().unwrap_or_default();
+        if rule.verbs == ["create"] {
+            // A create carries its name in the body: RBAC cannot limit it by name.
+            assert!(names.is_empty());
+        } else {
+            assert_eq!(names, CRD_NAMES, "{rule:?}");
+        }
+    }
+}
+
+#[test]
+fn watch_namespaces_give_a_role_per_namespace_instead_of_a_cluster_role() {
+    let release = render(with_database(
+        json!({"watchNamespaces": ["team-a", "team-b"]}),
+    ));
+    // The only cluster-wide grant left is the CRD one (CRDs are cluster-scoped).
+    let cluster_roles: Vec<&Value> = release.all("ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    assert_eq!(
+        cluster_roles[0]["metadata"]["name"],
+        format!("{FULLNAME}-crds")
+    );
+    let mut namespaces = Vec::new();
+    for o in release.all("Role") {
+        let role: Role = serde_json::from_value(o.clone()).expect("Role");
+        let ns = role.metadata.namespace.clone().expect("namespace");
+        let rules = role.rules.expect("rules");
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.api_groups.as_deref() != Some(&["apiextensions.k8s.io".to_string()]))
+        );
+        namespaces.push(ns);
+    }
+    namespaces.sort();
+    assert_eq!(namespaces, ["team-a", "team-b"]);
+    check_bindings(&release);
+}
+
+/// Every binding points at a rendered role, in its namespace, for the operator's ServiceAccount.
+fn check_bindings(release: &Release) {
+    let mut count = 0;
+    for binding_kind in ["RoleBinding", "ClusterRoleBinding"] {
+        for b in release.all(binding_kind) {
+            let role_kind = b["roleRef"]["kind"].as_str().expect("roleRef.kind");
+            let role_name = &b["roleRef"]["name"];
+            let role = release
+                .all(role_kind)
+                .into_iter()
+                .find(|r| {
+                    &r["metadata"]["name"] == role_name
+                        && r["metadata"]["namespace"] == b["metadata"]["namespace"]
+                })
+                .unwrap_or_else(|| panic!("{binding_kind} {b} points at no rendered {role_kind}"));
+            assert_eq!(role["metadata"]["name"], *role_name);
+            assert_eq!(
+                b["subjects"],
+                json!([{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}])
+            );
+            count += 1;
+        }
+    }
+    assert!(count >= 2);
+}
+
+#[test]
+fn leader_election_follows_replicas_and_gets_a_lease_role() {
+    let one = render(with_database(json!({})));
+    assert!(!one.args().contains(&"--leader-elect".to_string()));
+    assert_eq!(
+        strategy(&one),
+        "Recreate",
+        "two operators never overlap without a lease"
+    );
+    assert!(one.all("Role").is_empty());
+
+    for values in [
+        json!({"replicaCount": 2}),
+        json!({"leaderElection": {"enabled": true}}),
+    ] {
+        let release = render(with_database(values.clone()));
+        assert!(
+            release.args().contains(&"--leader-elect".to_string()),
+            "{values}"
+        );
+        assert_eq!(strategy(&release), "RollingUpdate");
+        let role: Role = release.one("Role", &format!("{FULLNAME}-leader-election"));
+        assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
+        check_bindings(&release);
+    }
+}
+
+fn strategy(release: &Release) -> String {
+    release
+        .deployment()
+        .spec
+        .strategy
+        .and_then(|s| s.type_)
+        .expect("strategy")
+}
+
+#[test]
+fn install_crds_off_drops_the_flag_and_the_crd_rules() {
+    let release = render(with_database(json!({"installCRDs": false})));
+    assert!(!release.args().contains(&"--install-crds".to_string()));
+    assert!(
+        release
+            .granted()
+            .iter()
+            .all(|(g, _, _)| g != "apiextensions.k8s.io")
+    );
+    assert!(
+        release
+            .notes
+            .contains("kubectl apply --server-side -f crds/")
+    );
+}
+
+#[test]
+fn service_monitor_and_network_policy() {
+    let release = render(with_database(json!({
+        "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+        "networkPolicy": {"enabled": true, "database": {"port": 6432}},
+    })));
+    let pod_labels = release
+        .deployment()
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .expect("pod labels");
+
+    let service: Service = release.one("Service", &format!("{FULLNAME}-metrics"));
+    let spec = service.spec.expect("service spec");
+    for (k, v) in spec.selector.expect("selector") {
+        assert_eq!(
+            pod_labels.get(&k),
+            Some(&v),
+            "the Service selects the operator pods"
+        );
+    }
+    let ports = spec.ports.expect("ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].port),
+        (Some("http"), 8080)
+    );
+
+    let monitors = release.all("ServiceMonitor");
+    assert_eq!(monitors.len(), 1);
+    let monitor = monitors[0];
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(
+        monitor["spec"]["endpoints"],
+        json!([{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}])
+    );
+    let service_labels = serde_json::to_value(service.metadata.labels).expect("labels");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
+        assert_eq!(
+            &service_labels[k], v,
+            "the ServiceMonitor selects the metrics Service"
+        );
+    }
+
+    let policy: NetworkPolicy = release.one("NetworkPolicy", FULLNAME);
+    let spec = policy.spec.expect("policy spec");
+    let selector = spec
+        .pod_selector
+        .and_then(|s| s.match_labels)
+        .expect("podSelector");
+    for (k, v) in selector {
+        assert_eq!(pod_labels.get(&k), Some(&v));
+    }
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".into(), "Egress".into()])
+    );
+    let port_list = |ports: Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort>>| {
+        ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let port = serde_json::to_value(p.port).expect("port");
+                format!("{}/{port}", p.protocol.unwrap_or_default())
+            })
+            .collect::<Vec<_>>()
+    };
+    let ingress = spec.ingress.expect("ingress");
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(port_list(ingress[0].ports.clone()), ["TCP/8080"]);
+    let egress: Vec<Vec<String>> = spec
+        .egress
+        .expect("egress")
+        .into_iter()
+        .map(|rule| port_list(rule.ports))
+        .collect();
+    assert_eq!(
+        egress,
+        [
+            vec!["UDP/53", "TCP/53"],
+            vec!["TCP/6432"],
+            vec!["TCP/443", "TCP/6443"]
+        ]
+    );
+}
+
+#[test]
+fn pod_settings_pass_through() {
+    let release = render(with_database(json!({
+        "image": {"repository": "registry.example.com/litellm-org-operator", "tag": "0.1.1", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}},
+        "podAnnotations": {"example.com/team": "platform"},
+        "extraEnv": [{"name": "OTEL_SERVICE_NAME", "value": "litellm-org-operator"}],
+        "logLevel": "litellm_org_operator=debug,info",
+    })));
+    let deployment = serde_json::to_value(release.deployment()).expect("json");
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["annotations"]["example.com/team"],
+        "platform"
+    );
+    assert_eq!(
+        pod["spec"]["imagePullSecrets"],
+        json!([{"name": "regcred"}])
+    );
+    assert_eq!(
+        pod["spec"]["nodeSelector"],
+        json!({"kubernetes.io/os": "linux"})
+    );
+    assert_eq!(pod["spec"]["tolerations"][0]["key"], "dedicated");
+    assert_eq!(
+        pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "pool"
+    );
+    let c = release.container();
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example.com/litellm-org-operator:0.1.1")
+    );
+    assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+    let env = serde_json::to_value(c.env).expect("env");
+    assert_eq!(
+        env[0],
+        json!({"name": "RUST_LOG", "value": "litellm_org_operator=debug,info"})
+    );
+    assert_eq!(
+        env[3],
+        json!({"name": "OTEL_SERVICE_NAME", "value": "litellm-org-operator"})
+    );
+}
+
+#[test]
+fn invalid_values_are_rejected_naming_the_value() {
+    let url = json!({"url": DB_URL});
+    let cases = [
+        (json!({"replicaCount": 0, "database": url}), "/replicaCount"),
+        (json!({"concurrency": 0, "database": url}), "/concurrency"),
+        (json!({"logFormat": "xml", "database": url}), "/logFormat"),
+        (
+            json!({"resyncInterval": "5 minutes", "database": url}),
+            "/resyncInterval",
+        ),
+        (
+            json!({"replicas": 2, "database": url}),
+            "'replicas' not allowed",
+        ),
+        (
+            json!({"database": {"existingsecret": "pg"}}),
+            "'existingsecret' not allowed",
+        ),
+        (
+            json!({"watchNamespaces": ["Team_A"], "database": url}),
+            "/watchNamespaces/0",
+        ),
+        (json!({}), "database.url"),
+        (
+            json!({"database": {"url": DB_URL, "existingSecret": "pg"}}),
+            "not both",
+        ),
+        (
+            json!({"replicaCount": 2, "leaderElection": {"enabled": false}, "database": url}),
+            "leaderElection.enabled",
+        ),
+    ];
+    for (values, expected) in cases {
+        let error = render_error(values.clone());
+        assert!(
+            error.contains(expected),
+            "{values}: {expected:?} not in {error:?}"
+        );
+    }
+}
+
+/// Every key of values.yaml is declared in values.schema.json (down to the free-form maps), so
+/// no value escapes validation and `additionalProperties: false` never rejects a default.
+#[test]
+fn values_schema_declares_every_value() {
+    let values: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{CHART}/values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml parses");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{CHART}/values.schema.json")).expect("schema"),
+    )
+    .expect("values.schema.json parses");
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    assert_eq!(schema["additionalProperties"], false);
+
+    fn walk(path: &str, value: &Value, schema: &Value, checked: &mut usize) {
+        let Some(map) = value.as_object() else { return };
+        let Some(props) = schema["properties"].as_object() else {
+            return;
+        };
+        for (key, child) in map {
+            let child_schema = props
+                .get(key)
+                .unwrap_or_else(|| panic!("{path}{key} is not in values.schema.json"));
+            assert!(
+                child_schema.get("type").is_some(),
+                "{path}{key} has no type in values.schema.json"
+            );
+            *checked += 1;
+            walk(&format!("{path}{key}."), child, child_schema, checked);
+        }
+    }
+    let mut checked = 0;
+    walk("", &values, &schema, &mut checked);
+    assert!(checked >= 40, "checked {checked} values");
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds_byte_for_byte() {
+    let generated = std::fs::read("crds/litellm.dev.yaml").expect("crds/litellm.dev.yaml");
+    let chart = std::fs::read(format!("{CHART}/crds/litellm.dev.yaml")).expect("chart CRDs");
+    assert!(
+        generated == chart,
+        "{CHART}/crds/litellm.dev.yaml differs from crds/litellm.dev.yaml: \
+         cp crds/litellm.dev.yaml {CHART}/crds/"
+    );
+    let files: Vec<String> = std::fs::read_dir(format!("{CHART}/crds"))
+        .expect("chart crds/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        ["litellm.dev.yaml"],
+        "the chart's crds/ holds that one file"
+    );
+
+    // Helm itself finds both CRDs there.
+    let answer = render_result(with_database(json!({})));
+    let crds = answer["crds"].as_array().expect("crds");
+    assert_eq!(crds.len(), 1, "{answer}");
+    assert_eq!(
+        crds[0]["filename"],
+        "litellm-org-operator/crds/litellm.dev.yaml"
+    );
+    let names: Vec<String> =
+        serde_yaml::Deserializer::from_str(crds[0]["data"].as_str().expect("data"))
+            .filter_map(|d| {
+                let v = <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("yaml");
+                v.get("metadata")?.get("name")?.as_str().map(str::to_string)
+            })
+            .collect();
+    assert_eq!(names, CRD_NAMES);
+}
