@@ -66,6 +66,15 @@ enum Command {
         /// Log line format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Elect a leader through a Lease: every replica watches, only the leader writes.
+        #[arg(long)]
+        leader_elect: bool,
+        /// Name of the Lease.
+        #[arg(long, default_value = "litellm-org-operator")]
+        lease_name: String,
+        /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
+        #[arg(long)]
+        lease_namespace: Option<String>,
     },
     /// Print both CustomResourceDefinitions as YAML.
     Crd,
@@ -139,6 +148,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             install_crds,
             http_addr,
             log_format: _,
+            leader_elect,
+            lease_name,
+            lease_namespace,
         } => {
             let url = match database_url_file {
                 Some(path) => SecretString::from(
@@ -160,7 +172,15 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 instance: std::env::var("POD_NAME")
                     .unwrap_or_else(|_| "litellm-org-operator".to_string()),
             };
-            operate(&url, config, http_addr).await?;
+            let lease = leader_elect.then(|| {
+                (
+                    lease_name,
+                    lease_namespace
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                        .unwrap_or_else(|| "default".to_string()),
+                )
+            });
+            operate(&url, config, http_addr, lease).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {
@@ -260,6 +280,7 @@ async fn operate(
     url: &SecretString,
     config: RunConfig,
     http_addr: SocketAddr,
+    lease: Option<(String, String)>,
 ) -> Result<(), String> {
     let store = database::open(url).await.map_err(|e| e.to_string())?;
     database::ensure_schema(&store)
@@ -273,7 +294,7 @@ async fn operate(
             .await
             .map_err(|e| format!("cannot install the CRDs: {e}"))?;
     }
-    controller::check_crds(&client).await?;
+    controller::check_crds(&client, &config.namespaces).await?;
     let metrics = Arc::new(litellm_org_operator::metrics::Metrics::new());
     let counter = metrics.clone();
     let engine = Arc::new(
@@ -292,7 +313,23 @@ async fn operate(
         resync = ?config.resync,
         "starting controllers"
     );
-    let result = controller::run(client, engine, config, metrics, readiness).await;
+    let leadership = match lease {
+        None => controller::Leadership::default(),
+        Some((name, namespace)) => {
+            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &name)
+                .with_namespace(&namespace)
+                .with_identity(&config.instance)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .map_err(|e| format!("cannot set up the lease {namespace}/{name}: {e}"))?;
+            let (rx, _task) = manager.watch().await;
+            tracing::info!(lease = %name, %namespace, identity = %config.instance, "leader election on");
+            controller::Leadership::from_lease(rx)
+        }
+    };
+    let result = controller::run(client, engine, config, metrics, readiness, leadership).await;
     http.abort();
     result.map_err(|e| e.to_string())
 }

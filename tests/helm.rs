@@ -49,11 +49,7 @@ const ALLOWED_RULES: &[(&str, &str, &[&str])] = &[
     ("litellm.dev", "organizations/finalizers", &["update"]),
     ("litellm.dev", "organizationmembers/finalizers", &["update"]),
     ("events.k8s.io", "events", &["create", "patch"]),
-    (
-        "coordination.k8s.io",
-        "leases",
-        &["get", "create", "update"],
-    ),
+    ("coordination.k8s.io", "leases", &["get", "create", "patch"]),
     (
         "apiextensions.k8s.io",
         "customresourcedefinitions",

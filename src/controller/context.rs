@@ -44,6 +44,40 @@ impl ControllerError {
     }
 }
 
+/// Whether this replica may write. Without leader election every replica is the leader.
+#[derive(Clone, Default)]
+pub struct Leadership {
+    lease: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Leadership {
+    /// Follow a lease: `true` on the channel while this replica holds it.
+    pub fn from_lease(lease: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { lease: Some(lease) }
+    }
+
+    /// Checked before every write: a lost lease stops writes at once.
+    pub fn is_leader(&self) -> bool {
+        self.lease.as_ref().is_none_or(|rx| *rx.borrow())
+    }
+
+    /// Fires each time this replica becomes the leader (to reconcile everything then).
+    pub fn elected(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let rx = self.lease.clone();
+        futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            loop {
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+                if *rx.borrow_and_update() {
+                    return Some(((), Some(rx)));
+                }
+            }
+        })
+    }
+}
+
 /// Shared by both controllers of one namespace scope.
 pub struct Context {
     pub client: Client,
@@ -53,6 +87,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Organizations in scope, for member lookups.
     pub organizations: Store<Organization>,
+    /// Only the leader writes.
+    pub leadership: Leadership,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -68,6 +104,7 @@ impl Context {
         resync: Duration,
         metrics: Arc<Metrics>,
         organizations: Store<Organization>,
+        leadership: Leadership,
     ) -> Self {
         Self {
             client,
@@ -76,6 +113,7 @@ impl Context {
             resync,
             metrics,
             organizations,
+            leadership,
             failures: Mutex::new(HashMap::new()),
         }
     }

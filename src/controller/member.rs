@@ -31,6 +31,11 @@ pub async fn reconcile(
     member: Arc<OrganizationMember>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
+    if !ctx.leadership.is_leader() {
+        // Followers keep their caches warm and write nothing; becoming leader
+        // reconciles everything.
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     let api: Api<OrganizationMember> =
         Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
@@ -195,6 +200,9 @@ async fn apply(member: Arc<OrganizationMember>, ctx: &Context) -> Result<Action,
         }
         Err(e) => return fail_transient(&api, &member, ctx, e).await,
     };
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
     if let Err(e) = ctx.engine.apply(&plan).await {
         return fail_transient(&api, &member, ctx, e).await;
     }

@@ -25,7 +25,7 @@ use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-pub use context::{Context, ControllerError};
+pub use context::{Context, ControllerError, Leadership};
 
 use crate::crd::{FIELD_MANAGER, Organization, OrganizationMember, crds};
 use crate::engine::Engine;
@@ -78,12 +78,20 @@ pub async fn install_crds(client: &Client) -> Result<(), kube::Error> {
 }
 
 /// Fail fast, with the fix in the message, when the CRDs are not served.
-pub async fn check_crds(client: &Client) -> Result<(), String> {
+/// With `namespaces` set the check lists in the first of them only, which is all the
+/// namespaced RBAC of the chart allows.
+pub async fn check_crds(client: &Client, namespaces: &[String]) -> Result<(), String> {
     let mut last = String::new();
     // Freshly installed CRDs take a moment to be served.
     for _ in 0..20 {
-        let orgs: Api<Organization> = Api::all(client.clone());
-        let members: Api<OrganizationMember> = Api::all(client.clone());
+        let (orgs, members): (Api<Organization>, Api<OrganizationMember>) = match namespaces.first()
+        {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
         let lp = ListParams::default().limit(1);
         match (orgs.list(&lp).await, members.list(&lp).await) {
             (Ok(_), Ok(_)) => return Ok(()),
@@ -103,6 +111,7 @@ pub async fn run(
     config: RunConfig,
     metrics: Arc<Metrics>,
     ready: Arc<crate::http::Readiness>,
+    leadership: Leadership,
 ) -> anyhow::Result<()> {
     let recorder = Recorder::new(
         client.clone(),
@@ -158,6 +167,7 @@ pub async fn run(
             config.resync,
             metrics.clone(),
             org_lookup.clone(),
+            leadership.clone(),
         ));
 
         let members_for_map = member_reader.clone();
@@ -177,6 +187,7 @@ pub async fn run(
                     .map(|m| ObjectRef::from_obj(&*m))
                     .collect::<Vec<_>>()
             })
+            .reconcile_all_on(leadership.elected())
             .shutdown_on_signal()
             .run(member::reconcile, member::error_policy, ctx.clone())
             .for_each(|result| async move {

@@ -26,6 +26,11 @@ pub async fn reconcile(
     org: Arc<Organization>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
+    if !ctx.leadership.is_leader() {
+        // Followers keep their caches warm and write nothing; becoming leader
+        // reconciles everything.
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     let api: Api<Organization> =
         Api::namespaced(ctx.client.clone(), &org.namespace().unwrap_or_default());
@@ -112,6 +117,9 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action, Controll
         }
         Err(e) => return stall(&api, &org, ctx, Some(&desired), e).await,
     };
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
     if let Err(e) = ctx.engine.apply(&plan).await {
         return fail_transient(&api, &org, ctx, Some(&desired), e).await;
     }

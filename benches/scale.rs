@@ -1,0 +1,284 @@
+//! Scale benchmark: cold reconcile of N organizations and N×M members through the engine
+//! against local PostgreSQL with LiteLLM's schema, at a given concurrency, compared in the
+//! same run with pgbench executing the equivalent transactions at the same concurrency.
+//!
+//!     cargo bench --bench scale                       # 1,000 orgs × 5 members, concurrency 8
+//!     ORGS=10000 MEMBERS=5 CONCURRENCY=8 cargo bench --bench scale
+//!
+//! Needs the LiteLLM template database built by scripts/test.sh (LITELLM_TEMPLATE_DB) and
+//! pgbench on PATH. Under `cargo test` it runs a tiny population as a smoke test and
+//! reports nothing about time.
+
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use litellm_org_operator::crd::{OrganizationMemberSpec, OrganizationSpec};
+use litellm_org_operator::engine::{
+    DEFAULT_ACTOR, DesiredMember, DesiredOrganization, Engine, ObjectKey,
+};
+use litellm_org_operator::store::{PostgresStore, Store};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn admin_url() -> String {
+    std::env::var("DATABASE_TEST_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+async fn fresh_database(name: &str) -> PgConnectOptions {
+    let template =
+        std::env::var("LITELLM_TEMPLATE_DB").unwrap_or_else(|_| "litellm_template_0_4_110".into());
+    assert!(template.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    let admin = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_TEST_URL");
+    let mut conn = admin.connect().await.expect("connect");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("create bench database");
+    }
+    conn.close().await.ok();
+    admin.database(name)
+}
+
+async fn drop_database(name: &str) {
+    let admin = PgConnectOptions::from_str(&admin_url()).expect("url");
+    if let Ok(mut conn) = admin.connect().await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.ok();
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Run {
+    orgs: Duration,
+    members: Duration,
+    idle: Duration,
+}
+
+async fn engine_run(
+    engine: Arc<Engine<PostgresStore>>,
+    orgs: usize,
+    members: usize,
+    concurrency: usize,
+) -> Run {
+    let desired_orgs: Vec<DesiredOrganization> = (0..orgs)
+        .map(|o| {
+            let spec: OrganizationSpec = serde_yaml::from_str(&format!(
+                "models: [gpt-4o]\nbudget: {{maxBudget: {}, budgetDuration: 30d}}\n",
+                100 + o
+            ))
+            .expect("spec");
+            DesiredOrganization::from_spec(ObjectKey::new("bench", format!("org-{o}")), &spec, DEFAULT_ACTOR)
+                .expect("valid")
+        })
+        .collect();
+    let desired_members: Vec<(DesiredMember, String)> = (0..orgs)
+        .flat_map(|o| (0..members).map(move |m| (o, m)))
+        .map(|(o, m)| {
+            let spec: OrganizationMemberSpec = serde_yaml::from_str(&format!(
+                "organizationRef: {{name: org-{o}}}\nuser: {{email: user{m}-org{o}@example.com}}\nrole: internal_user\nmaxBudgetInOrganization: 10\n"
+            ))
+            .expect("spec");
+            let d = DesiredMember::from_spec(ObjectKey::new("bench", format!("org-{o}-m{m}")), &spec)
+                .expect("valid");
+            (d, desired_orgs[o].organization_id.clone())
+        })
+        .collect();
+
+    let reconcile_orgs = |engine: Arc<Engine<PostgresStore>>| {
+        let items = desired_orgs.clone();
+        async move {
+            futures::stream::iter(items)
+                .map(|d| {
+                    let engine = engine.clone();
+                    async move {
+                        let plan = engine.plan_organization(&d).await.expect("plan org");
+                        engine.apply(&plan).await.expect("apply org");
+                        plan.changes.len()
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .fold(0, |a, n| async move { a + n })
+                .await
+        }
+    };
+    let reconcile_members = |engine: Arc<Engine<PostgresStore>>| {
+        let items = desired_members.clone();
+        async move {
+            futures::stream::iter(items)
+                .map(|(d, org_id)| {
+                    let engine = engine.clone();
+                    async move {
+                        let plan = engine.plan_member(&d, &org_id, false).await.expect("plan member");
+                        engine.apply(&plan).await.expect("apply member");
+                        plan.changes.len()
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .fold(0, |a, n| async move { a + n })
+                .await
+        }
+    };
+
+    let t = Instant::now();
+    let org_changes = reconcile_orgs(engine.clone()).await;
+    let orgs_time = t.elapsed();
+    let t = Instant::now();
+    let member_changes = reconcile_members(engine.clone()).await;
+    let members_time = t.elapsed();
+    assert_eq!(org_changes, orgs * 2, "budget + organization per org");
+    assert_eq!(member_changes, orgs * members * 3, "user + budget + membership per member");
+    let t = Instant::now();
+    let idle = reconcile_orgs(engine.clone()).await + reconcile_members(engine.clone()).await;
+    let idle_time = t.elapsed();
+    assert_eq!(idle, 0, "a second pass changes nothing");
+    Run {
+        orgs: orgs_time,
+        members: members_time,
+        idle: idle_time,
+    }
+}
+
+/// The same SQL a cold member reconcile sends (its reads, then one transaction of three
+/// upserts), as a pgbench script with random ids.
+const PGBENCH_MEMBER: &str = r#"\set o random(1, 1000000000)
+\set u random(1, 1000000000)
+SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = 'bench-org';
+SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE lower("user_email") = lower('u' || :u || '@example.com') LIMIT 10;
+SELECT "budget_id" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = 'b' || :u || '-' || :o;
+BEGIN;
+INSERT INTO "LiteLLM_UserTable" ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "created_at", "updated_at") VALUES ('u' || :u || '-' || :o, 'u' || :u || '@example.com', 'internal_user', ARRAY[]::TEXT[], ARRAY[]::TEXT[], '{}'::jsonb, 0.0, now(), now()) ON CONFLICT ("user_id") DO NOTHING;
+INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "max_budget", "created_at", "created_by", "updated_at", "updated_by") VALUES ('b' || :u || '-' || :o, 10, now(), 'bench', now(), 'bench') ON CONFLICT ("budget_id") DO UPDATE SET "max_budget" = EXCLUDED."max_budget";
+INSERT INTO "LiteLLM_OrganizationMembership" ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at", "updated_at") VALUES ('u' || :u || '-' || :o, 'bench-org', 'internal_user', 0.0, 'b' || :u || '-' || :o, now(), now()) ON CONFLICT ("user_id", "organization_id") DO UPDATE SET "user_role" = EXCLUDED."user_role";
+COMMIT;
+"#;
+
+/// The same for an organization: its reads, then budget + organization in one transaction.
+const PGBENCH_ORG: &str = r#"\set o random(1, 1000000000)
+SELECT "organization_id" FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = 'o' || :o;
+SELECT "budget_id" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = 'ob' || :o;
+BEGIN;
+INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "max_budget", "budget_duration", "created_at", "created_by", "updated_at", "updated_by") VALUES ('ob' || :o, 100, '30d', now(), 'bench', now(), 'bench') ON CONFLICT ("budget_id") DO UPDATE SET "max_budget" = EXCLUDED."max_budget";
+INSERT INTO "LiteLLM_OrganizationTable" ("organization_id", "organization_alias", "budget_id", "metadata", "models", "created_at", "created_by", "updated_at", "updated_by") VALUES ('o' || :o, 'o', 'ob' || :o, '{"litellm-org-operator": {"owner": "x"}}'::jsonb, ARRAY['gpt-4o'], now(), 'bench', now(), 'bench') ON CONFLICT ("organization_id") DO UPDATE SET "organization_alias" = EXCLUDED."organization_alias";
+COMMIT;
+"#;
+
+fn pgbench(database: &str, script: &str, transactions: usize, concurrency: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("script.sql");
+    std::fs::write(&path, script).expect("write script");
+    let url = url::Url::parse(&admin_url()).expect("url");
+    let per_client = transactions.div_ceil(concurrency).max(1);
+    let t = Instant::now();
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-h",
+            url.host_str().unwrap_or("127.0.0.1"),
+            "-p",
+            &url.port().unwrap_or(5432).to_string(),
+            "-U",
+            if url.username().is_empty() { "postgres" } else { url.username() },
+            "-c",
+            &concurrency.to_string(),
+            "-j",
+            &concurrency.min(2).to_string(),
+            "-t",
+            &per_client.to_string(),
+            "-f",
+            &path.display().to_string(),
+            database,
+        ])
+        .output()
+        .expect("pgbench on PATH");
+    let elapsed = t.elapsed();
+    assert!(
+        out.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let (orgs, members, concurrency) = if benchmarking {
+        (env_usize("ORGS", 1000), env_usize("MEMBERS", 5), env_usize("CONCURRENCY", 8))
+    } else {
+        (10, 2, 4)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let name = format!("lorgbench_{}", std::process::id());
+        let options = fresh_database(&name).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(concurrency as u32)
+            .connect_with(options)
+            .await
+            .expect("connect");
+        let store = PostgresStore::from_pool(pool.clone());
+        assert_eq!(
+            store.schema_state().await.expect("schema"),
+            litellm_org_operator::store::SchemaState::Ready
+        );
+        let engine = Arc::new(Engine::new(store, DEFAULT_ACTOR));
+        let run = engine_run(engine, orgs, members, concurrency).await;
+        pool.close().await;
+        let engine_rss = rss_kib();
+        if benchmarking {
+            let pg_name = format!("lorgbench_pg_{}", std::process::id());
+            fresh_database(&pg_name).await;
+            let admin = PgConnectOptions::from_str(&admin_url()).expect("url").database(&pg_name);
+            let mut conn = admin.connect().await.expect("connect");
+            sqlx::raw_sql(r#"INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "created_by", "updated_by") VALUES ('bench-budget', 'b', 'b'); INSERT INTO "LiteLLM_OrganizationTable" ("organization_id", "organization_alias", "budget_id", "created_by", "updated_by") VALUES ('bench-org', 'b', 'bench-budget', 'b', 'b')"#)
+                .execute(&mut conn)
+                .await
+                .expect("seed");
+            conn.close().await.ok();
+            let pg_orgs = pgbench(&pg_name, PGBENCH_ORG, orgs, concurrency);
+            let pg_members = pgbench(&pg_name, PGBENCH_MEMBER, orgs * members, concurrency);
+            drop_database(&pg_name).await;
+            let engine_total = run.orgs + run.members;
+            let pg_total = pg_orgs + pg_members;
+            println!("population: {orgs} organizations, {} members, concurrency {concurrency}", orgs * members);
+            println!("engine cold reconcile: orgs {:.2?}, members {:.2?}, total {:.2?} ({:.0} objects/s)",
+                run.orgs, run.members, engine_total,
+                (orgs * (members + 1)) as f64 / engine_total.as_secs_f64());
+            println!("engine idle pass (no changes): {:.2?}", run.idle);
+            println!("pgbench same transactions: orgs {:.2?}, members {:.2?}, total {:.2?}", pg_orgs, pg_members, pg_total);
+            println!("ratio engine / pgbench: {:.2}", engine_total.as_secs_f64() / pg_total.as_secs_f64());
+            println!("peak RSS of the benchmark process: {} MiB", engine_rss / 1024);
+        } else {
+            println!("scale smoke run: {orgs} orgs × {members} members reconciled and re-checked");
+        }
+        drop_database(&name).await;
+    });
+}
