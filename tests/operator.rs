@@ -95,6 +95,10 @@ struct Operator {
 
 impl Operator {
     async fn start(emu: &Emulator, database_url: &str, extra: &[&str]) -> Self {
+        Self::start_named(emu, database_url, extra, "litellm-org-operator-0").await
+    }
+
+    async fn start_named(emu: &Emulator, database_url: &str, extra: &[&str], pod: &str) -> Self {
         let port = free_port().await;
         let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let mut args = vec!["run".to_string(), "--http-addr".into(), http.to_string()];
@@ -107,6 +111,7 @@ impl Operator {
             .env("KUBECONFIG", emu.kubeconfig_path())
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "warn,litellm_org_operator=info")
+            .env("POD_NAME", pod)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -706,5 +711,158 @@ async fn killed_mid_reconcile_converges_exactly() {
         .collect();
     assert!(!names.iter().any(|n| n == "org-95"));
     op.kill().await;
+    db.cleanup().await;
+}
+
+fn org_manifest(name: &str, max_budget: u32) -> Organization {
+    serde_json::from_value(json!({
+        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": name}, "spec": {"budget": {"maxBudget": max_budget}}
+    }))
+    .expect("org")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_objects_are_not_written() {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    emu.create_namespace("pause");
+    let op = Operator::start(&emu, &db.url(), &[]).await;
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), "pause");
+    orgs.create(&PostParams::default(), &org_manifest("still", 10))
+        .await
+        .expect("create");
+    let ready = wait_for(&orgs, "still", 30, "Ready", org_ready).await;
+    let org_id = ready.status.and_then(|s| s.organization_id).expect("id");
+    let budget = || {
+        format!(
+            r#"SELECT b.max_budget::text FROM "LiteLLM_OrganizationTable" o JOIN "LiteLLM_BudgetTable" b ON b.budget_id = o.budget_id WHERE o.organization_id = '{org_id}'"#
+        )
+    };
+    orgs.patch(
+        "still",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"litellm.dev/paused": "true"}}, "spec": {"budget": {"maxBudget": 99}}})),
+    )
+    .await
+    .expect("pause");
+    wait_for(&orgs, "still", 30, "Paused", |o| {
+        o.status.as_ref().is_some_and(|s| {
+            condition(&s.conditions, "Reconciling")
+                .is_some_and(|c| c.status == "False" && c.reason == "Paused")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // past a resync
+    assert_eq!(
+        db.strings(&budget()).await,
+        vec!["10".to_string()],
+        "no write while paused"
+    );
+    orgs.patch(
+        "still",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"litellm.dev/paused": null}}})),
+    )
+    .await
+    .expect("resume");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.strings(&budget()).await != vec!["99".to_string()] {
+        assert!(Instant::now() < deadline, "not resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_fails_over_without_duplicates() {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    emu.create_namespace("ha");
+    let args = ["--leader-elect", "--lease-namespace", "ha"];
+    let mut ops = vec![
+        Some(Operator::start_named(&emu, &db.url(), &args, "op-a").await),
+        Some(Operator::start_named(&emu, &db.url(), &args, "op-b").await),
+    ];
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), "ha");
+    for i in 0..10 {
+        orgs.create(&PostParams::default(), &org_manifest(&format!("ha-{i}"), i))
+            .await
+            .expect("create");
+    }
+    for i in 0..10 {
+        wait_for(&orgs, &format!("ha-{i}"), 60, "Ready", org_ready).await;
+    }
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(emu.client(), "ha");
+    let holder = leases
+        .get("litellm-org-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
+    let leader = if holder == "op-a" { 0 } else { 1 };
+    assert!(holder == "op-a" || holder == "op-b", "{holder}");
+    // Only the leader wrote: every reconcile that wrote came from one process.
+    let follower_writes = ops[1 - leader]
+        .as_ref()
+        .expect("follower")
+        .metrics()
+        .await
+        .iter()
+        .filter(|(k, _)| k.starts_with("litellm_org_operator_database_writes_total"))
+        .map(|(_, v)| *v)
+        .sum::<f64>();
+    assert_eq!(follower_writes, 0.0, "the follower wrote nothing");
+
+    // Kill the leader; the follower takes over within the lease duration.
+    if let Some(op) = ops[leader].take() {
+        op.kill().await;
+    }
+    for i in 10..20 {
+        orgs.create(&PostParams::default(), &org_manifest(&format!("ha-{i}"), i))
+            .await
+            .expect("create");
+    }
+    orgs.patch(
+        "ha-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 500}}})),
+    )
+    .await
+    .expect("patch");
+    for i in 0..20 {
+        wait_for(
+            &orgs,
+            &format!("ha-{i}"),
+            90,
+            "Ready after failover",
+            org_ready,
+        )
+        .await;
+    }
+    wait_for(&orgs, "ha-0", 60, "the edit after failover", |o| {
+        org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(500.0)
+    })
+    .await;
+    let new_holder = leases
+        .get("litellm-org-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
+    assert_ne!(new_holder, holder, "the lease moved");
+    assert_eq!(
+        db.count("LiteLLM_OrganizationTable").await,
+        20,
+        "no duplicate rows"
+    );
+    assert_eq!(db.count("LiteLLM_BudgetTable").await, 20);
+    for op in ops.into_iter().flatten() {
+        op.kill().await;
+    }
     db.cleanup().await;
 }

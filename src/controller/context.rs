@@ -62,15 +62,16 @@ impl Leadership {
     }
 
     /// Fires each time this replica becomes the leader (to reconcile everything then).
-    pub fn elected(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+    pub fn elected(&self, kind: &'static str) -> impl futures::Stream<Item = ()> + Send + 'static {
         let rx = self.lease.clone();
-        futures::stream::unfold(rx, |rx| async move {
+        futures::stream::unfold(rx, move |rx| async move {
             let mut rx = rx?;
             loop {
                 if rx.changed().await.is_err() {
                     return None;
                 }
                 if *rx.borrow_and_update() {
+                    tracing::info!(kind, "elected leader: reconciling every object");
                     return Some(((), Some(rx)));
                 }
             }

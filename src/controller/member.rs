@@ -34,6 +34,7 @@ pub async fn reconcile(
     if !ctx.leadership.is_leader() {
         // Followers keep their caches warm and write nothing; becoming leader
         // reconciles everything.
+        tracing::debug!("not the leader: nothing written");
         return Ok(Action::await_change());
     }
     let started = Instant::now();

@@ -187,7 +187,7 @@ pub async fn run(
                     .map(|m| ObjectRef::from_obj(&*m))
                     .collect::<Vec<_>>()
             })
-            .reconcile_all_on(leadership.elected())
+            .reconcile_all_on(leadership.elected("OrganizationMember"))
             .shutdown_on_signal()
             .run(member::reconcile, member::error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -198,6 +198,7 @@ pub async fn run(
 
         let org_controller = Controller::for_stream(org_trigger, org_reader.clone())
             .with_config(controller_config)
+            .reconcile_all_on(leadership.elected("Organization"))
             .shutdown_on_signal()
             .run(
                 organization::reconcile,
