@@ -866,3 +866,138 @@ async fn leader_election_fails_over_without_duplicates() {
     }
     db.cleanup().await;
 }
+
+/// Render the chart with the real Helm library and return the operator container's args.
+async fn chart_args(values: serde_json::Value) -> Vec<String> {
+    let python = std::env::var("HELM_PYTHON").expect(
+        "HELM_PYTHON is not set: run the suite with scripts/test.sh, which installs helm-python-sdk into .tools/",
+    );
+    let request = json!({
+        "action": "render", "chart": "charts/litellm-org-operator", "values": values,
+        "name": "lorg", "namespace": "litellm-system",
+    });
+    let mut child = tokio::process::Command::new(python)
+        .arg("tests/helm/render.py")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the Helm driver");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .await
+        .expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("driver output");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("driver JSON");
+    assert_eq!(answer["ok"], true, "{answer}");
+    let deployment = answer["templates"]
+        .as_object()
+        .expect("templates")
+        .iter()
+        .find(|(path, _)| path.ends_with("deployment.yaml"))
+        .map(|(_, text)| text.as_str().unwrap_or_default().to_string())
+        .expect("deployment.yaml");
+    let doc: serde_json::Value = serde_yaml::from_str(&deployment).expect("deployment YAML");
+    doc["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_crds_and_arguments_work_against_the_emulator() {
+    let db = TestDb::litellm().await;
+    // An emulator that starts without any CRD: the chart's crds/ folder installs them.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let emu = Emulator::start_with(emulator::Options {
+        crds: Some(empty.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator");
+    let (ok, out) = kubectl(
+        &emu,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            "charts/litellm-org-operator/crds/",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    emu.create_namespace(NS);
+    let (ok, out) = kubectl(&emu, &["apply", "-R", "-f", "examples/quickstart"]).await;
+    assert!(ok, "objects of both kinds are accepted: {out}");
+
+    // The operator started with exactly the chart's arguments (the Secret's mount path and
+    // the listen address swapped for local ones) becomes ready.
+    let args = chart_args(json!({"database": {"existingSecret": "litellm-db"}})).await;
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    let url_file = empty.path().join("url");
+    std::fs::write(&url_file, db.url()).expect("write url file");
+    let port = free_port().await;
+    let mut local: Vec<String> = Vec::new();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--database-url-file" => {
+                it.next();
+                local.extend(["--database-url-file".into(), url_file.display().to_string()]);
+            }
+            "--http-addr" => {
+                it.next();
+                local.extend(["--http-addr".into(), format!("127.0.0.1:{port}")]);
+            }
+            other => local.push(other.to_string()),
+        }
+    }
+    assert!(local.iter().any(|a| a == "--install-crds"), "{local:?}");
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("run")
+        .args(&local)
+        .env("KUBECONFIG", emu.kubeconfig_path())
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the operator");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, _)) = http_get(addr, "/readyz").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator with the chart's arguments never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, out) = kubectl(
+        &emu,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "-n",
+            NS,
+            "organizations,organizationmembers",
+            "--all",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (code, metrics) = http_get(addr, "/metrics").await.expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("litellm_org_operator_reconciles_total"),
+        "{metrics}"
+    );
+    child.kill().await.ok();
+    db.cleanup().await;
+}
