@@ -5,6 +5,7 @@
 
 mod postgres;
 mod schema;
+mod sql;
 mod sqlite;
 
 use std::future::Future;

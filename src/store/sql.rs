@@ -1,0 +1,562 @@
+//! The SQL both stores share, written once: LiteLLM's tables and columns, `$N` placeholders
+//! (SQLite binds `$N` by number too), and a few dialect hooks (`text[]` versus JSON text for
+//! arrays, the schema query, the JSON path query). Each store expands [`sql_store`] with its
+//! driver types and its hooks module.
+
+/// Generates the row mapping, the reads, the one-transaction apply and `impl Store` for a
+/// store type `$store` over driver `$db` with row type `$row`, DDL `$ddl` and hooks `$dialect`.
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $row:ty, $ddl:ident, $dialect:ident) => {
+        fn now() -> NaiveDateTime {
+            Utc::now().naive_utc()
+        }
+
+        fn budget_from_row(row: &$row) -> Result<BudgetRow, sqlx::Error> {
+            Ok(BudgetRow {
+                budget_id: row.try_get("budget_id")?,
+                max_budget: row.try_get("max_budget")?,
+                soft_budget: row.try_get("soft_budget")?,
+                max_parallel_requests: row.try_get("max_parallel_requests")?,
+                tpm_limit: row.try_get("tpm_limit")?,
+                rpm_limit: row.try_get("rpm_limit")?,
+                budget_duration: row.try_get("budget_duration")?,
+                model_max_budget: row
+                    .try_get::<Option<Json<Value>>, _>("model_max_budget")?
+                    .map(|j| j.0),
+                created_by: row.try_get("created_by")?,
+            })
+        }
+
+        fn metadata_map(value: Value) -> Map<String, Value> {
+            match value {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            }
+        }
+
+        const SELECT_BUDGET: &str = r#"SELECT "budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit", "budget_duration", "model_max_budget", "created_by" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = $1"#;
+
+        const SELECT_MEMBERSHIP: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#;
+
+        fn membership_from_row(row: &$row) -> Result<MembershipRow, sqlx::Error> {
+            Ok(MembershipRow {
+                user_id: row.try_get("user_id")?,
+                organization_id: row.try_get("organization_id")?,
+                user_role: row.try_get("user_role")?,
+                budget_id: row.try_get("budget_id")?,
+            })
+        }
+
+        fn user_from_row(row: &$row) -> Result<UserRow, sqlx::Error> {
+            Ok(UserRow {
+                user_id: row.try_get("user_id")?,
+                user_email: row.try_get("user_email")?,
+            })
+        }
+
+        impl $store {
+            async fn budget(&self, budget_id: &str) -> Result<Option<BudgetRow>, sqlx::Error> {
+                sqlx::query(SELECT_BUDGET)
+                    .bind(budget_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| budget_from_row(&r))
+                    .transpose()
+            }
+
+            async fn observe_organization_inner(
+                &self,
+                organization_id: &str,
+                desired_budget_id: &str,
+            ) -> Result<ObservedOrganization, sqlx::Error> {
+                let row = sqlx::query(
+                    r#"SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend"
+                       FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
+                )
+                .bind(organization_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let mut observed = ObservedOrganization::default();
+                if let Some(row) = row {
+                    let org = OrganizationRow {
+                        organization_id: row.try_get("organization_id")?,
+                        organization_alias: row.try_get("organization_alias")?,
+                        budget_id: row.try_get("budget_id")?,
+                        models: $dialect::models(&row)?,
+                        metadata: metadata_map(row.try_get::<Json<Value>, _>("metadata")?.0),
+                        spend: row.try_get("spend")?,
+                    };
+                    observed.current_budget = self.budget(&org.budget_id).await?;
+                    observed.organization = Some(org);
+                }
+                observed.desired_budget = match &observed.current_budget {
+                    Some(b) if b.budget_id == desired_budget_id => Some(b.clone()),
+                    _ => self.budget(desired_budget_id).await?,
+                };
+                Ok(observed)
+            }
+
+            async fn observe_member_inner(
+                &self,
+                organization_id: &str,
+                user_id: Option<&str>,
+                email: Option<&str>,
+                own_budget_id: &str,
+            ) -> Result<ObservedMember, sqlx::Error> {
+                let mut observed = ObservedMember {
+                    organization_exists: sqlx::query(
+                        r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
+                    )
+                    .bind(organization_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .is_some(),
+                    ..Default::default()
+                };
+                if let Some(id) = user_id {
+                    observed.user_by_id = sqlx::query(
+                        r#"SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE "user_id" = $1"#,
+                    )
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| user_from_row(&r))
+                    .transpose()?;
+                }
+                if observed.user_by_id.is_none()
+                    && let Some(email) = email
+                {
+                    observed.users_by_email = sqlx::query(
+                        r#"SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE lower("user_email") = lower($1) ORDER BY "user_id" LIMIT 10"#,
+                    )
+                    .bind(email)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(user_from_row)
+                    .collect::<Result<_, _>>()?;
+                }
+                let resolved = observed
+                    .user_by_id
+                    .as_ref()
+                    .or(match observed.users_by_email.as_slice() {
+                        [one] => Some(one),
+                        _ => None,
+                    })
+                    .map(|u| u.user_id.clone());
+                if let Some(uid) = resolved {
+                    observed.membership = sqlx::query(SELECT_MEMBERSHIP)
+                        .bind(&uid)
+                        .bind(organization_id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(|r| membership_from_row(&r))
+                        .transpose()?;
+                }
+                if let Some(bid) = observed
+                    .membership
+                    .as_ref()
+                    .and_then(|m| m.budget_id.clone())
+                {
+                    observed.membership_budget = self.budget(&bid).await?;
+                }
+                observed.own_budget = match &observed.membership_budget {
+                    Some(b) if b.budget_id == own_budget_id => Some(b.clone()),
+                    _ => self.budget(own_budget_id).await?,
+                };
+                // Every transaction keeps at most one membership on a member's own budget, so when
+                // the current membership holds it there is nothing else to find; otherwise (the
+                // member moved, or is being deleted) look the budget up, which is a scan in
+                // LiteLLM's schema (no index on budget_id).
+                let current_holds_own = observed
+                    .membership
+                    .as_ref()
+                    .and_then(|m| m.budget_id.as_deref())
+                    == Some(own_budget_id);
+                if current_holds_own {
+                    observed.memberships_with_own_budget = observed.membership.iter().cloned().collect();
+                } else if observed.own_budget.is_some() {
+                    observed.memberships_with_own_budget = sqlx::query(
+                        r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "budget_id" = $1"#,
+                    )
+                    .bind(own_budget_id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(membership_from_row)
+                    .collect::<Result<_, _>>()?;
+                }
+                Ok(observed)
+            }
+
+            async fn apply_inner(&self, changes: &[Change], actor: &str) -> Result<(), sqlx::Error> {
+                let mut tx = self.pool.begin().await?;
+                for change in changes {
+                    apply_change(&mut tx, change, actor).await?;
+                }
+                tx.commit().await
+            }
+        }
+
+        async fn upsert_budget(
+            tx: &mut Transaction<'static, $db>,
+            b: &BudgetRow,
+            actor: &str,
+        ) -> Result<(), sqlx::Error> {
+            let now = now();
+            let reset_at = b
+                .budget_duration
+                .as_deref()
+                .and_then(|d| budget_reset_at(d, now));
+            sqlx::query(
+                r#"INSERT INTO "LiteLLM_BudgetTable"
+                     ("budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit",
+                      "budget_duration", "budget_reset_at", "model_max_budget", "created_at", "created_by", "updated_at", "updated_by")
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11)
+                   ON CONFLICT ("budget_id") DO UPDATE SET
+                      "max_budget" = EXCLUDED."max_budget", "soft_budget" = EXCLUDED."soft_budget",
+                      "max_parallel_requests" = EXCLUDED."max_parallel_requests", "tpm_limit" = EXCLUDED."tpm_limit",
+                      "rpm_limit" = EXCLUDED."rpm_limit", "budget_duration" = EXCLUDED."budget_duration",
+                      "budget_reset_at" = CASE WHEN "LiteLLM_BudgetTable"."budget_duration" IS DISTINCT FROM EXCLUDED."budget_duration"
+                                               THEN EXCLUDED."budget_reset_at" ELSE "LiteLLM_BudgetTable"."budget_reset_at" END,
+                      "model_max_budget" = EXCLUDED."model_max_budget",
+                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#,
+            )
+            .bind(&b.budget_id)
+            .bind(b.max_budget)
+            .bind(b.soft_budget)
+            .bind(b.max_parallel_requests)
+            .bind(b.tpm_limit)
+            .bind(b.rpm_limit)
+            .bind(&b.budget_duration)
+            .bind(reset_at)
+            .bind(b.model_max_budget.clone().map(Json))
+            .bind(now)
+            .bind(actor)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn delete_budget(
+            tx: &mut Transaction<'static, $db>,
+            budget_id: &str,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(r#"DELETE FROM "LiteLLM_BudgetTable" WHERE "budget_id" = $1"#)
+                .bind(budget_id)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        async fn upsert_organization(
+            tx: &mut Transaction<'static, $db>,
+            o: &OrganizationRow,
+            actor: &str,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                r#"INSERT INTO "LiteLLM_OrganizationTable"
+                     ("organization_id", "organization_alias", "budget_id", "metadata", "models", "created_at", "created_by", "updated_at", "updated_by")
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $7)
+                   ON CONFLICT ("organization_id") DO UPDATE SET
+                      "organization_alias" = EXCLUDED."organization_alias", "budget_id" = EXCLUDED."budget_id",
+                      "metadata" = EXCLUDED."metadata", "models" = EXCLUDED."models",
+                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#,
+            )
+            .bind(&o.organization_id)
+            .bind(&o.organization_alias)
+            .bind(&o.budget_id)
+            .bind(Json(Value::Object(o.metadata.clone())))
+            .bind($dialect::models_argument(&o.models))
+            .bind(now())
+            .bind(actor)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn upsert_membership(
+            tx: &mut Transaction<'static, $db>,
+            m: &MembershipRow,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                r#"INSERT INTO "LiteLLM_OrganizationMembership"
+                     ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at", "updated_at")
+                   VALUES ($1, $2, $3, 0.0, $4, $5, $5)
+                   ON CONFLICT ("user_id", "organization_id") DO UPDATE SET
+                      "user_role" = EXCLUDED."user_role", "budget_id" = EXCLUDED."budget_id", "updated_at" = EXCLUDED."updated_at""#,
+            )
+            .bind(&m.user_id)
+            .bind(&m.organization_id)
+            .bind(&m.user_role)
+            .bind(&m.budget_id)
+            .bind(now())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn apply_change(
+            tx: &mut Transaction<'static, $db>,
+            change: &Change,
+            actor: &str,
+        ) -> Result<(), sqlx::Error> {
+            match change {
+                Change::CreateBudget(b) => upsert_budget(tx, b, actor).await,
+                Change::UpdateBudget { after, .. } => upsert_budget(tx, after, actor).await,
+                Change::DeleteBudget { budget_id } => delete_budget(tx, budget_id).await,
+                Change::CreateOrganization(o) => upsert_organization(tx, o, actor).await,
+                Change::UpdateOrganization { after, .. } => upsert_organization(tx, after, actor).await,
+                Change::DeleteOrganization {
+                    organization_id,
+                    owned_budget_id,
+                } => {
+                    // Member budgets the operator created for this organization's memberships.
+                    let member_budgets: Vec<String> = sqlx::query_scalar(
+                        r#"SELECT m."budget_id" FROM "LiteLLM_OrganizationMembership" m
+                           JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
+                           WHERE m."organization_id" = $1 AND b."created_by" = $2"#,
+                    )
+                    .bind(organization_id)
+                    .bind(actor)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    // Foreign-key order: teams, memberships and keys point at the organization.
+                    for sql in [
+                        r#"DELETE FROM "LiteLLM_TeamTable" WHERE "organization_id" = $1"#,
+                        r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE "organization_id" = $1"#,
+                        r#"DELETE FROM "LiteLLM_VerificationToken" WHERE "organization_id" = $1"#,
+                        r#"DELETE FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
+                    ] {
+                        sqlx::query(sql)
+                            .bind(organization_id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    if let Some(b) = owned_budget_id {
+                        delete_budget(tx, b).await?;
+                    }
+                    for b in &member_budgets {
+                        delete_budget(tx, b).await?;
+                    }
+                    Ok(())
+                }
+                Change::CreateUser { user_id, email } => {
+                    // LiteLLM's new-internal-user defaults: role internal_user, no models, no budget.
+                    let now = now();
+                    sqlx::query(
+                        r#"INSERT INTO "LiteLLM_UserTable"
+                             ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at")
+                           VALUES ($1, $2, 'internal_user', $3, $3, $4, 0.0, NULL, NULL, $5, $5)
+                           ON CONFLICT ("user_id") DO NOTHING"#,
+                    )
+                    .bind(user_id)
+                    .bind(email)
+                    .bind($dialect::models_argument(&[]))
+                    .bind(Json(Value::Object(Map::new())))
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                    Ok(())
+                }
+                Change::CreateMembership(m) => upsert_membership(tx, m).await,
+                Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await,
+                Change::DeleteMembership {
+                    user_id,
+                    organization_id,
+                    owned_budget_id,
+                } => {
+                    sqlx::query(
+                        r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#,
+                    )
+                    .bind(user_id)
+                    .bind(organization_id)
+                    .execute(&mut **tx)
+                    .await?;
+                    if let Some(b) = owned_budget_id {
+                        delete_budget(tx, b).await?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+
+        impl Store for $store {
+            async fn schema_state(&self) -> Result<SchemaState, StoreError> {
+                let existing = $dialect::existing_columns(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                Ok(schema::compare(&existing))
+            }
+
+            async fn migrate(&self) -> Result<(), StoreError> {
+                match self.schema_state().await? {
+                    SchemaState::Ready => return Ok(()),
+                    SchemaState::Missing(m) => return Err(StoreError::SchemaMissing(m)),
+                    SchemaState::Empty => {}
+                }
+                let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+                for ddl in $ddl {
+                    sqlx::query(*ddl)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)
+            }
+
+            async fn observe_organization(
+                &self,
+                organization_id: &str,
+                desired_budget_id: &str,
+            ) -> Result<ObservedOrganization, StoreError> {
+                self.observe_organization_inner(organization_id, desired_budget_id)
+                    .await
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn observe_member(
+                &self,
+                organization_id: &str,
+                user_id: Option<&str>,
+                email: Option<&str>,
+                own_budget_id: &str,
+            ) -> Result<ObservedMember, StoreError> {
+                self.observe_member_inner(organization_id, user_id, email, own_budget_id)
+                    .await
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn organization_usage(
+                &self,
+                organization_id: &str,
+            ) -> Result<Option<OrganizationUsage>, StoreError> {
+                let row = sqlx::query(
+                    r#"SELECT o."spend", b."max_budget",
+                              (SELECT count(*) FROM "LiteLLM_OrganizationMembership" m WHERE m."organization_id" = o."organization_id") AS "member_count"
+                       FROM "LiteLLM_OrganizationTable" o LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = o."budget_id"
+                       WHERE o."organization_id" = $1"#,
+                )
+                .bind(organization_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                row.map(|r| {
+                    Ok(OrganizationUsage {
+                        spend: r.try_get("spend")?,
+                        max_budget: r.try_get("max_budget")?,
+                        member_count: r.try_get("member_count")?,
+                    })
+                })
+                .transpose()
+                .map_err(StoreError::from_sqlx)
+            }
+
+            async fn owned_organizations(&self) -> Result<Vec<(String, String)>, StoreError> {
+                let rows = sqlx::query($dialect::OWNED_ORGANIZATIONS)
+                    .bind($dialect::owner_argument())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                rows.iter()
+                    .filter_map(|r| {
+                        let id: Result<String, _> = r.try_get("organization_id");
+                        let owner: Result<Option<String>, _> = r.try_get("owner");
+                        match (id, owner) {
+                            (Ok(id), Ok(Some(owner))) => Some(Ok((id, owner))),
+                            (Ok(_), Ok(None)) => None,
+                            (Err(e), _) | (_, Err(e)) => Some(Err(StoreError::from_sqlx(e))),
+                        }
+                    })
+                    .collect()
+            }
+
+            async fn owned_memberships(&self, actor: &str) -> Result<Vec<OwnedMembership>, StoreError> {
+                let rows = sqlx::query(
+                    r#"SELECT m."user_id", m."organization_id", m."budget_id" FROM "LiteLLM_OrganizationMembership" m
+                       JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id" WHERE b."created_by" = $1"#,
+                )
+                .bind(actor)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(OwnedMembership {
+                            user_id: r.try_get("user_id")?,
+                            organization_id: r.try_get("organization_id")?,
+                            budget_id: r.try_get("budget_id")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn apply(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+                self.apply_inner(changes, actor)
+                    .await
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn list_organizations(&self) -> Result<Vec<OrganizationSummary>, StoreError> {
+                let rows = sqlx::query(
+                    r#"SELECT o."organization_id", o."organization_alias", o."budget_id", b."max_budget", o."spend", o."models", o."metadata",
+                              (SELECT count(*) FROM "LiteLLM_OrganizationMembership" m WHERE m."organization_id" = o."organization_id") AS "members"
+                       FROM "LiteLLM_OrganizationTable" o LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = o."budget_id"
+                       ORDER BY o."organization_alias", o."organization_id""#,
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                rows.iter()
+                    .map(|r| {
+                        let metadata = metadata_map(r.try_get::<Json<Value>, _>("metadata")?.0);
+                        Ok(OrganizationSummary {
+                            organization_id: r.try_get("organization_id")?,
+                            alias: r.try_get("organization_alias")?,
+                            budget_id: r.try_get("budget_id")?,
+                            max_budget: r.try_get("max_budget")?,
+                            spend: r.try_get("spend")?,
+                            members: r.try_get("members")?,
+                            models: $dialect::models(r)?,
+                            owner: metadata_owner(&metadata).map(str::to_string),
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn list_members(&self) -> Result<Vec<MemberSummary>, StoreError> {
+                let rows = sqlx::query(
+                    r#"SELECT m."organization_id", o."organization_alias", m."user_id", u."user_email", m."user_role", m."budget_id",
+                              b."max_budget", COALESCE(m."spend", 0.0) AS "spend"
+                       FROM "LiteLLM_OrganizationMembership" m
+                       JOIN "LiteLLM_OrganizationTable" o ON o."organization_id" = m."organization_id"
+                       LEFT JOIN "LiteLLM_UserTable" u ON u."user_id" = m."user_id"
+                       LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
+                       ORDER BY o."organization_alias", u."user_email", m."user_id""#,
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(MemberSummary {
+                            organization_id: r.try_get("organization_id")?,
+                            organization_alias: r.try_get("organization_alias")?,
+                            user_id: r.try_get("user_id")?,
+                            user_email: r.try_get("user_email")?,
+                            role: r.try_get("user_role")?,
+                            budget_id: r.try_get("budget_id")?,
+                            max_budget_in_organization: r.try_get("max_budget")?,
+                            spend: r.try_get("spend")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from_sqlx)
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
