@@ -150,6 +150,21 @@ impl Operator {
     async fn kill(mut self) {
         self.child.kill().await.ok();
     }
+
+    /// SIGTERM, then the exit status (in-flight reconciles finish first).
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill -TERM");
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the operator did not stop within 20 s of SIGTERM")
+            .expect("exit status")
+    }
 }
 
 /// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
@@ -771,7 +786,9 @@ async fn paused_objects_are_not_written() {
         assert!(Instant::now() < deadline, "not resumed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    op.kill().await;
+    // Graceful shutdown on SIGTERM: a clean exit.
+    let status = op.terminate().await;
+    assert!(status.success(), "{status:?}");
     db.cleanup().await;
 }
 

@@ -7,6 +7,7 @@
 //! never wake them again.
 
 mod context;
+mod index;
 mod member;
 mod organization;
 pub mod status;
@@ -20,12 +21,13 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 pub use context::{Context, ControllerError, Leadership};
+use index::MemberIndex;
 
 use crate::crd::{FIELD_MANAGER, Organization, OrganizationMember, crds};
 use crate::engine::Engine;
@@ -137,25 +139,33 @@ pub async fn run(
         let wc = watcher::Config::default();
         let controller_config = ControllerConfig::default().concurrency(config.concurrency);
 
-        // Organizations: triggered by their own spec/finalizer/annotation/deletion changes.
+        // Organizations: one cache, shared by the organization controller and the member
+        // lookups; triggered by their own spec/finalizer/annotation/deletion changes.
         let (org_reader, org_writer) = reflector::store::<Organization>();
         let org_trigger = watcher(org_api.clone(), wc.clone())
             .default_backoff()
+            .modify(slim)
             .reflect(org_writer)
             .applied_objects()
             .predicate_filter(trigger_predicate(), Default::default());
 
-        // A second reflector of organizations feeds the member lookups and maps every org
-        // change (status included: an org becoming Ready) to the members that point at it.
-        let (org_lookup, org_lookup_writer) = reflector::store::<Organization>();
+        // Every organization change (status included: an org becoming Ready) wakes the members
+        // that point at it. This watch keeps no cache of its own.
         let org_changes = watcher(org_api.clone(), wc.clone())
             .default_backoff()
-            .reflect(org_lookup_writer)
             .touched_objects();
 
+        let index = MemberIndex::default();
+        let follow = index.clone();
         let (member_reader, member_writer) = reflector::store::<OrganizationMember>();
         let member_trigger = watcher(member_api.clone(), wc.clone())
             .default_backoff()
+            .modify(slim)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    follow.observe(event);
+                }
+            })
             .reflect(member_writer)
             .applied_objects()
             .predicate_filter(trigger_predicate(), Default::default());
@@ -166,26 +176,14 @@ pub async fn run(
             recorder.clone(),
             config.resync,
             metrics.clone(),
-            org_lookup.clone(),
+            org_reader.clone(),
             leadership.clone(),
         ));
 
-        let members_for_map = member_reader.clone();
         let member_controller = Controller::for_stream(member_trigger, member_reader.clone())
             .with_config(controller_config.clone())
             .watches_stream(org_changes, move |org: Organization| {
-                let ns = org.namespace().unwrap_or_default();
-                let name = org.name_any();
-                members_for_map
-                    .state()
-                    .into_iter()
-                    .filter(move |m| {
-                        m.namespace().as_deref() == Some(ns.as_str())
-                            && m.spec.organization_ref.as_ref().map(|r| r.name.as_str())
-                                == Some(name.as_str())
-                    })
-                    .map(|m| ObjectRef::from_obj(&*m))
-                    .collect::<Vec<_>>()
+                index.members_of(&org.namespace().unwrap_or_default(), &org.name_any())
             })
             .reconcile_all_on(leadership.elected("OrganizationMember"))
             .shutdown_on_signal()
@@ -214,7 +212,6 @@ pub async fn run(
         let readiness = ready.clone();
         let stores_ready = async move {
             let _ = org_reader.wait_until_ready().await;
-            let _ = org_lookup.wait_until_ready().await;
             let _ = member_reader.wait_until_ready().await;
             readiness.watches_synced();
         };
@@ -227,6 +224,16 @@ pub async fn run(
     futures::future::join_all(runs).await;
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// What the caches keep of an object: not its managedFields nor kubectl's copy of the last
+/// applied manifest, which together are most of its size and which no reconcile reads.
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// True when the object carries `litellm.dev/paused: "true"`.
