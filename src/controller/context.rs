@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
@@ -84,6 +84,8 @@ pub struct Context {
     pub client: Client,
     pub engine: Arc<Engine<AnyStore>>,
     pub recorder: Recorder,
+    /// Who publishes events, for one-off recorders.
+    pub reporter: Reporter,
     pub resync: Duration,
     pub metrics: Arc<Metrics>,
     /// Organizations in scope, for member lookups.
@@ -101,16 +103,17 @@ impl Context {
     pub fn new(
         client: Client,
         engine: Arc<Engine<AnyStore>>,
-        recorder: Recorder,
+        reporter: Reporter,
         resync: Duration,
         metrics: Arc<Metrics>,
         organizations: Store<Organization>,
         leadership: Leadership,
     ) -> Self {
         Self {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             engine,
-            recorder,
+            reporter,
             resync,
             metrics,
             organizations,
@@ -160,7 +163,18 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        // Warnings repeat and are aggregated into series by the shared recorder, which keeps
+        // each one for a few minutes. One-off notices (created, updated, deleted, drift) go
+        // through a recorder without that cache, so a cold start of tens of thousands of
+        // objects does not hold tens of thousands of events in memory.
+        let published = if warning {
+            self.recorder.publish(&event, &obj.object_ref(&())).await
+        } else {
+            Recorder::new(self.client.clone(), self.reporter.clone())
+                .publish(&event, &obj.object_ref(&()))
+                .await
+        };
+        if let Err(e) = published {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }

@@ -20,7 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::watcher;
@@ -115,13 +115,10 @@ pub async fn run(
     ready: Arc<crate::http::Readiness>,
     leadership: Leadership,
 ) -> anyhow::Result<()> {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.to_string(),
-            instance: Some(config.instance.clone()),
-        },
-    );
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_string(),
+        instance: Some(config.instance.clone()),
+    };
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
@@ -173,7 +170,7 @@ pub async fn run(
         let ctx = Arc::new(Context::new(
             client.clone(),
             engine.clone(),
-            recorder.clone(),
+            reporter.clone(),
             config.resync,
             metrics.clone(),
             org_reader.clone(),
