@@ -229,6 +229,18 @@ where
     }
 }
 
+/// Poll until the object is gone (its finalizer removed), or fail after `secs`.
+async fn wait_gone<K>(api: &Api<K>, name: &str, secs: u64)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while api.get_opt(name).await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "{name} stuck terminating");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn org_ready(o: &Organization) -> bool {
     o.status.as_ref().is_some_and(|s| {
         s.observed_generation == o.metadata.generation
@@ -420,11 +432,7 @@ async fn examples_reconcile_end_to_end() {
     orgs.delete("research", &DeleteParams::default())
         .await
         .expect("delete org");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while orgs.get_opt("research").await.expect("get").is_some() {
-        assert!(Instant::now() < deadline, "research stuck terminating");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_gone(&orgs, "research", 30).await;
     assert_eq!(
         db.strings(&format!(r#"SELECT count(*)::text FROM "LiteLLM_OrganizationMembership" WHERE organization_id = '{org_id}'"#)).await,
         vec!["0".to_string()]
@@ -445,16 +453,7 @@ async fn examples_reconcile_end_to_end() {
         .delete("research-alice", &DeleteParams::default())
         .await
         .expect("delete member");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while members
-        .get_opt("research-alice")
-        .await
-        .expect("get")
-        .is_some()
-    {
-        assert!(Instant::now() < deadline, "member stuck terminating");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_gone(&members, "research-alice", 30).await;
     assert_eq!(
         db.count("LiteLLM_UserTable").await,
         3,
@@ -465,11 +464,7 @@ async fn examples_reconcile_end_to_end() {
     orgs.delete("finance", &DeleteParams::default())
         .await
         .expect("delete finance");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while orgs.get_opt("finance").await.expect("get").is_some() {
-        assert!(Instant::now() < deadline, "finance stuck terminating");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_gone(&orgs, "finance", 30).await;
     assert_eq!(
         db.strings(r#"SELECT count(*)::text FROM "LiteLLM_OrganizationTable" WHERE organization_id = 'org-finance-2024'"#).await,
         vec!["1".to_string()]

@@ -147,20 +147,7 @@ async fn apply(member: Arc<OrganizationMember>, ctx: &Context) -> Result<Action,
         Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
     let desired = match DesiredMember::from_spec(key_of(&member), &member.spec) {
         Ok(d) => d,
-        Err(e) => {
-            let outcome = Outcome::from_error(&e);
-            write_status(&api, &member, ctx, &outcome, None).await?;
-            ctx.event(
-                member.as_ref(),
-                true,
-                e.reason().as_str(),
-                "Reconcile",
-                public_message(&e),
-            )
-            .await;
-            ctx.metrics.count_error(KIND, e.reason().as_str());
-            return Ok(Action::await_change());
-        }
+        Err(e) => return stall(&api, &member, ctx, e).await,
     };
     let organization_id = match resolve_organization(&desired, ctx) {
         Ok(id) => id,
@@ -177,21 +164,7 @@ async fn apply(member: Arc<OrganizationMember>, ctx: &Context) -> Result<Action,
     {
         Ok(p) => p,
         Err(e @ (EngineError::InvalidSpec { .. } | EngineError::Conflict(_))) => {
-            let outcome = Outcome::from_error(&e);
-            write_status(&api, &member, ctx, &outcome, None).await?;
-            ctx.event(
-                member.as_ref(),
-                true,
-                e.reason().as_str(),
-                "Reconcile",
-                public_message(&e),
-            )
-            .await;
-            ctx.metrics.count_error(KIND, e.reason().as_str());
-            return Ok(match e {
-                EngineError::InvalidSpec { .. } => Action::await_change(),
-                _ => resync_action(ctx.resync),
-            });
+            return stall(&api, &member, ctx, e).await;
         }
         Err(e @ EngineError::OrganizationNotFound(_)) => {
             // The organization resource exists but its row is gone (deleted behind our back
@@ -223,6 +196,30 @@ async fn apply(member: Arc<OrganizationMember>, ctx: &Context) -> Result<Action,
     )
     .await?;
     Ok(resync_action(ctx.resync))
+}
+
+/// Invalid specs and conflicts: report and wait. Invalid specs wait for a spec change;
+/// conflicts are re-checked at the resync interval (the other owner may go away).
+async fn stall(
+    api: &Api<OrganizationMember>,
+    member: &OrganizationMember,
+    ctx: &Context,
+    err: EngineError,
+) -> Result<Action, ControllerError> {
+    write_status(api, member, ctx, &Outcome::from_error(&err), None).await?;
+    ctx.event(
+        member,
+        true,
+        err.reason().as_str(),
+        "Reconcile",
+        public_message(&err),
+    )
+    .await;
+    ctx.metrics.count_error(KIND, err.reason().as_str());
+    Ok(match err {
+        EngineError::InvalidSpec { .. } => Action::await_change(),
+        _ => resync_action(ctx.resync),
+    })
 }
 
 async fn report_changes(member: &OrganizationMember, ctx: &Context, plan: &ObjectPlan) {
