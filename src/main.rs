@@ -10,13 +10,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use litellm_org_operator::cli::manifest::ManifestSet;
+use litellm_org_operator::cli::offline::{self, RunOptions};
+use litellm_org_operator::cli::output::{self, Format};
 use litellm_org_operator::controller::{self, RunConfig};
-use litellm_org_operator::database::{self, DEFAULT_DATABASE_URL};
 use litellm_org_operator::engine::{DEFAULT_ACTOR, Engine};
-use litellm_org_operator::manifest::ManifestSet;
-use litellm_org_operator::offline::{self, RunOptions};
-use litellm_org_operator::output::{self, Format};
 use litellm_org_operator::store::Store;
+use litellm_org_operator::store::open::{self as database, DEFAULT_DATABASE_URL};
 use litellm_org_operator::telemetry::{self, LogFormat};
 
 /// Declarative LiteLLM organizations and members.

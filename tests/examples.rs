@@ -5,10 +5,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use litellm_org_operator::cli::manifest::ManifestSet;
+use litellm_org_operator::cli::offline::{self, RunOptions};
 use litellm_org_operator::crd::crds;
 use litellm_org_operator::engine::{DEFAULT_ACTOR, DesiredMember, DesiredOrganization, ObjectKey};
-use litellm_org_operator::manifest::ManifestSet;
-use litellm_org_operator::offline::{self, RunOptions};
 use support::TestDb;
 
 fn example_files() -> Vec<PathBuf> {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use litellm_org_operator::cli::manifest::ManifestSet;
 use litellm_org_operator::engine::{DEFAULT_ACTOR, DesiredMember, DesiredOrganization, ObjectKey};
-use litellm_org_operator::manifest::ManifestSet;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

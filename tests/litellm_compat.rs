@@ -4,10 +4,10 @@
 
 mod support;
 
+use litellm_org_operator::cli::manifest::ManifestSet;
+use litellm_org_operator::cli::offline::{self, RunOptions};
 use litellm_org_operator::crd::{OrganizationMemberSpec, OrganizationSpec};
 use litellm_org_operator::engine::{DesiredMember, DesiredOrganization, ObjectKey, ids};
-use litellm_org_operator::manifest::ManifestSet;
-use litellm_org_operator::offline::{self, RunOptions};
 use litellm_org_operator::store::{SchemaState, Store};
 use support::{TestDb, spec};
 

@@ -3,6 +3,7 @@
 //!
 //! Every statement binds its values; identifiers only ever come from the fixed lists below.
 
+pub mod open;
 mod postgres;
 mod schema;
 mod sql;

@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::manifest::{DEFAULT_NAMESPACE, ManifestError, ManifestSet, Source};
 use crate::crd::DeletionPolicy;
 use crate::engine::{
     Change, DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
     ids,
 };
 use crate::error::EngineError;
-use crate::manifest::{DEFAULT_NAMESPACE, ManifestError, ManifestSet, Source};
 use crate::store::Store;
 
 /// What to do with the plans.

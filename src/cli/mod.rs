@@ -1,0 +1,6 @@
+//! The cluster-less side: read a folder of manifests, plan it against a database, apply it,
+//! report. The same engine as the controllers, driven from the command line.
+
+pub mod manifest;
+pub mod offline;
+pub mod output;
