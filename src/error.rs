@@ -84,21 +84,46 @@ impl EngineError {
             Self::OrganizationNotFound(_) => ConditionReason::OrganizationNotFound,
             Self::OrganizationNotReady(_) => ConditionReason::OrganizationNotReady,
             Self::Conflict(_) => ConditionReason::Conflict,
-            Self::Store(StoreError::Query(_)) | Self::Store(StoreError::Unavailable(_)) => {
-                ConditionReason::DatabaseUnavailable
-            }
             Self::Store(_) => ConditionReason::DatabaseUnavailable,
         }
     }
 
-    /// Whether retrying without a spec change can help (transient) or not (stalled).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Store(StoreError::Unavailable(_))
-                | Self::Store(StoreError::Query(_))
-                | Self::OrganizationNotFound(_)
-                | Self::OrganizationNotReady(_)
-        )
+    /// What happens after this error: the one answer the controller's requeue, the status
+    /// conditions (stalled or still reconciling) and the events all read.
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            // Nothing changes until the spec does.
+            Self::InvalidSpec { .. } => NextStep::AwaitChange,
+            // The other owner may let go; look again at the resync.
+            Self::Conflict(_) => NextStep::Resync,
+            // The organization's own reconcile (or its watch) usually wakes the member sooner.
+            Self::OrganizationNotFound(_) | Self::OrganizationNotReady(_) => {
+                NextStep::RetryAfter(ORGANIZATION_WAIT)
+            }
+            Self::Store(_) => NextStep::Backoff,
+        }
+    }
+}
+
+/// How long a member waits for its organization before looking again.
+pub const ORGANIZATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the controller does after a failed reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// Stalled until the object changes (an invalid spec).
+    AwaitChange,
+    /// Stalled, re-checked at the periodic resync (a conflict another resource may resolve).
+    Resync,
+    /// Waiting on something that comes by itself; look again after this long.
+    RetryAfter(std::time::Duration),
+    /// A fault that may pass (the database): retry with per-object exponential backoff.
+    Backoff,
+}
+
+impl NextStep {
+    /// True when only a change elsewhere can unblock the object (kstatus `Stalled`).
+    pub fn is_stalled(self) -> bool {
+        matches!(self, Self::AwaitChange | Self::Resync)
     }
 }

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::controller::status::Outcome;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
@@ -185,14 +183,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Record the condition an object is in now.
-    pub fn set_condition(&self, kind: &str, object: &str, outcome: &Outcome) {
-        let label: &'static str = match outcome {
-            Outcome::Synced { .. } => "Ready",
-            Outcome::Failed { stalled: true, .. } => "Stalled",
-            Outcome::Failed { .. } => "Reconciling",
-            Outcome::Paused => "Paused",
-        };
+    /// Record the condition an object is in now (`Ready`, `Stalled`, `Reconciling`, `Paused`).
+    pub fn set_condition(&self, kind: &str, object: &str, label: &'static str) {
         let Ok(mut last) = self.last_condition.lock() else {
             return;
         };
@@ -215,6 +207,29 @@ impl Metrics {
                 condition: label.into(),
             })
             .inc();
+    }
+
+    /// Drop every series of a deleted object (`namespace/name`), so `/metrics` does not grow
+    /// with churn: its condition leaves the `objects` gauge, its spend and budget series go.
+    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        if let Ok(mut last) = self.last_condition.lock()
+            && let Some(previous) = last.remove(&format!("{kind}/{namespace}/{name}"))
+        {
+            self.objects
+                .get_or_create(&ConditionLabels {
+                    kind: kind.into(),
+                    condition: previous.into(),
+                })
+                .dec();
+        }
+        let labels = OrganizationLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        if kind == "Organization" {
+            self.spend.remove(&labels);
+            self.max_budget.remove(&labels);
+        }
     }
 
     /// Mirror an organization's spend and budget.
@@ -257,14 +272,8 @@ mod tests {
             Duration::from_millis(3),
             Some("DatabaseUnavailable"),
         );
-        m.set_condition(
-            "Organization",
-            "ns/a",
-            &Outcome::Synced {
-                message: String::new(),
-            },
-        );
-        m.set_condition("Organization", "ns/a", &Outcome::Paused);
+        m.set_condition("Organization", "ns/a", "Ready");
+        m.set_condition("Organization", "ns/a", "Paused");
         m.set_spend("ns", "a", 2.5, Some(10.0));
         let text = m.encode();
         assert!(
@@ -291,6 +300,38 @@ mod tests {
                 r#"litellm_org_operator_organization_spend_usd{namespace="ns",name="a"} 2.5"#
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn forgetting_an_object_drops_its_series() {
+        let m = Metrics::new();
+        m.set_condition("Organization", "ns/a", "Ready");
+        m.set_condition("Organization", "ns/b", "Ready");
+        m.set_spend("ns", "a", 2.5, Some(10.0));
+        m.set_spend("ns", "b", 1.0, None);
+        m.forget("Organization", "ns", "a");
+        let text = m.encode();
+        assert!(!text.contains(r#"name="a""#), "{text}");
+        assert!(
+            text.contains(
+                r#"litellm_org_operator_organization_spend_usd{namespace="ns",name="b"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"litellm_org_operator_objects{kind="Organization",condition="Ready"} 1"#
+            ),
+            "{text}"
+        );
+        // Forgetting twice, or an object never seen, changes nothing.
+        m.forget("Organization", "ns", "a");
+        m.forget("OrganizationMember", "ns", "zz");
+        assert!(
+            m.encode().contains(
+                r#"litellm_org_operator_objects{kind="Organization",condition="Ready"} 1"#
+            )
         );
     }
 }

@@ -4,10 +4,10 @@ mod support;
 
 use litellm_org_operator::crd::{OrganizationMemberSpec, OrganizationSpec};
 use litellm_org_operator::engine::{
-    Change, DesiredMember, DesiredOrganization, ObjectKey, ObjectPlan, ids,
+    DesiredMember, DesiredOrganization, ObjectKey, ObjectPlan, ids,
 };
 use litellm_org_operator::error::EngineError;
-use litellm_org_operator::store::{BudgetRow, OrganizationRow, Store};
+use litellm_org_operator::store::{BudgetRow, Change, OrganizationRow, Store};
 use support::{TestDb, spec};
 
 const ACTOR: &str = "litellm-org-operator";
@@ -363,7 +363,7 @@ async fn member_moves_and_deletes(db: &TestDb) {
     // Delete: the membership and its budget go, the user stays.
     let engine = db.engine();
     let plan = engine
-        .plan_delete_member(&moved, &b.organization_id)
+        .plan_delete_member(&moved.key)
         .await
         .expect("plan delete");
     engine.apply(&plan).await.expect("delete");
@@ -378,7 +378,7 @@ async fn member_moves_and_deletes(db: &TestDb) {
     );
     // Deleting again is a no-op (forgiving).
     let plan = engine
-        .plan_delete_member(&moved, &b.organization_id)
+        .plan_delete_member(&moved.key)
         .await
         .expect("plan delete again");
     assert!(plan.is_empty());
@@ -406,7 +406,10 @@ async fn organization_delete_cascades(db: &TestDb) {
     ))
     .await;
     let engine = db.engine();
-    let plan = engine.plan_delete_organization(&o).await.expect("plan");
+    let plan = engine
+        .plan_delete_organization(&o.key, &o.organization_id)
+        .await
+        .expect("plan");
     assert_eq!(plan.changes.len(), 1, "{plan}");
     engine.apply(&plan).await.expect("cascade");
     for table in [
@@ -431,7 +434,7 @@ async fn organization_delete_cascades(db: &TestDb) {
     // Already gone: planning the delete again is empty.
     assert!(
         engine
-            .plan_delete_organization(&o)
+            .plan_delete_organization(&o.key, &o.organization_id)
             .await
             .expect("plan")
             .is_empty()

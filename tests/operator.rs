@@ -432,7 +432,31 @@ async fn examples_reconcile_end_to_end() {
     orgs.delete("research", &DeleteParams::default())
         .await
         .expect("delete org");
+    let research_series = |m: &BTreeMap<String, f64>| {
+        m.keys()
+            .filter(|k| k.contains(r#"name="research""#))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let ready_orgs = |m: &BTreeMap<String, f64>| {
+        m.get(r#"litellm_org_operator_objects{kind="Organization",condition="Ready"}"#)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let before_delete = op.metrics().await;
+    assert!(
+        !research_series(&before_delete).is_empty(),
+        "spend series exported while the organization exists"
+    );
     wait_gone(&orgs, "research", 30).await;
+    // A deleted object's series go with it: /metrics does not grow with churn.
+    let after_delete = op.metrics().await;
+    assert_eq!(research_series(&after_delete), Vec::<String>::new());
+    assert_eq!(
+        ready_orgs(&after_delete),
+        ready_orgs(&before_delete) - 1.0,
+        "the deleted organization leaves the Ready gauge"
+    );
     assert_eq!(
         db.strings(&format!(r#"SELECT count(*)::text FROM "LiteLLM_OrganizationMembership" WHERE organization_id = '{org_id}'"#)).await,
         vec!["0".to_string()]
@@ -465,6 +489,12 @@ async fn examples_reconcile_end_to_end() {
         .await
         .expect("delete finance");
     wait_gone(&orgs, "finance", 30).await;
+    let after_retain = op.metrics().await;
+    assert!(
+        !after_retain.keys().any(|k| k.contains(r#"name="finance""#)),
+        "a retained organization's series go too"
+    );
+    assert_eq!(ready_orgs(&after_retain), ready_orgs(&after_delete) - 1.0);
     assert_eq!(
         db.strings(r#"SELECT count(*)::text FROM "LiteLLM_OrganizationTable" WHERE organization_id = 'org-finance-2024'"#).await,
         vec!["1".to_string()]

@@ -1,18 +1,17 @@
 //! `plan` and `apply` on a folder of manifests, without a cluster: the same engine the
 //! controller uses, one transaction per object, organizations before members.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::manifest::{DEFAULT_NAMESPACE, ManifestError, ManifestSet, Source};
-use crate::crd::DeletionPolicy;
 use crate::engine::{
-    Change, DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
-    ids,
+    DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
+    PruneKeep,
 };
 use crate::error::EngineError;
-use crate::store::Store;
+use crate::store::{Change, Store};
 
 /// What to do with the plans.
 #[derive(Clone, Copy, Debug, Default)]
@@ -115,11 +114,11 @@ pub async fn run<S: Store>(
 
     let mut orgs: HashMap<ObjectKey, OrgOutcome> = HashMap::new();
     let mut claimed_org_ids: HashMap<String, ObjectKey> = HashMap::new();
-    let mut desired_owners: HashSet<String> = HashSet::new();
+    let mut keep = PruneKeep::default();
     for loaded in &set.organizations {
         bar.inc(1);
         let key = key_of(&loaded.object.metadata);
-        desired_owners.insert(crate::engine::owner_string(&key));
+        keep.organizations.insert(key.clone());
         let result = async {
             let desired =
                 DesiredOrganization::from_spec(key.clone(), &loaded.object.spec, engine.actor())?;
@@ -173,11 +172,10 @@ pub async fn run<S: Store>(
     }
 
     let mut claimed_memberships: HashMap<(String, String), ObjectKey> = HashMap::new();
-    let mut desired_member_budgets: HashSet<String> = HashSet::new();
     for loaded in &set.members {
         bar.inc(1);
         let key = key_of(&loaded.object.metadata);
-        desired_member_budgets.insert(ids::member_budget_id(&key.namespace, &key.name));
+        keep.members.insert(key.clone());
         let result = async {
             let desired = DesiredMember::from_spec(key.clone(), &loaded.object.spec)?;
             let (organization_id, pending) = match &desired.organization {
@@ -233,14 +231,7 @@ pub async fn run<S: Store>(
     bar.finish_and_clear();
 
     if options.prune
-        && let Err(err) = prune(
-            engine,
-            &desired_owners,
-            &desired_member_budgets,
-            options,
-            &mut report,
-        )
-        .await
+        && let Err(err) = prune(engine, &keep, options, &mut report).await
     {
         report.errors.push(ManifestError {
             source: None,
@@ -253,74 +244,15 @@ pub async fn run<S: Store>(
 }
 
 /// Delete rows the operator owns that no manifest declares: memberships first, then
-/// organizations (each cascade in one transaction). Organizations whose marker says
-/// `Retain` are left alone.
+/// organizations, each in its own transaction. Organizations whose marker says `Retain` are
+/// left alone.
 async fn prune<S: Store>(
     engine: &Engine<S>,
-    desired_owners: &HashSet<String>,
-    desired_member_budgets: &HashSet<String>,
+    keep: &PruneKeep,
     options: RunOptions,
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
-    for m in engine.store().owned_memberships(engine.actor()).await? {
-        if desired_member_budgets.contains(&m.budget_id) {
-            continue;
-        }
-        let plan = ObjectPlan {
-            kind: "OrganizationMember (pruned)",
-            changes: vec![Change::DeleteMembership {
-                user_id: m.user_id,
-                organization_id: m.organization_id,
-                owned_budget_id: Some(m.budget_id),
-            }],
-            ..Default::default()
-        };
-        if options.apply {
-            engine.apply(&plan).await?;
-        }
-        report.plans.push(plan);
-    }
-    for (organization_id, owner) in engine.store().owned_organizations().await? {
-        if desired_owners.contains(&owner) {
-            continue;
-        }
-        let Some(key) = owner
-            .strip_prefix("Organization/")
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(ns, name)| ObjectKey::new(ns, name))
-        else {
-            continue;
-        };
-        let desired = DesiredOrganization {
-            key: key.clone(),
-            organization_id: organization_id.clone(),
-            pinned: true,
-            alias: key.name.clone(),
-            models: Vec::new(),
-            budget: crate::engine::DesiredBudget::Referenced(String::new()),
-            owned_budget_id: ids::organization_budget_id(&key.namespace, &key.name),
-            metadata: Default::default(),
-            deletion_policy: DeletionPolicy::Delete,
-        };
-        let observed = engine
-            .store()
-            .observe_organization(&organization_id, &desired.owned_budget_id)
-            .await?;
-        let retained = observed
-            .organization
-            .as_ref()
-            .and_then(|o| o.metadata.get(crate::engine::validate::OWNER_KEY))
-            .and_then(|m| m.get("deletionPolicy"))
-            .and_then(|p| p.as_str())
-            == Some("Retain");
-        if retained {
-            continue;
-        }
-        let mut plan = crate::engine::plan_delete_organization(&desired, &observed);
-        plan.kind = "Organization (pruned)";
-        if plan.is_empty() {
-            continue;
-        }
+    for plan in engine.plan_prune(keep).await? {
         if options.apply {
             engine.apply(&plan).await?;
         }

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as EventsV1Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer;
@@ -143,7 +146,8 @@ impl Context {
         Action::requeue(backoff_delay(n, fastrand::f64()))
     }
 
-    /// Publish an event; failures to publish are logged, never fatal.
+    /// Publish an event; failures to publish are logged, never fatal. The note is cut to the
+    /// 1024 bytes kube-apiserver accepts.
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -159,25 +163,94 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.to_string(),
-            note: Some(note),
+            note: Some(truncate_note(note)),
             action: action.to_string(),
             secondary: None,
         };
+        let reference = obj.object_ref(&());
+        // kube-runtime names an event `<object name>.<16 hex digits>`: past 236 characters
+        // that breaks the 253-character limit on names, so such objects get events named here.
+        let long_name = reference
+            .name
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_NAME_FOR_RECORDER);
         // Warnings repeat and are aggregated into series by the shared recorder, which keeps
         // each one for a few minutes. One-off notices (created, updated, deleted, drift) go
         // through a recorder without that cache, so a cold start of tens of thousands of
         // objects does not hold tens of thousands of events in memory.
-        let published = if warning {
-            self.recorder.publish(&event, &obj.object_ref(&())).await
+        let published = if long_name {
+            self.publish_with_short_name(&event, reference).await
+        } else if warning {
+            self.recorder.publish(&event, &reference).await
         } else {
             Recorder::new(self.client.clone(), self.reporter.clone())
-                .publish(&event, &obj.object_ref(&()))
+                .publish(&event, &reference)
                 .await
         };
         if let Err(e) = published {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
+
+    /// An `events.k8s.io/v1` event whose name fits in 253 characters whatever the object's.
+    async fn publish_with_short_name(
+        &self,
+        event: &Event,
+        reference: ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let name = reference.name.clone().unwrap_or_default();
+        let prefix: String = name.chars().take(MAX_NAME_FOR_RECORDER).collect();
+        let prefix = prefix.trim_end_matches(['.', '-']);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let namespace = reference.namespace.clone().unwrap_or_default();
+        let body = EventsV1Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{prefix}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            action: Some(event.action.clone()),
+            reason: Some(event.reason.clone()),
+            note: event.note.clone(),
+            type_: Some(match event.type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference),
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            ..Default::default()
+        };
+        let api: kube::Api<EventsV1Event> = kube::Api::namespaced(self.client.clone(), &namespace);
+        api.create(&Default::default(), &body).await?;
+        Ok(())
+    }
+}
+
+/// Longest object name kube-runtime's recorder can name an event after (253 − 17).
+const MAX_NAME_FOR_RECORDER: usize = 236;
+
+/// The longest event note kube-apiserver accepts, in bytes.
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// Cut a note to [`MAX_NOTE_BYTES`] on a character boundary, marking the cut.
+fn truncate_note(mut note: String) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note;
+    }
+    let mut end = MAX_NOTE_BYTES - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
 }
 
 /// The delay after `failures` consecutive failures; `jitter` in `[0, 1)`.
@@ -238,6 +311,17 @@ mod tests {
         assert_eq!(backoff_delay(40, 0.5), Duration::from_secs(300));
         assert!(backoff_delay(1, 0.0) >= Duration::from_millis(1600));
         assert!(backoff_delay(1, 0.999) <= Duration::from_millis(2400));
+    }
+
+    #[test]
+    fn notes_fit_the_api_servers_limit() {
+        assert_eq!(truncate_note("short".into()), "short");
+        let long = "é".repeat(800);
+        let cut = truncate_note(long);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        let exact = "a".repeat(MAX_NOTE_BYTES);
+        assert_eq!(truncate_note(exact.clone()), exact);
     }
 
     #[test]

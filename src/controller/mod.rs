@@ -7,6 +7,7 @@
 //! never wake them again.
 
 mod context;
+mod driver;
 mod index;
 mod member;
 mod organization;
@@ -27,6 +28,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 pub use context::{Context, ControllerError, Leadership};
+pub use driver::Reconciled;
 use index::MemberIndex;
 
 use crate::crd::{FIELD_MANAGER, Organization, OrganizationMember, crds};
@@ -184,7 +186,11 @@ pub async fn run(
             })
             .reconcile_all_on(leadership.elected("OrganizationMember"))
             .shutdown_on_signal()
-            .run(member::reconcile, member::error_policy, ctx.clone())
+            .run(
+                driver::reconcile::<OrganizationMember>,
+                driver::error_policy::<OrganizationMember>,
+                ctx.clone(),
+            )
             .for_each(|result| async move {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "member reconcile not completed");
@@ -196,8 +202,8 @@ pub async fn run(
             .reconcile_all_on(leadership.elected("Organization"))
             .shutdown_on_signal()
             .run(
-                organization::reconcile,
-                organization::error_policy,
+                driver::reconcile::<Organization>,
+                driver::error_policy::<Organization>,
                 ctx.clone(),
             )
             .for_each(|result| async move {

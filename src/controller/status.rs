@@ -3,6 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+use super::context::public_message;
 use crate::crd::{
     ConditionReason, ConditionType, OrganizationMemberStatus, OrganizationStatus, set_condition,
 };
@@ -25,17 +26,24 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Classify an engine error: invalid specs and conflicts stall until something changes;
-    /// everything else is progress pending a retry.
+    /// An engine error as status reports it: stalled when only a change elsewhere helps
+    /// (the error's [`next_step`](EngineError::next_step)), else progress pending a retry. The
+    /// message is safe to publish (no database details).
     pub fn from_error(err: &EngineError) -> Self {
-        let stalled = matches!(
-            err,
-            EngineError::InvalidSpec { .. } | EngineError::Conflict(_)
-        );
         Self::Failed {
             reason: err.reason(),
-            message: err.to_string(),
-            stalled,
+            message: public_message(err),
+            stalled: err.next_step().is_stalled(),
+        }
+    }
+
+    /// The condition an object is in, as the `objects` metric labels it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Synced { .. } => "Ready",
+            Self::Failed { stalled: true, .. } => "Stalled",
+            Self::Failed { .. } => "Reconciling",
+            Self::Paused => "Paused",
         }
     }
 }

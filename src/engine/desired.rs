@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::ids;
-use super::validate::{OWNER_KEY, validate_member, validate_organization};
+use super::validate::{validate_member, validate_organization};
 use crate::crd::{DeletionPolicy, MemberRole, OrganizationMemberSpec, OrganizationSpec};
 use crate::error::EngineError;
 use crate::store::BudgetRow;
@@ -134,11 +134,6 @@ impl DesiredOrganization {
 /// `Organization/<namespace>/<name>`: the value of the ownership marker.
 pub fn owner_string(key: &ObjectKey) -> String {
     format!("Organization/{}/{}", key.namespace, key.name)
-}
-
-/// Read the owner out of an organization's metadata, if the operator wrote one.
-pub fn metadata_owner(metadata: &Map<String, Value>) -> Option<&str> {
-    metadata.get(OWNER_KEY)?.get("owner")?.as_str()
 }
 
 /// The organization a member points at.

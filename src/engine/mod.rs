@@ -7,16 +7,24 @@ mod plan;
 pub mod validate;
 
 pub use desired::{
-    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, OrganizationTarget,
-    metadata_owner, owner_string,
+    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, OrganizationTarget, owner_string,
 };
 pub use plan::{
-    Change, ObjectPlan, merge_metadata, plan_delete_member, plan_delete_organization, plan_member,
-    plan_organization,
+    ObjectPlan, merge_metadata, plan_delete_member, plan_delete_organization, plan_member,
+    plan_organization, retained_by_marker, same_limits,
 };
+
+use std::collections::HashSet;
 
 use crate::error::EngineError;
 use crate::store::{OrganizationUsage, Store};
+
+/// The resources a prune keeps: every one the manifest set declares.
+#[derive(Clone, Debug, Default)]
+pub struct PruneKeep {
+    pub organizations: HashSet<ObjectKey>,
+    pub members: HashSet<ObjectKey>,
+}
 
 /// Default value of `created_by` / `updated_by` and of the ownership marker on budget rows.
 pub const DEFAULT_ACTOR: &str = "litellm-org-operator";
@@ -74,17 +82,20 @@ impl<S: Store> Engine<S> {
         plan_organization(desired, &observed)
     }
 
-    /// Read the rows of one organization and plan its delete cascade.
+    /// Read the rows of the organization `key` owns and plan its delete cascade. Takes ids
+    /// only: a finalizer or a prune knows them even when the spec no longer validates.
     pub async fn plan_delete_organization(
         &self,
-        desired: &DesiredOrganization,
+        key: &ObjectKey,
+        organization_id: &str,
     ) -> Result<ObjectPlan, EngineError> {
         self.count("observe");
+        let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
         let observed = self
             .store
-            .observe_organization(&desired.organization_id, &desired.owned_budget_id)
+            .observe_organization(organization_id, &owned_budget_id)
             .await?;
-        Ok(plan_delete_organization(desired, &observed))
+        Ok(plan_delete_organization(key, &owned_budget_id, &observed))
     }
 
     /// Read what a membership needs and plan it.
@@ -113,23 +124,82 @@ impl<S: Store> Engine<S> {
         )
     }
 
-    /// Read a member's rows and plan their removal.
-    pub async fn plan_delete_member(
+    /// Read the rows the member `key` owns (found by its budget row) and plan their removal.
+    pub async fn plan_delete_member(&self, key: &ObjectKey) -> Result<ObjectPlan, EngineError> {
+        let budget_id = ids::member_budget_id(&key.namespace, &key.name);
+        self.plan_delete_member_budget(Some(key), &budget_id).await
+    }
+
+    async fn plan_delete_member_budget(
         &self,
-        desired: &DesiredMember,
-        organization_id: &str,
+        key: Option<&ObjectKey>,
+        budget_id: &str,
     ) -> Result<ObjectPlan, EngineError> {
         self.count("observe");
-        let observed = self
+        let observed = self.store.observe_member("", None, None, budget_id).await?;
+        let mut plan =
+            plan_delete_member(key.unwrap_or(&ObjectKey::new("", "")), budget_id, &observed);
+        if key.is_none() {
+            plan.key = None;
+        }
+        Ok(plan)
+    }
+
+    /// Plan the removal of every row the operator owns that no resource in `keep` declares:
+    /// one plan per member budget (its memberships, then the row), then one per organization
+    /// (its cascade), so each applies in its own transaction. Organizations whose marker says
+    /// `Retain` are left alone. Reads only: a failure here prunes nothing.
+    pub async fn plan_prune(&self, keep: &PruneKeep) -> Result<Vec<ObjectPlan>, EngineError> {
+        let keep_budgets: HashSet<String> = keep
+            .members
+            .iter()
+            .map(|k| ids::member_budget_id(&k.namespace, &k.name))
+            .collect();
+        let mut plans = Vec::new();
+        let mut budgets: Vec<String> = self
             .store
-            .observe_member(
-                organization_id,
-                desired.user_id.as_deref(),
-                desired.email.as_deref(),
-                &desired.budget_id,
-            )
-            .await?;
-        Ok(plan_delete_member(desired, &observed))
+            .owned_memberships(&self.actor)
+            .await?
+            .into_iter()
+            .map(|m| m.budget_id)
+            .filter(|b| !keep_budgets.contains(b))
+            .collect();
+        budgets.sort();
+        budgets.dedup();
+        for budget_id in budgets {
+            let mut plan = self.plan_delete_member_budget(None, &budget_id).await?;
+            plan.kind = "OrganizationMember (pruned)";
+            if !plan.is_empty() {
+                plans.push(plan);
+            }
+        }
+        for (organization_id, owner) in self.store.owned_organizations().await? {
+            let Some(key) = owner
+                .strip_prefix("Organization/")
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(ns, name)| ObjectKey::new(ns, name))
+            else {
+                continue;
+            };
+            if keep.organizations.contains(&key) {
+                continue;
+            }
+            self.count("observe");
+            let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
+            let observed = self
+                .store
+                .observe_organization(&organization_id, &owned_budget_id)
+                .await?;
+            if retained_by_marker(&observed) {
+                continue;
+            }
+            let mut plan = plan_delete_organization(&key, &owned_budget_id, &observed);
+            plan.kind = "Organization (pruned)";
+            if !plan.is_empty() {
+                plans.push(plan);
+            }
+        }
+        Ok(plans)
     }
 
     /// Apply one object's plan in one transaction. An empty plan touches nothing.

@@ -3,20 +3,29 @@
 //!
 //! Every statement binds its values; identifiers only ever come from the fixed lists below.
 
+mod change;
 pub mod open;
 mod postgres;
-mod schema;
+pub(crate) mod schema;
 mod sql;
 mod sqlite;
 
 use std::future::Future;
 
+pub use change::Change;
 pub use postgres::PostgresStore;
 pub use schema::{REQUIRED_COLUMNS, SchemaState};
 pub use sqlite::SqliteStore;
 
-use crate::engine::Change;
 use crate::error::StoreError;
+
+/// The metadata key of the ownership marker the operator writes on organizations it manages.
+pub const OWNER_KEY: &str = "litellm-org-operator";
+
+/// The owner (`Organization/<namespace>/<name>`) an organization's metadata marker names.
+pub fn metadata_owner(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    metadata.get(OWNER_KEY)?.get("owner")?.as_str()
+}
 
 /// A `LiteLLM_BudgetTable` row, limited to the columns the operator manages.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,28 +40,6 @@ pub struct BudgetRow {
     /// LiteLLM's `model_max_budget` JSON (`{model: {budget_limit, time_period}}`), `None` when SQL NULL.
     pub model_max_budget: Option<serde_json::Value>,
     pub created_by: String,
-}
-
-impl BudgetRow {
-    /// True when the managed limits are the same (ownership columns are not compared).
-    pub fn same_limits(&self, other: &BudgetRow) -> bool {
-        self.max_budget == other.max_budget
-            && self.soft_budget == other.soft_budget
-            && self.max_parallel_requests == other.max_parallel_requests
-            && self.tpm_limit == other.tpm_limit
-            && self.rpm_limit == other.rpm_limit
-            && self.budget_duration == other.budget_duration
-            && normalise_json(&self.model_max_budget) == normalise_json(&other.model_max_budget)
-    }
-}
-
-fn normalise_json(v: &Option<serde_json::Value>) -> Option<&serde_json::Value> {
-    match v {
-        None => None,
-        Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(m)) if m.is_empty() => None,
-        Some(other) => Some(other),
-    }
 }
 
 /// A `LiteLLM_OrganizationTable` row, limited to the columns the operator manages or mirrors.

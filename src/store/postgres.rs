@@ -5,21 +5,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::types::Json;
-use sqlx::{Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::schema::{self, POSTGRES_DDL, SchemaState};
 use super::sql::sql_store;
-use super::{
-    BudgetRow, MemberSummary, MembershipRow, ObservedMember, ObservedOrganization, OrganizationRow,
-    OrganizationSummary, OrganizationUsage, OwnedMembership, Store, UserRow,
-};
-use crate::engine::validate::budget_reset_at;
-use crate::engine::{Change, metadata_owner};
 use crate::error::StoreError;
 
 /// A pool of connections to one PostgreSQL database.
@@ -63,7 +52,7 @@ mod dialect {
     use sqlx::Row;
     use sqlx::postgres::{PgPool, PgRow};
 
-    use crate::engine::validate::OWNER_KEY;
+    use crate::store::OWNER_KEY;
     use crate::store::schema::REQUIRED_COLUMNS;
 
     /// Organizations carrying the ownership marker, with its owner.
@@ -105,4 +94,10 @@ mod dialect {
     }
 }
 
-sql_store!(PostgresStore, sqlx::Postgres, PgRow, POSTGRES_DDL, dialect);
+sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    sqlx::postgres::PgRow,
+    POSTGRES_DDL,
+    dialect
+);

@@ -4,9 +4,35 @@
 //! driver types and its hooks module.
 
 /// Generates the row mapping, the reads, the one-transaction apply and `impl Store` for a
-/// store type `$store` over driver `$db` with row type `$row`, DDL `$ddl` and hooks `$dialect`.
+/// store type `$store` over driver `$db` with row type `$row`, DDL `$ddl` (a constant of
+/// `store::schema`) and hooks module `$dialect` (a sibling of `$store`).
+///
+/// Why a macro and not functions generic over `sqlx::Database`: every generic statement needs
+/// the same wall of higher-ranked bounds (`for<'q> T: Encode<'q, DB> + Type<DB>` per bound type,
+/// `for<'c> &'c mut DB::Connection: Executor<'c>`, `usize: ColumnIndex<DB::Row>`, ...), which
+/// hides the SQL behind trait plumbing and turns a typo into pages of errors. The macro keeps one
+/// body of SQL over concrete driver types. It expands into a child module `shared_sql` with its
+/// own imports, so it depends on nothing its caller imports; the cost is that rustfmt does not
+/// format the body, so keep it formatted by hand.
 macro_rules! sql_store {
     ($store:ident, $db:ty, $row:ty, $ddl:ident, $dialect:ident) => {
+    mod shared_sql {
+        use chrono::{NaiveDateTime, Utc};
+        use serde_json::{Map, Value};
+        use sqlx::types::Json;
+        use sqlx::{Row, Transaction};
+
+        use super::$dialect;
+        use super::$store;
+        use $crate::duration::budget_reset_at;
+        use $crate::error::StoreError;
+        use $crate::store::schema::{self, $ddl, SchemaState};
+        use $crate::store::{
+            BudgetRow, Change, MemberSummary, MembershipRow, ObservedMember, ObservedOrganization,
+            OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership, Store, UserRow,
+            metadata_owner,
+        };
+
         fn now() -> NaiveDateTime {
             Utc::now().naive_utc()
         }
@@ -364,7 +390,6 @@ macro_rules! sql_store {
                 Change::DeleteMembership {
                     user_id,
                     organization_id,
-                    owned_budget_id,
                 } => {
                     sqlx::query(
                         r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#,
@@ -373,9 +398,6 @@ macro_rules! sql_store {
                     .bind(organization_id)
                     .execute(&mut **tx)
                     .await?;
-                    if let Some(b) = owned_budget_id {
-                        delete_budget(tx, b).await?;
-                    }
                     Ok(())
                 }
             }
@@ -556,6 +578,7 @@ macro_rules! sql_store {
                     .map_err(StoreError::from_sqlx)
             }
         }
+    }
     };
 }
 

@@ -5,23 +5,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
-use sqlx::types::Json;
-use sqlx::{Row, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::schema::{self, SQLITE_DDL, SchemaState};
 use super::sql::sql_store;
-use super::{
-    BudgetRow, MemberSummary, MembershipRow, ObservedMember, ObservedOrganization, OrganizationRow,
-    OrganizationSummary, OrganizationUsage, OwnedMembership, Store, UserRow,
-};
-use crate::engine::validate::budget_reset_at;
-use crate::engine::{Change, metadata_owner};
 use crate::error::StoreError;
 
 /// A pool of connections to one SQLite database file.
@@ -67,7 +54,7 @@ mod dialect {
     use sqlx::sqlite::{SqlitePool, SqliteRow};
     use sqlx::types::Json;
 
-    use crate::engine::validate::OWNER_KEY;
+    use crate::store::OWNER_KEY;
 
     /// Organizations carrying the ownership marker, with its owner.
     pub const OWNED_ORGANIZATIONS: &str = r#"SELECT "organization_id", json_extract("metadata", $1) AS "owner"
@@ -104,4 +91,10 @@ mod dialect {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, SqliteRow, SQLITE_DDL, dialect);
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    SQLITE_DDL,
+    dialect
+);

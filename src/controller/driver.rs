@@ -1,0 +1,273 @@
+//! The one reconcile driver both kinds share: leadership and pause checks, kube-runtime's
+//! `finalizer()` helper, the engine, status, events, metrics and requeues. A kind brings only
+//! what is its own through [`Reconciled`]: how it plans, what its status holds, how its events
+//! read, which rows its delete removes.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::context::{Context, ControllerError, apply_status};
+use super::status::Outcome;
+use super::{is_paused, resync_action};
+use crate::crd::{DeletionPolicy, FINALIZER};
+use crate::engine::{ObjectKey, ObjectPlan};
+use crate::error::{EngineError, NextStep};
+use crate::store::Change;
+
+/// What one kind brings to the shared driver.
+pub trait Reconciled:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind's name in events, metrics and status writes.
+    const KIND: &'static str;
+    /// The note of the event published when the delete cascade ran.
+    const DELETED_NOTE: &'static str;
+    /// The `status` subresource.
+    type Status: Clone + PartialEq + Serialize + Send + Sync;
+    /// What a successful reconcile reports in status (ids, figures read back).
+    type Synced: Send + Sync;
+
+    fn current_status(&self) -> Option<&Self::Status>;
+    fn deletion_policy(&self) -> DeletionPolicy;
+    /// True when this generation was synced before: a write now corrects drift.
+    fn synced_before(&self) -> bool;
+    /// Validate, resolve and plan against the database (reads only).
+    fn plan(
+        &self,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<(ObjectPlan, Self::Synced), EngineError>> + Send;
+    /// After the plan is applied: read back what status mirrors (default: nothing).
+    fn read_back(
+        &self,
+        _ctx: &Context,
+        _synced: &mut Self::Synced,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        async { Ok(()) }
+    }
+    /// The `Ready` message after a successful reconcile.
+    fn synced_message(&self, synced: &Self::Synced) -> String;
+    /// The event note when `plan` creates the object's own row, `None` when it does not.
+    fn created_note(&self, plan: &ObjectPlan) -> Option<String>;
+    /// The status after `outcome` (`synced` only after a successful reconcile).
+    fn next_status(&self, outcome: &Outcome, synced: Option<&Self::Synced>) -> Self::Status;
+    /// Plan the removal of the rows this object owns, by id (whatever the spec says now).
+    fn plan_delete(
+        &self,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<ObjectPlan, EngineError>> + Send;
+}
+
+/// The object's `namespace/name`.
+pub fn key_of<K: Resource>(obj: &K) -> ObjectKey {
+    ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+fn failure_key<K: Reconciled>(obj: &K) -> String {
+    format!("{}/{}", K::KIND, key_of(obj))
+}
+
+/// Entry point for both controllers: leadership and pause checks, then the finalizer helper.
+#[tracing::instrument(skip_all, fields(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
+pub async fn reconcile<K: Reconciled>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
+    if !ctx.leadership.is_leader() {
+        // Followers keep their caches warm and write nothing; becoming leader reconciles
+        // everything.
+        tracing::debug!("not the leader: nothing written");
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let result = if is_paused(obj.as_ref()) && obj.meta().deletion_timestamp.is_none() {
+        write_status(&api, &obj, &ctx, &Outcome::Paused, None)
+            .await
+            .map(|()| Action::await_change())
+    } else {
+        let c = ctx.clone();
+        finalizer(&api, FINALIZER, obj.clone(), |event| async move {
+            match event {
+                Finalizer::Apply(o) => apply(o, &c).await,
+                Finalizer::Cleanup(o) => cleanup(o, &c).await,
+            }
+        })
+        .await
+        .map_err(|e| ControllerError::Finalizer(Box::new(e)))
+    };
+    ctx.metrics.observe_reconcile(
+        K::KIND,
+        started.elapsed(),
+        result.as_ref().err().map(ControllerError::class),
+    );
+    if result.is_ok() {
+        ctx.reset_failures(&failure_key(obj.as_ref()));
+    }
+    result
+}
+
+/// Errors that reach the controller (database and API faults) back off per object.
+pub fn error_policy<K: Reconciled>(
+    obj: Arc<K>,
+    err: &ControllerError,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, "reconcile failed");
+    ctx.backoff(&failure_key(obj.as_ref()))
+}
+
+async fn write_status<K: Reconciled>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+    outcome: &Outcome,
+    synced: Option<&K::Synced>,
+) -> Result<(), ControllerError> {
+    let next = obj.next_status(outcome, synced);
+    ctx.metrics
+        .set_condition(K::KIND, &key_of(obj).to_string(), outcome.label());
+    if obj.current_status() == Some(&next) {
+        return Ok(());
+    }
+    apply_status(api, &obj.name_any(), K::KIND, &next).await?;
+    Ok(())
+}
+
+async fn apply<K: Reconciled>(obj: Arc<K>, ctx: &Context) -> Result<Action, ControllerError> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let (plan, mut synced) = match obj.plan(ctx).await {
+        Ok(planned) => planned,
+        Err(e) => return fail(&api, &obj, ctx, e).await,
+    };
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
+    if let Err(e) = ctx.engine.apply(&plan).await {
+        return fail(&api, &obj, ctx, e).await;
+    }
+    ctx.metrics.count_writes(K::KIND, plan.changes.len());
+    report_changes(obj.as_ref(), ctx, &plan).await;
+    obj.read_back(ctx, &mut synced).await?;
+    let outcome = Outcome::Synced {
+        message: obj.synced_message(&synced),
+    };
+    write_status(&api, &obj, ctx, &outcome, Some(&synced)).await?;
+    Ok(resync_action(ctx.resync))
+}
+
+/// Every failure takes this one path: status says what happened, and the error's
+/// [`NextStep`] decides the rest. Stalled objects get a warning event (aggregated into a series
+/// by the recorder); faults that may pass return the error so the error policy backs off.
+async fn fail<K: Reconciled>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+    err: EngineError,
+) -> Result<Action, ControllerError> {
+    let outcome = Outcome::from_error(&err);
+    let step = err.next_step();
+    if step == NextStep::Backoff {
+        // Best effort: the API may be down too.
+        if let Err(e) = write_status(api, obj, ctx, &outcome, None).await {
+            tracing::debug!(error = %e, "status not written");
+        }
+        return Err(ControllerError::Engine(err));
+    }
+    write_status(api, obj, ctx, &outcome, None).await?;
+    if step.is_stalled() {
+        if let Outcome::Failed { message, .. } = &outcome {
+            ctx.event(
+                obj,
+                true,
+                err.reason().as_str(),
+                "Reconcile",
+                message.clone(),
+            )
+            .await;
+        }
+        ctx.metrics.count_error(K::KIND, err.reason().as_str());
+    }
+    Ok(match step {
+        NextStep::AwaitChange => Action::await_change(),
+        NextStep::Resync => resync_action(ctx.resync),
+        NextStep::RetryAfter(after) => Action::requeue(after),
+        NextStep::Backoff => unreachable!("handled above"),
+    })
+}
+
+/// Events for what a reconcile wrote. Writes to a generation already synced are drift:
+/// someone changed the rows behind the operator's back.
+async fn report_changes<K: Reconciled>(obj: &K, ctx: &Context, plan: &ObjectPlan) {
+    if plan.changes.is_empty() {
+        return;
+    }
+    let mut fields: Vec<String> = plan
+        .changes
+        .iter()
+        .flat_map(Change::changed_fields)
+        .collect();
+    fields.sort();
+    fields.dedup();
+    let (reason, action, note) = match obj.created_note(plan) {
+        _ if obj.synced_before() => (
+            "DriftCorrected",
+            "Update",
+            format!(
+                "restored {} changed outside the operator",
+                fields.join(", ")
+            ),
+        ),
+        Some(note) => ("Created", "Create", note),
+        None => (
+            "Updated",
+            "Update",
+            format!("updated {}", fields.join(", ")),
+        ),
+    };
+    ctx.event(obj, false, reason, action, note).await;
+}
+
+async fn cleanup<K: Reconciled>(obj: Arc<K>, ctx: &Context) -> Result<Action, ControllerError> {
+    let key = key_of(obj.as_ref());
+    if obj.deletion_policy() == DeletionPolicy::Retain {
+        ctx.event(
+            obj.as_ref(),
+            false,
+            "Retained",
+            "Delete",
+            "deletionPolicy Retain: the LiteLLM rows are left in place".into(),
+        )
+        .await;
+    } else {
+        let plan = obj.plan_delete(ctx).await?;
+        ctx.engine.apply(&plan).await?;
+        if !plan.is_empty() {
+            ctx.event(
+                obj.as_ref(),
+                false,
+                "Deleted",
+                "Delete",
+                K::DELETED_NOTE.into(),
+            )
+            .await;
+        }
+    }
+    ctx.metrics.forget(K::KIND, &key.namespace, &key.name);
+    Ok(Action::await_change())
+}

@@ -1,0 +1,217 @@
+//! The write vocabulary: one [`Change`] is one row-level write the stores know how to apply.
+//! The engine plans lists of them; a list for one object is applied in one transaction. Its
+//! `Display` is the `plan` output the CLI prints and reviewers read.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use super::{BudgetRow, MembershipRow, OrganizationRow};
+
+/// One write. A list of these for one object is applied in one transaction, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    CreateBudget(BudgetRow),
+    UpdateBudget {
+        before: BudgetRow,
+        after: BudgetRow,
+    },
+    DeleteBudget {
+        budget_id: String,
+    },
+    CreateOrganization(OrganizationRow),
+    UpdateOrganization {
+        before: OrganizationRow,
+        after: OrganizationRow,
+    },
+    /// Cascade in foreign-key order: teams, memberships, keys, the organization, its owned
+    /// budget, and the member budgets the operator created for those memberships.
+    DeleteOrganization {
+        organization_id: String,
+        owned_budget_id: Option<String>,
+    },
+    /// A new `LiteLLM_UserTable` row with LiteLLM's new-internal-user defaults.
+    CreateUser {
+        user_id: String,
+        email: Option<String>,
+    },
+    CreateMembership(MembershipRow),
+    UpdateMembership {
+        before: MembershipRow,
+        after: MembershipRow,
+    },
+    /// Remove one membership (its budget row, if the operator owns it, is a separate
+    /// `DeleteBudget` after it).
+    DeleteMembership {
+        user_id: String,
+        organization_id: String,
+    },
+}
+
+impl Change {
+    /// The columns this change writes, for drift events (`max_budget`, `user_role`, ...).
+    pub fn changed_fields(&self) -> Vec<String> {
+        fn diff(
+            before: Vec<(&'static str, String)>,
+            after: Vec<(&'static str, String)>,
+        ) -> Vec<String> {
+            before
+                .into_iter()
+                .zip(after)
+                .filter(|((_, b), (_, a))| b != a)
+                .map(|((name, _), _)| name.to_string())
+                .collect()
+        }
+        match self {
+            Change::UpdateBudget { before, after } => {
+                diff(budget_fields(before), budget_fields(after))
+            }
+            Change::UpdateOrganization { before, after } => {
+                diff(org_fields(before), org_fields(after))
+            }
+            Change::UpdateMembership { before, after } => {
+                let mut f = Vec::new();
+                if before.user_role != after.user_role {
+                    f.push("user_role".to_string());
+                }
+                if before.budget_id != after.budget_id {
+                    f.push("budget_id".to_string());
+                }
+                f
+            }
+            Change::CreateBudget(_) => vec!["budget row".to_string()],
+            Change::CreateOrganization(_) => vec!["organization row".to_string()],
+            Change::CreateUser { .. } => vec!["user row".to_string()],
+            Change::CreateMembership(_) => vec!["membership row".to_string()],
+            Change::DeleteBudget { .. }
+            | Change::DeleteOrganization { .. }
+            | Change::DeleteMembership { .. } => vec!["stale row".to_string()],
+        }
+    }
+}
+
+fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "none".to_string(), ToString::to_string)
+}
+
+fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("max_budget", opt(&b.max_budget)),
+        ("soft_budget", opt(&b.soft_budget)),
+        ("max_parallel_requests", opt(&b.max_parallel_requests)),
+        ("tpm_limit", opt(&b.tpm_limit)),
+        ("rpm_limit", opt(&b.rpm_limit)),
+        ("budget_duration", opt(&b.budget_duration)),
+        (
+            "model_max_budget",
+            b.model_max_budget
+                .as_ref()
+                .map_or_else(|| "none".to_string(), Value::to_string),
+        ),
+    ]
+}
+
+fn org_fields(o: &OrganizationRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("organization_alias", format!("{:?}", o.organization_alias)),
+        ("budget_id", o.budget_id.clone()),
+        ("models", format!("{:?}", o.models)),
+        ("metadata", Value::Object(o.metadata.clone()).to_string()),
+    ]
+}
+
+fn write_diff(
+    f: &mut fmt::Formatter<'_>,
+    before: Vec<(&'static str, String)>,
+    after: Vec<(&'static str, String)>,
+) -> fmt::Result {
+    for ((name, b), (_, a)) in before.into_iter().zip(after) {
+        if b != a {
+            writeln!(f, "      {name}: {b} -> {a}")?;
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::CreateBudget(b) => {
+                writeln!(f, "  + budget {}", b.budget_id)?;
+                for (k, v) in budget_fields(b).into_iter().filter(|(_, v)| v != "none") {
+                    writeln!(f, "      {k}: {v}")?;
+                }
+                Ok(())
+            }
+            Change::UpdateBudget { before, after } => {
+                writeln!(f, "  ~ budget {}", after.budget_id)?;
+                write_diff(f, budget_fields(before), budget_fields(after))
+            }
+            Change::DeleteBudget { budget_id } => writeln!(f, "  - budget {budget_id}"),
+            Change::CreateOrganization(o) => {
+                writeln!(f, "  + organization {}", o.organization_id)?;
+                for (k, v) in org_fields(o) {
+                    writeln!(f, "      {k}: {v}")?;
+                }
+                Ok(())
+            }
+            Change::UpdateOrganization { before, after } => {
+                writeln!(f, "  ~ organization {}", after.organization_id)?;
+                write_diff(f, org_fields(before), org_fields(after))
+            }
+            Change::DeleteOrganization {
+                organization_id,
+                owned_budget_id,
+            } => {
+                writeln!(
+                    f,
+                    "  - organization {organization_id} (cascade: teams, memberships, keys)"
+                )?;
+                if let Some(b) = owned_budget_id {
+                    writeln!(f, "  - budget {b}")?;
+                }
+                Ok(())
+            }
+            Change::CreateUser { user_id, email } => {
+                writeln!(f, "  + user {user_id} (email: {})", opt(email))
+            }
+            Change::CreateMembership(m) => writeln!(
+                f,
+                "  + membership user {} in {} (role: {}, budget: {})",
+                m.user_id,
+                m.organization_id,
+                opt(&m.user_role),
+                opt(&m.budget_id)
+            ),
+            Change::UpdateMembership { before, after } => {
+                writeln!(
+                    f,
+                    "  ~ membership user {} in {}",
+                    after.user_id, after.organization_id
+                )?;
+                if before.user_role != after.user_role {
+                    writeln!(
+                        f,
+                        "      user_role: {} -> {}",
+                        opt(&before.user_role),
+                        opt(&after.user_role)
+                    )?;
+                }
+                if before.budget_id != after.budget_id {
+                    writeln!(
+                        f,
+                        "      budget_id: {} -> {}",
+                        opt(&before.budget_id),
+                        opt(&after.budget_id)
+                    )?;
+                }
+                Ok(())
+            }
+            Change::DeleteMembership {
+                user_id,
+                organization_id,
+            } => writeln!(f, "  - membership user {user_id} in {organization_id}"),
+        }
+    }
+}
