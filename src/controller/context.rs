@@ -13,9 +13,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::raw::Raw;
 use crate::crd::{API_VERSION, FIELD_MANAGER, Organization};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
@@ -92,10 +92,12 @@ pub struct Context {
     pub resync: Duration,
     pub metrics: Arc<Metrics>,
     /// Organizations in scope, for member lookups.
-    pub organizations: Store<Organization>,
+    pub organizations: Store<Raw<Organization>>,
     /// Only the leader writes.
     pub leadership: Leadership,
     failures: Mutex<HashMap<String, u32>>,
+    /// Status properties the installed CRD does not declare (see [`Context::apply_status`]).
+    undeclared_status_fields: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Backoff bounds for transient failures.
@@ -109,7 +111,7 @@ impl Context {
         reporter: Reporter,
         resync: Duration,
         metrics: Arc<Metrics>,
-        organizations: Store<Organization>,
+        organizations: Store<Raw<Organization>>,
         leadership: Leadership,
     ) -> Self {
         Self {
@@ -122,6 +124,7 @@ impl Context {
             organizations,
             leadership,
             failures: Mutex::new(HashMap::new()),
+            undeclared_status_fields: Mutex::default(),
         }
     }
 
@@ -144,6 +147,68 @@ impl Context {
             Err(_) => 1,
         };
         Action::requeue(backoff_delay(n, fastrand::f64()))
+    }
+
+    /// Write `status` by server-side apply under the operator's field manager. A release
+    /// may write a status property the installed CRD lacks (Helm never upgrades CRDs); the
+    /// API server then refuses the whole apply, so that property is dropped from this and
+    /// every later write, once, with a warning saying to upgrade the CRDs.
+    pub async fn apply_status<K>(
+        &self,
+        api: &kube::Api<K>,
+        name: &str,
+        kind: &str,
+        mut status: serde_json::Value,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let undeclared: Vec<String> = self
+            .undeclared_status_fields
+            .lock()
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Some(map) = status.as_object_mut() {
+            for field in &undeclared {
+                map.remove(field);
+            }
+        }
+        loop {
+            let body = serde_json::json!({
+                "apiVersion": API_VERSION,
+                "kind": kind,
+                "status": status,
+            });
+            let result = api
+                .patch_status(
+                    name,
+                    &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+                    &kube::api::Patch::Apply(&body),
+                )
+                .await;
+            let field = match &result {
+                Err(kube::Error::Api(e)) => undeclared_status_field(&e.message),
+                _ => None,
+            };
+            let dropped = field.as_ref().is_some_and(|f| {
+                status
+                    .as_object_mut()
+                    .is_some_and(|m| m.remove(f).is_some())
+            });
+            match (field, dropped) {
+                (Some(field), true) => {
+                    tracing::warn!(
+                        kind,
+                        field = %format!("status.{field}"),
+                        "the installed CRD does not declare this status field: it is not written; upgrade the CRDs (kubectl apply --server-side -f crds/)"
+                    );
+                    if let Ok(mut u) = self.undeclared_status_fields.lock() {
+                        u.insert(field);
+                    }
+                }
+                _ => return result.map(|_| ()),
+            }
+        }
     }
 
     /// Publish an event; failures to publish are logged, never fatal. The note is cut to the
@@ -274,31 +339,16 @@ pub fn public_message(err: &EngineError) -> String {
     }
 }
 
-/// Write `status` by server-side apply under the operator's field manager.
-pub async fn apply_status<K, S>(
-    api: &kube::Api<K>,
-    name: &str,
-    kind: &str,
-    status: &S,
-) -> Result<(), kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize,
-{
-    let body = serde_json::json!({
-        "apiVersion": API_VERSION,
-        "kind": kind,
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
-        &kube::api::Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+/// The status field a server-side apply was refused for: structured-merge-diff reports a
+/// field the installed CRD's schema lacks as `.status.<field>: field not declared in schema`.
+fn undeclared_status_field(message: &str) -> Option<String> {
+    let at = message.find(": field not declared in schema")?;
+    let path = message[..at].rsplit(' ').next()?;
+    let field = path.strip_prefix(".status.")?;
+    // Only a top-level status property: a nested one is not ours to drop.
+    (!field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| field.to_string())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +361,23 @@ mod tests {
         assert_eq!(backoff_delay(40, 0.5), Duration::from_secs(300));
         assert!(backoff_delay(1, 0.0) >= Duration::from_millis(1600));
         assert!(backoff_delay(1, 0.999) <= Duration::from_millis(2400));
+    }
+
+    #[test]
+    fn undeclared_status_fields_are_recognised() {
+        let msg = "failed to create typed patch object (litellm.dev/v1alpha1, Kind=Organization): .status.memberCount: field not declared in schema";
+        assert_eq!(undeclared_status_field(msg).as_deref(), Some("memberCount"));
+        assert_eq!(
+            undeclared_status_field(".spec.x: field not declared in schema"),
+            None
+        );
+        assert_eq!(
+            undeclared_status_field(
+                ".status.conditions[type=\"A\"].x: field not declared in schema"
+            ),
+            None
+        );
+        assert_eq!(undeclared_status_field("conflict"), None);
     }
 
     #[test]

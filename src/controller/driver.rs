@@ -15,10 +15,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::context::{Context, ControllerError, apply_status};
-use super::status::Outcome;
+use super::context::{Context, ControllerError};
+use super::raw::{DeleteTarget, Raw};
+use super::status::{Outcome, apply_outcome, own_status};
 use super::{is_paused, resync_action};
-use crate::crd::{DeletionPolicy, FINALIZER};
+use crate::crd::{ConditionReason, DeletionPolicy, FINALIZER};
 use crate::engine::{ObjectKey, ObjectPlan};
 use crate::error::{EngineError, NextStep};
 use crate::store::Change;
@@ -44,7 +45,6 @@ pub trait Reconciled:
     type Synced: Send + Sync;
 
     fn current_status(&self) -> Option<&Self::Status>;
-    fn deletion_policy(&self) -> DeletionPolicy;
     /// True when this generation was synced before: a write now corrects drift.
     fn synced_before(&self) -> bool;
     /// Validate, resolve and plan against the database (reads only).
@@ -66,9 +66,11 @@ pub trait Reconciled:
     fn created_note(&self, plan: &ObjectPlan) -> Option<String>;
     /// The status after `outcome` (`synced` only after a successful reconcile).
     fn next_status(&self, outcome: &Outcome, synced: Option<&Self::Synced>) -> Self::Status;
-    /// Plan the removal of the rows this object owns, by id (whatever the spec says now).
+    /// Plan the removal of the rows the object `key` owns, by id. Reads only what a delete
+    /// needs, so it works whatever the rest of the spec says now.
     fn plan_delete(
-        &self,
+        key: &ObjectKey,
+        target: &DeleteTarget,
         ctx: &Context,
     ) -> impl Future<Output = Result<ObjectPlan, EngineError>> + Send;
 }
@@ -78,14 +80,16 @@ pub fn key_of<K: Resource>(obj: &K) -> ObjectKey {
     ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-fn failure_key<K: Reconciled>(obj: &K) -> String {
+fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
     format!("{}/{}", K::KIND, key_of(obj))
 }
 
 /// Entry point for both controllers: leadership and pause checks, then the finalizer helper.
-#[tracing::instrument(skip_all, fields(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
+/// The object arrives as the watches cache it ([`Raw`]) and is decoded here, so one object
+/// that cannot be decoded is reported on its own.
+#[tracing::instrument(skip_all, fields(kind = K::KIND, namespace = %raw.namespace().unwrap_or_default(), name = %raw.name_any()))]
 pub async fn reconcile<K: Reconciled>(
-    obj: Arc<K>,
+    raw: Arc<Raw<K>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
     if !ctx.leadership.is_leader() {
@@ -95,17 +99,21 @@ pub async fn reconcile<K: Reconciled>(
         return Ok(Action::await_change());
     }
     let started = Instant::now();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let result = if is_paused(obj.as_ref()) && obj.meta().deletion_timestamp.is_none() {
-        write_status(&api, &obj, &ctx, &Outcome::Paused, None)
-            .await
-            .map(|()| Action::await_change())
+    let api: Api<Raw<K>> =
+        Api::namespaced(ctx.client.clone(), &raw.namespace().unwrap_or_default());
+    let result = if is_paused(raw.as_ref()) && raw.meta().deletion_timestamp.is_none() {
+        match raw.decode() {
+            Ok(obj) => write_status(&api, &obj, &ctx, &Outcome::Paused, None)
+                .await
+                .map(|()| Action::await_change()),
+            Err(e) => undecodable(&api, &raw, &ctx, &e).await,
+        }
     } else {
         let c = ctx.clone();
-        finalizer(&api, FINALIZER, obj.clone(), |event| async move {
+        finalizer(&api, FINALIZER, raw.clone(), |event| async move {
             match event {
-                Finalizer::Apply(o) => apply(o, &c).await,
-                Finalizer::Cleanup(o) => cleanup(o, &c).await,
+                Finalizer::Apply(r) => apply(r, &c).await,
+                Finalizer::Cleanup(r) => cleanup(r, &c).await,
             }
         })
         .await
@@ -117,40 +125,96 @@ pub async fn reconcile<K: Reconciled>(
         result.as_ref().err().map(ControllerError::class),
     );
     if result.is_ok() {
-        ctx.reset_failures(&failure_key(obj.as_ref()));
+        ctx.reset_failures(&failure_key::<K>(raw.as_ref()));
     }
     result
 }
 
 /// Errors that reach the controller (database and API faults) back off per object.
 pub fn error_policy<K: Reconciled>(
-    obj: Arc<K>,
+    raw: Arc<Raw<K>>,
     err: &ControllerError,
     ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, "reconcile failed");
-    ctx.backoff(&failure_key(obj.as_ref()))
+    tracing::warn!(kind = K::KIND, namespace = %raw.namespace().unwrap_or_default(), name = %raw.name_any(), error = %err, "reconcile failed");
+    ctx.backoff(&failure_key::<K>(raw.as_ref()))
 }
 
+/// Write the operator's part of the status (its fields and its condition types only, so a
+/// condition another controller writes stays that controller's), unless it would not change.
 async fn write_status<K: Reconciled>(
-    api: &Api<K>,
+    api: &Api<Raw<K>>,
     obj: &K,
     ctx: &Context,
     outcome: &Outcome,
     synced: Option<&K::Synced>,
 ) -> Result<(), ControllerError> {
-    let next = obj.next_status(outcome, synced);
+    let next = own_status(&obj.next_status(outcome, synced));
     ctx.metrics
         .set_condition(K::KIND, &key_of(obj).to_string(), outcome.label());
-    if obj.current_status() == Some(&next) {
+    if obj.current_status().map(own_status).as_ref() == Some(&next) {
         return Ok(());
     }
-    apply_status(api, &obj.name_any(), K::KIND, &next).await?;
+    ctx.apply_status(api, &obj.name_any(), K::KIND, next)
+        .await?;
     Ok(())
 }
 
-async fn apply<K: Reconciled>(obj: Arc<K>, ctx: &Context) -> Result<Action, ControllerError> {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+/// An object whose spec or status does not decode (written past the CRD's validation, or
+/// nested deeper than the decoder allows): stalled with the reason, a warning event naming
+/// it, and nothing else touched. It waits for a change to the object.
+async fn undecodable<K: Reconciled>(
+    api: &Api<Raw<K>>,
+    raw: &Raw<K>,
+    ctx: &Context,
+    err: &serde_json::Error,
+) -> Result<Action, ControllerError> {
+    let key = key_of(raw);
+    tracing::warn!(kind = K::KIND, namespace = %key.namespace, name = %key.name, error = %err, "object cannot be decoded: not reconciled");
+    let message =
+        format!("the object cannot be read ({err}): fix it with kubectl edit, or delete it");
+    let outcome = Outcome::Failed {
+        reason: ConditionReason::InvalidSpec,
+        message: message.clone(),
+        stalled: true,
+    };
+    ctx.metrics
+        .set_condition(K::KIND, &key.to_string(), outcome.label());
+    let before = raw.conditions();
+    let mut conditions = before.clone();
+    apply_outcome(&mut conditions, &outcome, raw.metadata.generation);
+    if conditions != before {
+        let mut status = raw
+            .status_as::<serde_json::Map<String, serde_json::Value>>()
+            .unwrap_or_default();
+        status.insert("observedGeneration".into(), raw.metadata.generation.into());
+        status.insert(
+            "conditions".into(),
+            serde_json::to_value(&conditions).unwrap_or_default(),
+        );
+        ctx.apply_status(api, &key.name, K::KIND, own_status(&status))
+            .await?;
+    }
+    ctx.event(
+        raw,
+        true,
+        ConditionReason::InvalidSpec.as_str(),
+        "Reconcile",
+        message,
+    )
+    .await;
+    ctx.metrics
+        .count_error(K::KIND, ConditionReason::InvalidSpec.as_str());
+    Ok(Action::await_change())
+}
+
+async fn apply<K: Reconciled>(raw: Arc<Raw<K>>, ctx: &Context) -> Result<Action, ControllerError> {
+    let api: Api<Raw<K>> =
+        Api::namespaced(ctx.client.clone(), &raw.namespace().unwrap_or_default());
+    let obj: K = match raw.decode() {
+        Ok(obj) => obj,
+        Err(e) => return undecodable(&api, &raw, ctx, &e).await,
+    };
     let (plan, mut synced) = match obj.plan(ctx).await {
         Ok(planned) => planned,
         Err(e) => return fail(&api, &obj, ctx, e).await,
@@ -162,7 +226,7 @@ async fn apply<K: Reconciled>(obj: Arc<K>, ctx: &Context) -> Result<Action, Cont
         return fail(&api, &obj, ctx, e).await;
     }
     ctx.metrics.count_writes(K::KIND, plan.changes.len());
-    report_changes(obj.as_ref(), ctx, &plan).await;
+    report_changes(&obj, ctx, &plan).await;
     obj.read_back(ctx, &mut synced).await?;
     let outcome = Outcome::Synced {
         message: obj.synced_message(&synced),
@@ -175,7 +239,7 @@ async fn apply<K: Reconciled>(obj: Arc<K>, ctx: &Context) -> Result<Action, Cont
 /// [`NextStep`] decides the rest. Stalled objects get a warning event (aggregated into a series
 /// by the recorder); faults that may pass return the error so the error policy backs off.
 async fn fail<K: Reconciled>(
-    api: &Api<K>,
+    api: &Api<Raw<K>>,
     obj: &K,
     ctx: &Context,
     err: EngineError,
@@ -243,11 +307,33 @@ async fn report_changes<K: Reconciled>(obj: &K, ctx: &Context, plan: &ObjectPlan
     ctx.event(obj, false, reason, action, note).await;
 }
 
-async fn cleanup<K: Reconciled>(obj: Arc<K>, ctx: &Context) -> Result<Action, ControllerError> {
-    let key = key_of(obj.as_ref());
-    if obj.deletion_policy() == DeletionPolicy::Retain {
+async fn cleanup<K: Reconciled>(
+    raw: Arc<Raw<K>>,
+    ctx: &Context,
+) -> Result<Action, ControllerError> {
+    let key = key_of(raw.as_ref());
+    let target = match raw.delete_target() {
+        Ok(t) => t,
+        Err(e) => {
+            // Not knowing the deletion policy, deleting rows would be a guess: wait for a fix.
+            let note = format!(
+                "spec.deletionPolicy or spec.organizationId cannot be read ({e}): nothing was deleted; fix the object, or remove the finalizer {FINALIZER} to leave the rows in place"
+            );
+            tracing::warn!(kind = K::KIND, namespace = %key.namespace, name = %key.name, "{note}");
+            ctx.event(
+                raw.as_ref(),
+                true,
+                ConditionReason::InvalidSpec.as_str(),
+                "Delete",
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    if target.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
-            obj.as_ref(),
+            raw.as_ref(),
             false,
             "Retained",
             "Delete",
@@ -255,11 +341,11 @@ async fn cleanup<K: Reconciled>(obj: Arc<K>, ctx: &Context) -> Result<Action, Co
         )
         .await;
     } else {
-        let plan = obj.plan_delete(ctx).await?;
+        let plan = K::plan_delete(&key, &target, ctx).await?;
         ctx.engine.apply(&plan).await?;
         if !plan.is_empty() {
             ctx.event(
-                obj.as_ref(),
+                raw.as_ref(),
                 false,
                 "Deleted",
                 "Delete",

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
+use super::raw::Raw;
 use crate::crd::OrganizationMember;
 
 type Key = (String, String);
@@ -28,8 +29,8 @@ pub struct MemberIndex {
     maps: Arc<Mutex<Maps>>,
 }
 
-fn member_key(m: &OrganizationMember) -> Option<(Key, String)> {
-    let org = m.spec.organization_ref.as_ref()?.name.clone();
+fn member_key(m: &Raw<OrganizationMember>) -> Option<(Key, String)> {
+    let org = m.organization_ref()?;
     Some(((m.namespace().unwrap_or_default(), m.name_any()), org))
 }
 
@@ -58,7 +59,7 @@ impl Maps {
 
 impl MemberIndex {
     /// Follow one watch event.
-    pub fn observe(&self, event: &Event<OrganizationMember>) {
+    pub fn observe(&self, event: &Event<Raw<OrganizationMember>>) {
         let Ok(mut maps) = self.maps.lock() else {
             return;
         };
@@ -87,7 +88,11 @@ impl MemberIndex {
     }
 
     /// The members that point at organization `name` in `namespace`.
-    pub fn members_of(&self, namespace: &str, name: &str) -> Vec<ObjectRef<OrganizationMember>> {
+    pub fn members_of(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<ObjectRef<Raw<OrganizationMember>>> {
         let Ok(maps) = self.maps.lock() else {
             return Vec::new();
         };
@@ -106,7 +111,7 @@ impl MemberIndex {
 mod tests {
     use super::*;
 
-    fn member(ns: &str, name: &str, org: &str) -> OrganizationMember {
+    fn member(ns: &str, name: &str, org: &str) -> Raw<OrganizationMember> {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "litellm.dev/v1alpha1", "kind": "OrganizationMember",
             "metadata": {"name": name, "namespace": ns},
@@ -115,7 +120,7 @@ mod tests {
         .expect("member")
     }
 
-    fn names(v: Vec<ObjectRef<OrganizationMember>>) -> Vec<String> {
+    fn names(v: Vec<ObjectRef<Raw<OrganizationMember>>>) -> Vec<String> {
         let mut n: Vec<String> = v.into_iter().map(|r| r.name).collect();
         n.sort();
         n

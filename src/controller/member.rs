@@ -7,9 +7,10 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
+use crate::controller::raw::{DeleteTarget, Raw};
 use crate::controller::status::{Outcome, is_ready, member_status};
-use crate::crd::{DeletionPolicy, Organization, OrganizationMember, OrganizationMemberStatus};
-use crate::engine::{DesiredMember, ObjectPlan, OrganizationTarget};
+use crate::crd::{Organization, OrganizationMember, OrganizationMemberStatus, OrganizationStatus};
+use crate::engine::{DesiredMember, ObjectKey, ObjectPlan, OrganizationTarget};
 use crate::error::EngineError;
 use crate::store::Change;
 
@@ -29,7 +30,7 @@ fn resolve_organization(desired: &DesiredMember, ctx: &Context) -> Result<String
         OrganizationTarget::Resource(name) => name,
     };
     let namespace = &desired.key.namespace;
-    let reference = ObjectRef::<Organization>::new(name).within(namespace);
+    let reference = ObjectRef::<Raw<Organization>>::new(name).within(namespace);
     let Some(org) = ctx.organizations.get(&reference) else {
         return Err(EngineError::OrganizationNotFound(format!(
             "Organization {namespace}/{name} does not exist"
@@ -40,7 +41,8 @@ fn resolve_organization(desired: &DesiredMember, ctx: &Context) -> Result<String
             "Organization {namespace}/{name} is being deleted"
         )));
     }
-    let status = org.status.as_ref();
+    let status = org.status_as::<OrganizationStatus>();
+    let status = status.as_ref();
     let ready = status.is_some_and(|s| {
         is_ready(
             &s.conditions,
@@ -130,13 +132,13 @@ impl Reconciled for OrganizationMember {
         self.status.as_ref()
     }
 
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
-    }
-
-    async fn plan_delete(&self, ctx: &Context) -> Result<ObjectPlan, EngineError> {
+    async fn plan_delete(
+        key: &ObjectKey,
+        _target: &DeleteTarget,
+        ctx: &Context,
+    ) -> Result<ObjectPlan, EngineError> {
         // By the member's own budget row: works whatever the spec or the organization look
         // like now (an organization already deleted is fine).
-        ctx.engine.plan_delete_member(&key_of(self)).await
+        ctx.engine.plan_delete_member(key).await
     }
 }

@@ -11,6 +11,7 @@ mod driver;
 mod index;
 mod member;
 mod organization;
+pub mod raw;
 pub mod status;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 pub use context::{Context, ControllerError, Leadership};
 pub use driver::Reconciled;
 use index::MemberIndex;
+use raw::Raw;
 
 use crate::crd::{FIELD_MANAGER, Organization, OrganizationMember, crds};
 use crate::engine::Engine;
@@ -88,14 +90,14 @@ pub async fn check_crds(client: &Client, namespaces: &[String]) -> Result<(), St
     let mut last = String::new();
     // Freshly installed CRDs take a moment to be served.
     for _ in 0..20 {
-        let (orgs, members): (Api<Organization>, Api<OrganizationMember>) = match namespaces.first()
-        {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+        let (orgs, members): (Api<Raw<Organization>>, Api<Raw<OrganizationMember>>) =
+            match namespaces.first() {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            };
         let lp = ListParams::default().limit(1);
         match (orgs.list(&lp).await, members.list(&lp).await) {
             (Ok(_), Ok(_)) => return Ok(()),
@@ -128,19 +130,20 @@ pub async fn run(
     };
     let mut runs = Vec::new();
     for scope in scopes {
-        let (org_api, member_api): (Api<Organization>, Api<OrganizationMember>) = match &scope {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+        let (org_api, member_api): (Api<Raw<Organization>>, Api<Raw<OrganizationMember>>) =
+            match &scope {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            };
         let wc = watcher::Config::default();
         let controller_config = ControllerConfig::default().concurrency(config.concurrency);
 
         // Organizations: one cache, shared by the organization controller and the member
         // lookups; triggered by their own spec/finalizer/annotation/deletion changes.
-        let (org_reader, org_writer) = reflector::store::<Organization>();
+        let (org_reader, org_writer) = reflector::store::<Raw<Organization>>();
         let org_trigger = watcher(org_api.clone(), wc.clone())
             .default_backoff()
             .modify(slim)
@@ -156,7 +159,7 @@ pub async fn run(
 
         let index = MemberIndex::default();
         let follow = index.clone();
-        let (member_reader, member_writer) = reflector::store::<OrganizationMember>();
+        let (member_reader, member_writer) = reflector::store::<Raw<OrganizationMember>>();
         let member_trigger = watcher(member_api.clone(), wc.clone())
             .default_backoff()
             .modify(slim)
@@ -181,7 +184,7 @@ pub async fn run(
 
         let member_controller = Controller::for_stream(member_trigger, member_reader.clone())
             .with_config(controller_config.clone())
-            .watches_stream(org_changes, move |org: Organization| {
+            .watches_stream(org_changes, move |org: Raw<Organization>| {
                 index.members_of(&org.namespace().unwrap_or_default(), &org.name_any())
             })
             .reconcile_all_on(leadership.elected("OrganizationMember"))

@@ -3,9 +3,10 @@
 
 use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
+use crate::controller::raw::DeleteTarget;
 use crate::controller::status::{Outcome, organization_status};
-use crate::crd::{DeletionPolicy, Organization, OrganizationStatus};
-use crate::engine::{DesiredOrganization, ObjectPlan, ids};
+use crate::crd::{Organization, OrganizationStatus};
+use crate::engine::{DesiredOrganization, ObjectKey, ObjectPlan, ids};
 use crate::error::EngineError;
 use crate::store::{Change, OrganizationUsage};
 
@@ -25,10 +26,6 @@ impl Reconciled for Organization {
 
     fn current_status(&self) -> Option<&OrganizationStatus> {
         self.status.as_ref()
-    }
-
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
     }
 
     fn synced_before(&self) -> bool {
@@ -90,17 +87,19 @@ impl Reconciled for Organization {
         )
     }
 
-    async fn plan_delete(&self, ctx: &Context) -> Result<ObjectPlan, EngineError> {
-        let key = key_of(self);
+    async fn plan_delete(
+        key: &ObjectKey,
+        target: &DeleteTarget,
+        ctx: &Context,
+    ) -> Result<ObjectPlan, EngineError> {
         // The id the rows carry: pinned by the spec, else recorded in status, else derived.
-        let organization_id = self
-            .spec
-            .organization_id
+        let organization_id = target
+            .spec_organization_id
             .clone()
-            .or_else(|| self.status.as_ref().and_then(|s| s.organization_id.clone()))
+            .or_else(|| target.status_organization_id.clone())
             .unwrap_or_else(|| ids::organization_id(&key.namespace, &key.name));
         ctx.engine
-            .plan_delete_organization(&key, &organization_id)
+            .plan_delete_organization(key, &organization_id)
             .await
     }
 }

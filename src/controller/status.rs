@@ -192,6 +192,30 @@ pub fn member_status(
     status
 }
 
+/// The part of a status the operator owns, as it applies it: every field it writes, and of
+/// the conditions only the types it writes. Applying this (and comparing it to decide whether
+/// to write) never claims a condition another controller wrote.
+pub fn own_status<S: serde::Serialize>(status: &S) -> serde_json::Value {
+    const OWN: [ConditionType; 4] = [
+        ConditionType::Ready,
+        ConditionType::Reconciling,
+        ConditionType::Stalled,
+        ConditionType::BudgetExceeded,
+    ];
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(conditions) = value
+        .get_mut("conditions")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        conditions.retain(|c| {
+            c.get("type")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|t| OWN.iter().any(|o| o.as_str() == t))
+        });
+    }
+    value
+}
+
 /// True when the object's `Ready` condition is `True` for its current generation.
 pub fn is_ready(conditions: &[Condition], observed: Option<i64>, generation: Option<i64>) -> bool {
     observed == generation
