@@ -51,6 +51,7 @@
 #![allow(dead_code)]
 
 mod apply;
+mod managed_fields;
 mod schema;
 mod server;
 mod store;
