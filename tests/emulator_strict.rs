@@ -529,3 +529,224 @@ async fn two_lease_managers_racing_on_one_lease_end_with_exactly_one_holder() {
         }
     }
 }
+
+// --- Item 3: CRDs are validated on create and update. ---
+
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+/// A CRD `widgets.example.com` with `spec` of the given schema.
+fn crd(spec: Value) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+            }],
+        },
+    })
+}
+
+const SPEC: &str = "spec.versions[0].schema.openAPIV3Schema.properties[spec]";
+
+async fn create_crd(emu: &Emulator, spec: Value) -> (u16, Value) {
+    http(emu, "POST", CRDS, "application/json", crd(spec)).await
+}
+
+fn causes(body: &Value) -> Vec<String> {
+    body["details"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["field"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_crd_with_a_non_structural_schema_is_refused() {
+    let emu = started().await;
+    let (code, body) = create_crd(
+        &emu,
+        json!({"type": "object", "properties": {"size": {"description": "no type"}}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        body["message"],
+        format!(
+            "CustomResourceDefinition.apiextensions.k8s.io \"widgets.example.com\" is invalid: {SPEC}.properties[size].type: Required value: must not be empty for specified object fields"
+        )
+    );
+    let (code, body) = create_crd(&emu, json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "string"}})).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec![format!(
+            "{SPEC}.additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"
+        )]
+    );
+    let (code, body) = create_crd(&emu, json!({"type": "array"})).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec![format!("{SPEC}.items: Required value: must be specified")]
+    );
+    // The refused CRDs were not registered.
+    let (code, _) = http(
+        &emu,
+        "GET",
+        "/apis/example.com/v1/namespaces/team/widgets",
+        "",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn defaults_must_have_the_right_type_and_be_valid() {
+    let emu = started().await;
+    let (code, body) = create_crd(&emu, json!({"type": "object", "properties": {"replicas": {"type": "integer", "default": "three"}}})).await;
+    assert_eq!(code, 422, "{body}");
+    let at = format!("{SPEC}.properties[replicas].default");
+    assert_eq!(
+        causes(&body),
+        vec![format!(
+            "{at}: Invalid value: \"three\": {at} in body must be of type integer: \"string\""
+        )]
+    );
+    let (code, body) = create_crd(&emu, json!({"type": "object", "properties": {"replicas": {"type": "integer", "minimum": 1, "default": 0}}})).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec![format!(
+            "{at}: Invalid value: 0: {at} in body should be greater than or equal to 1"
+        )]
+    );
+    let (code, body) = create_crd(&emu, json!({"type": "object", "properties": {"replicas": {"type": "integer", "minimum": 1, "default": 2}}})).await;
+    assert_eq!(code, 201, "a valid default is accepted: {body}");
+}
+
+#[tokio::test]
+async fn list_map_keys_must_be_required_or_defaulted() {
+    let emu = started().await;
+    let list = |required: Value| {
+        json!({"type": "object", "properties": {"ports": {
+            "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+            "items": {"type": "object", "required": required, "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}},
+        }}})
+    };
+    let (code, body) = create_crd(&emu, list(json!(["port"]))).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec![format!(
+            "{SPEC}.properties[ports].items.properties[name].default: Required value: this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property"
+        )]
+    );
+    let (code, body) = create_crd(&emu, list(json!(["name"]))).await;
+    assert_eq!(code, 201, "{body}");
+}
+
+#[tokio::test]
+async fn cel_rules_must_compile_against_declared_fields_and_fit_the_cost_budget() {
+    let emu = started().await;
+    let (code, body) = create_crd(
+        &emu,
+        json!({"type": "object", "properties": {"replicas": {"type": "integer"}},
+        "x-kubernetes-validations": [{"rule": "self.nonExistingField > 0"}]}),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec![format!(
+            "{SPEC}.x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{{Rule:\"self.nonExistingField > 0\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}}: compilation failed: ERROR: <input>:1:5: undefined field 'nonExistingField'"
+        )]
+    );
+    // A rule over every item of a list without maxItems, on strings without maxLength.
+    let names = |bounds: Value| {
+        let mut items = json!({"type": "string"});
+        let mut list = json!({"type": "array", "x-kubernetes-validations": [{"rule": "self.all(n, n.matches('^[a-z]+$'))"}]});
+        if let Some(b) = bounds.as_object() {
+            if let Some(l) = b.get("maxLength") {
+                items["maxLength"] = l.clone();
+            }
+            if let Some(n) = b.get("maxItems") {
+                list["maxItems"] = n.clone();
+            }
+        }
+        list["items"] = items;
+        json!({"type": "object", "properties": {"names": list}})
+    };
+    let (code, body) = create_crd(&emu, names(Value::Null)).await;
+    assert_eq!(code, 422, "{body}");
+    let found = causes(&body);
+    assert!(
+        found.contains(&format!("{SPEC}.properties[names].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")),
+        "{found:?}"
+    );
+    let (code, body) = create_crd(&emu, names(json!({"maxItems": 64, "maxLength": 63}))).await;
+    assert_eq!(code, 201, "bounded, the same rule fits: {body}");
+}
+
+#[tokio::test]
+async fn crd_updates_are_validated_too() {
+    let emu = started().await;
+    let (code, created) = create_crd(
+        &emu,
+        json!({"type": "object", "properties": {"size": {"type": "integer"}}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let (code, body) = http(&emu, "PATCH", &format!("{CRDS}/widgets.example.com"), MERGE,
+        json!({"spec": {"versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"default": 1}}}}}}}]}})).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec![format!(
+            "{SPEC}.properties[size].type: Required value: must not be empty for specified object fields"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn kubectl_shows_the_crd_validation_error() {
+    let kubectl = std::env::var("KUBECTL")
+        .expect("KUBECTL is set (source .tools/env.sh): this test runs the real kubectl");
+    let emu = started().await;
+    let file = emu.dir().join("bad-crd.json");
+    std::fs::write(
+        &file,
+        crd(json!({"type": "object", "properties": {"size": {"description": "no type"}}}))
+            .to_string(),
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(kubectl)
+        .args(["apply", "--server-side", "-f"])
+        .arg(&file)
+        .env("KUBECONFIG", emu.kubeconfig_path())
+        .env("KUBECACHEDIR", emu.dir().join("cache"))
+        .env("HOME", emu.dir())
+        .output()
+        .await
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("The CustomResourceDefinition \"widgets.example.com\" is invalid: {SPEC}.properties[size].type: Required value: must not be empty for specified object fields")),
+        "{stderr}"
+    );
+}

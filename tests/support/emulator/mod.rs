@@ -51,6 +51,7 @@
 #![allow(dead_code)]
 
 mod apply;
+mod crd_validation;
 mod managed_fields;
 mod schema;
 mod server;

@@ -94,6 +94,15 @@ pub fn admit(schema: &Value, obj: &mut Value) -> Admission {
     out
 }
 
+/// Validate (and prune, on a copy) `value` against `schema`, field paths starting at `path`:
+/// the check kube-apiserver makes of a CRD's `default` values.
+pub fn validate_value(schema: &Value, value: &Value, path: &str) -> Admission {
+    let mut out = Admission::default();
+    let mut copy = value.clone();
+    walk(schema, &mut copy, path, &mut out);
+    out
+}
+
 fn is_nullable(schema: &Value) -> bool {
     schema.get("nullable").and_then(Value::as_bool) == Some(true)
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::apply;
+use super::crd_validation;
 use super::managed_fields;
 use super::schema;
 
@@ -528,6 +529,10 @@ impl State {
         }
         if rd.plural == "customresourcedefinitions" {
             crd_resources(&body)?;
+            let errors = crd_validation::validate(&body);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(rd, &name, &errors));
+            }
             set_crd_status(&mut body);
         }
         let warnings = self.admit(rd, &name, &mut body, None, opts)?;
@@ -902,6 +907,10 @@ impl State {
             });
         }
         if rd.plural == "customresourcedefinitions" {
+            let errors = crd_validation::validate(&new);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(rd, name, &errors));
+            }
             set_crd_status(&mut new);
         }
         self.rv += 1;
