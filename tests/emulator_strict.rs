@@ -750,3 +750,63 @@ async fn kubectl_shows_the_crd_validation_error() {
         "{stderr}"
     );
 }
+
+// --- Item 5: validation ratcheting. ---
+
+#[tokio::test]
+async fn an_update_that_keeps_an_invalid_value_unchanged_is_accepted() {
+    let emu = started().await;
+    let (code, body) = create_crd(&emu, json!({"type": "object", "properties": {"name": {"type": "string"}, "size": {"type": "integer"}}})).await;
+    assert_eq!(code, 201, "{body}");
+    let widgets = "/apis/example.com/v1/namespaces/team/widgets";
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"name": "too-long", "size": 1}});
+    let (code, body) = http(&emu, "POST", widgets, "application/json", widget).await;
+    assert_eq!(code, 201, "{body}");
+    // The schema tightens: name gets a maxLength and a CEL rule the stored value breaks.
+    let (code, body) = http(&emu, "PATCH", &format!("{CRDS}/widgets.example.com"), MERGE,
+        json!({"spec": {"versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}}, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 4, "x-kubernetes-validations": [{"rule": "self.startsWith('w')", "message": "must start with w"}]},
+            "size": {"type": "integer"}}}}}}}]}})).await;
+    assert_eq!(code, 200, "{body}");
+    // Changing another field: the unchanged invalid name is ratcheted.
+    let (code, body) = http(
+        &emu,
+        "PATCH",
+        &format!("{widgets}/w"),
+        MERGE,
+        json!({"spec": {"size": 2}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["spec"]["size"], 2);
+    // Changing the name itself to another invalid value is refused, by both checks.
+    let (code, body) = http(
+        &emu,
+        "PATCH",
+        &format!("{widgets}/w"),
+        MERGE,
+        json!({"spec": {"name": "still-long"}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec!["spec.name: Too long: may not be more than 4 bytes".to_string()]
+    );
+    let (code, body) = http(
+        &emu,
+        "PATCH",
+        &format!("{widgets}/w"),
+        MERGE,
+        json!({"spec": {"name": "abc"}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes(&body),
+        vec!["spec.name: Invalid value: \"abc\": must start with w".to_string()]
+    );
+    // A new object gets no ratcheting.
+    let (code, _) = http(&emu, "POST", widgets, "application/json", json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "v"}, "spec": {"name": "too-long"}})).await;
+    assert_eq!(code, 422);
+}

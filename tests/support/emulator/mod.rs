@@ -51,7 +51,7 @@
 #![allow(dead_code)]
 
 mod apply;
-mod crd_validation;
+pub mod crd_validation;
 mod managed_fields;
 mod schema;
 mod server;

@@ -582,7 +582,7 @@ impl State {
         let Some(schema_root) = &rd.schema else {
             return Ok(warnings);
         };
-        let admission = schema::admit(schema_root, obj);
+        let admission = schema::admit_update(schema_root, obj, old);
         if !admission.pruned.is_empty() {
             match opts.field_validation.as_str() {
                 "Strict" => {
