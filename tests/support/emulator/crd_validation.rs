@@ -101,7 +101,7 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
             }
             if total > CRD_COST_LIMIT {
                 let mut sorted = costs.clone();
-                sorted.sort_by(|a, b| b.1.cmp(&a.1));
+                sorted.sort_by_key(|c| std::cmp::Reverse(c.1));
                 for (p, _) in sorted.iter().take(4) {
                     found.push(forbidden(
                         p.clone(),

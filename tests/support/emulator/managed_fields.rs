@@ -119,10 +119,8 @@ pub fn to_fields_v1(set: &Set) -> Value {
 pub fn from_fields_v1(fields: &Value) -> Set {
     fn walk(node: &Value, prefix: &mut Path, out: &mut Set) {
         let Some(m) = node.as_object() else { return };
-        if m.is_empty() || m.contains_key(".") {
-            if !prefix.is_empty() {
-                out.insert(prefix.clone());
-            }
+        if (m.is_empty() || m.contains_key(".")) && !prefix.is_empty() {
+            out.insert(prefix.clone());
         }
         for (k, child) in m {
             if k == "." {
@@ -628,7 +626,8 @@ fn remove_path(obj: &mut Value, path: &Path) {
             items.retain(|it| !key_matches(&key, it));
         }
         (Pe::Value(v), Value::Array(items)) => {
-            items.retain(|it| it.to_string() != *v);
+            let value: Value = serde_json::from_str(v).unwrap_or(Value::Null);
+            items.retain(|it| *it != value);
         }
         _ => {}
     }
@@ -684,7 +683,7 @@ fn conflict_error(conflicts: &[(Entry, Path)]) -> Conflicts {
 }
 
 /// Drop what `compare` removed from every entry, and what `taken` took from the others.
-fn settle(entries: &mut Vec<Entry>, me: usize, cmp: &Comparison, taken: &Set) {
+fn settle(entries: &mut [Entry], me: usize, cmp: &Comparison, taken: &Set) {
     for (i, e) in entries.iter_mut().enumerate() {
         e.set.retain(|p| !cmp.removed.contains(p));
         if i != me {
@@ -715,10 +714,7 @@ pub fn apply(
 ) -> Result<Applied, Conflicts> {
     let mut entries = decode(live);
     let subname = sub_name(sub);
-    let mut set = match field_set(schema, config) {
-        Ok(s) => s,
-        Err(_) => Set::new(),
-    };
+    let mut set = field_set(schema, config).unwrap_or_default();
     filter_for(&mut set, sub, status_subresource);
     let me = match entries
         .iter()

@@ -120,6 +120,7 @@ pub async fn handle(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn route(
     shared: &Arc<Shared>,
     method: &Method,
