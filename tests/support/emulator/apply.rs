@@ -1,17 +1,126 @@
-//! Server-side apply, simplified.
+//! Server-side apply.
 //!
-//! The apply configuration is merged into the live object the way the real server merges it
-//! for these CRDs: maps key by key, `x-kubernetes-list-type: map` lists by their keys, `set`
-//! lists as a union, every other list atomically. Fields that this manager applied last time
-//! and left out now are removed. Simplifications (documented in the README): ownership is
-//! tracked per manager by its last applied configuration, not by a full field set, so there
-//! are no apply conflicts (as if `force=true` always), a field another manager also set is
-//! still removed when this manager drops it, and `managedFields` has only `Apply` entries
-//! (updates and merge patches record no `Update` entries).
+//! The apply configuration is typed against the schema first (a field the schema does not
+//! declare fails the whole request, as structured-merge-diff's "field not declared in
+//! schema" does in kube-apiserver, whatever `fieldValidation` says), then merged into the
+//! live object: maps key by key, `x-kubernetes-list-type: map` lists by their keys, `set`
+//! lists as a union, every other list atomically. Ownership, conflicts and the removal of
+//! fields a manager stopped applying are in `managed_fields`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::store::{Sub, now};
+use super::managed_fields;
+use super::store::{ApiError, ResourceDef, Sub, WriteOpts};
+
+fn meta_name(obj: &Value) -> Option<&str> {
+    obj.get("metadata")?.get("name")?.as_str()
+}
+
+/// Server-side apply of the request `body` by `opts.field_manager` to `live` (`None`: the
+/// object does not exist yet). Returns the object to write, `managedFields` included.
+pub fn server_side_apply(
+    rd: &ResourceDef,
+    live: Option<&Value>,
+    name: &str,
+    body: &[u8],
+    opts: &WriteOpts,
+    sub: Sub,
+) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
+    let config: Value = serde_yaml::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !config.is_object() {
+        return Err(ApiError::bad_request("the apply body must be an object"));
+    }
+    let manager = match &opts.field_manager {
+        Some(m) if !m.is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+            ));
+        }
+    };
+    if meta_name(&config).is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
+    }
+    // Typing the configuration: structured-merge-diff refuses undeclared fields. kube-apiserver
+    // answers this error as a 500 with no reason (it is not a Status error).
+    if let Err(e) = managed_fields::field_set(rd.schema.as_ref(), &config) {
+        return Err(ApiError::new(
+            500,
+            "",
+            format!(
+                "failed to create typed patch object ({}, Kind={}): {e}",
+                rd.api_version(),
+                rd.kind
+            ),
+        ));
+    }
+    if let (Some(live), Some(v)) = (
+        live,
+        config
+            .get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .and_then(Value::as_str),
+    ) && Some(v) != live["metadata"]["resourceVersion"].as_str()
+    {
+        return Err(ApiError::conflict(
+            rd,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    let empty = json!({"metadata": {}});
+    let live_obj = live.unwrap_or(&empty);
+    let mut merged = merge_apply(rd.schema.as_ref(), live_obj, &config, None);
+    if let Some(m) = merged.as_object_mut() {
+        m.insert("apiVersion".into(), rd.api_version().into());
+        m.insert("kind".into(), rd.kind.clone().into());
+    }
+    if let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("name".into(), name.into());
+    }
+    let status_sub = rd.status_subresource || rd.plural == "namespaces";
+    // The write strategy: the main resource cannot change status, /status only status.
+    let finish = |obj: Value| -> Value {
+        if !status_sub || live.is_none() {
+            return obj;
+        }
+        let (mut out, status) = match sub {
+            Sub::Main => (obj, live_obj.get("status").cloned()),
+            Sub::Status => (live_obj.clone(), obj.get("status").cloned()),
+        };
+        if let Some(m) = out.as_object_mut() {
+            match status {
+                Some(s) => m.insert("status".into(), s),
+                None => m.remove("status"),
+            };
+        }
+        out
+    };
+    let applied = managed_fields::apply(
+        rd.schema.as_ref(),
+        status_sub,
+        &rd.api_version(),
+        live_obj,
+        merged,
+        &config,
+        &manager,
+        sub,
+        opts.force,
+        finish,
+    )
+    .map_err(|c| {
+        let mut e = ApiError::new(409, "Conflict", c.message);
+        e.details =
+            Some(json!({"name": name, "group": rd.group, "kind": rd.plural, "causes": c.causes}));
+        e
+    })?;
+    Ok(applied.object)
+}
 
 fn list_type(schema: Option<&Value>) -> (&str, Vec<String>) {
     let Some(s) = schema else {
@@ -42,7 +151,7 @@ fn child_schema<'a>(schema: Option<&'a Value>, key: &str) -> Option<&'a Value> {
 }
 
 /// Schemas for metadata fields that have merge semantics on every resource.
-fn metadata_schema() -> Value {
+fn metadata_schema_merge() -> Value {
     json!({
         "type": "object",
         "properties": {
@@ -66,7 +175,7 @@ pub fn merge_apply(
     let (Some(out), Some(cfg)) = (root.as_object_mut(), applied.as_object()) else {
         return applied.clone();
     };
-    let meta_schema = metadata_schema();
+    let meta_schema = metadata_schema_merge();
     let prev = previous.and_then(Value::as_object);
     for (key, value) in cfg {
         if matches!(key.as_str(), "apiVersion" | "kind") {
@@ -176,114 +285,4 @@ fn merge_value(
         }
         _ => applied.clone(),
     }
-}
-
-/// The `fieldsV1` set of an apply configuration.
-fn fields_of(schema: Option<&Value>, value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut out = Map::new();
-            for (k, v) in map {
-                out.insert(format!("f:{k}"), fields_of(child_schema(schema, k), v));
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => {
-            let (kind, keys) = list_type(schema);
-            let item_schema = schema.and_then(|s| s.get("items"));
-            let mut out = Map::new();
-            match kind {
-                "map" => {
-                    for item in items {
-                        let mut key = Map::new();
-                        for k in &keys {
-                            key.insert(k.clone(), item.get(k).cloned().unwrap_or(Value::Null));
-                        }
-                        let mut f = match fields_of(item_schema, item) {
-                            Value::Object(m) => m,
-                            _ => Map::new(),
-                        };
-                        f.insert(".".into(), json!({}));
-                        out.insert(format!("k:{}", Value::Object(key)), Value::Object(f));
-                    }
-                }
-                "set" => {
-                    for item in items {
-                        out.insert(format!("v:{item}"), json!({}));
-                    }
-                }
-                _ => {}
-            }
-            Value::Object(out)
-        }
-        _ => json!({}),
-    }
-}
-
-/// Record this manager's `Apply` entry in `metadata.managedFields`.
-pub fn set_managed_fields(
-    obj: &mut Value,
-    manager: &str,
-    applied: &Value,
-    api_version: &str,
-    sub: Sub,
-    _old: Option<&Value>,
-) {
-    let mut cfg = applied.clone();
-    if let Some(m) = cfg.as_object_mut() {
-        m.remove("apiVersion");
-        m.remove("kind");
-        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("name");
-            meta.remove("namespace");
-            meta.remove("resourceVersion");
-        }
-    }
-    let meta_schema = metadata_schema();
-    let mut fields = Map::new();
-    if let Some(m) = cfg.as_object() {
-        for (k, v) in m {
-            let s = if k == "metadata" {
-                Some(&meta_schema)
-            } else {
-                None
-            };
-            let f = fields_of(s, v);
-            if k == "metadata" && f.as_object().is_some_and(Map::is_empty) {
-                continue;
-            }
-            fields.insert(format!("f:{k}"), f);
-        }
-    }
-    let mut entry = json!({
-        "manager": manager,
-        "operation": "Apply",
-        "apiVersion": api_version,
-        "time": now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": Value::Object(fields),
-    });
-    if sub == Sub::Status {
-        entry["subresource"] = "status".into();
-    }
-    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let mut entries: Vec<Value> = meta
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let sub_name = if sub == Sub::Status {
-        Some("status")
-    } else {
-        None
-    };
-    entries.retain(|e| {
-        !(e["manager"] == manager
-            && e["operation"] == "Apply"
-            && e.get("subresource").and_then(Value::as_str) == sub_name)
-    });
-    entries.push(entry);
-    meta.insert("managedFields".into(), Value::Array(entries));
 }

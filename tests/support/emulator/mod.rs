@@ -32,16 +32,18 @@
 //!   current (the real server waits, then answers 504). Bookmarks come every
 //!   `bookmark_interval` (1 s by default; about a minute on a real server). `timeoutSeconds`
 //!   is capped at 1800; without it a watch lasts 1800 s (30-60 min, random, in real).
-//! - Server-side apply: no conflicts (as if `force=true`), ownership is the manager's last
-//!   applied configuration (a field two appliers set is removed when one drops it), only
-//!   `Apply` entries in `managedFields` (updates and merge/JSON patches record none).
-//!   Strategic merge patches on built-in kinds are applied as JSON merge patches.
+//! - Server-side apply: ownership as structured-merge-diff computes it (see
+//!   `managed_fields.rs`: conflicts, force, shared ownership, per-key list items, `Update`
+//!   entries), without the `before-first-apply` takeover or the cap on `Update` entries, and
+//!   admission defaults belong to no manager. Strategic merge patches on built-in kinds are
+//!   applied as JSON merge patches.
 //! - Validation: `metadata` is not validated or pruned (names, labels, annotations are taken
 //!   as sent); string `format`s checked are `date-time`, `date` and `uuid` only; CEL rules run
 //!   on the `kube-cel` crate, not cel-go, without cost limits, and only when the OpenAPI
 //!   validation passed (as in kube-apiserver); a rule using a function that crate lacks
 //!   rejects the object. `fieldValidation=Strict` reports unknown fields only (not duplicate
-//!   fields). CRDs themselves are not validated beyond what is needed to serve them.
+//!   fields). CRDs are validated for the rules in `crd_validation.rs` (CEL: field selection
+//!   and an approximate cost estimate, no overload type check).
 //! - Discovery is the legacy kind (no aggregated `apidiscovery.k8s.io/v2`; clients fall back);
 //!   OpenAPI v3 has stub documents (so kubectl leaves validation to the server) and there is
 //!   no `/openapi/v2`: `kubectl explain` does not work.
@@ -51,6 +53,8 @@
 #![allow(dead_code)]
 
 mod apply;
+pub mod crd_validation;
+mod managed_fields;
 mod schema;
 mod server;
 mod store;

@@ -54,6 +54,15 @@ pub struct Admission {
 /// Prune, default and validate `obj` (a whole object) in place against `schema`
 /// (the version's `openAPIV3Schema`).
 pub fn admit(schema: &Value, obj: &mut Value) -> Admission {
+    admit_update(schema, obj, None)
+}
+
+/// [`admit`] for an update from `old`, with validation ratcheting (GA in 1.33, as
+/// apiextensions-apiserver's `RatchetingSchemaValidator`): the errors of a node whose value
+/// equals its correlated old value (object properties and map values by key,
+/// `x-kubernetes-list-type: map` items by their keys; other list items do not correlate)
+/// are dropped, so an update may keep an invalid value it does not change.
+pub fn admit_update(schema: &Value, obj: &mut Value, old: Option<&Value>) -> Admission {
     let mut out = Admission::default();
     let Some(map) = obj.as_object_mut() else {
         out.errors
@@ -75,7 +84,8 @@ pub fn admit(schema: &Value, obj: &mut Value) -> Admission {
                     continue;
                 }
                 if let Some(child) = map.get_mut(&key) {
-                    walk(sub, child, &key, &mut out);
+                    let old_child = old.and_then(|o| o.get(&key));
+                    walk(sub, child, old_child, &key, &mut out);
                 }
             }
             None => {
@@ -91,6 +101,15 @@ pub fn admit(schema: &Value, obj: &mut Value) -> Admission {
         }
     }
     check_required(schema, map, "", &mut out);
+    out
+}
+
+/// Validate (and prune, on a copy) `value` against `schema`, field paths starting at `path`:
+/// the check kube-apiserver makes of a CRD's `default` values.
+pub fn validate_value(schema: &Value, value: &Value, path: &str) -> Admission {
+    let mut out = Admission::default();
+    let mut copy = value.clone();
+    walk(schema, &mut copy, None, path, &mut out);
     out
 }
 
@@ -147,7 +166,22 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Admission) {
+fn walk(schema: &Value, value: &mut Value, old: Option<&Value>, path: &str, out: &mut Admission) {
+    let mark = out.errors.len();
+    walk_node(schema, value, old, path, out);
+    if old.is_some_and(|o| o == value) {
+        // Ratcheting: an unchanged value keeps its errors as (unreported) warnings.
+        out.errors.truncate(mark);
+    }
+}
+
+fn walk_node(
+    schema: &Value,
+    value: &mut Value,
+    old: Option<&Value>,
+    path: &str,
+    out: &mut Admission,
+) {
     if value.is_null() {
         // Reached only for nullable fields (non-nullable nulls are pruned by the parent).
         return;
@@ -189,15 +223,21 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Admission) {
         });
     }
     match value {
-        Value::Object(map) => walk_object(schema, map, path, out),
-        Value::Array(items) => walk_array(schema, items, path, out),
+        Value::Object(map) => walk_object(schema, map, old, path, out),
+        Value::Array(items) => walk_array(schema, items, old, path, out),
         Value::String(s) => check_string(schema, s, path, out),
         Value::Number(n) => check_number(schema, n.as_f64().unwrap_or(0.0), value, path, out),
         _ => {}
     }
 }
 
-fn walk_object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &mut Admission) {
+fn walk_object(
+    schema: &Value,
+    map: &mut Map<String, Value>,
+    old: Option<&Value>,
+    path: &str,
+    out: &mut Admission,
+) {
     let preserve = schema
         .get("x-kubernetes-preserve-unknown-fields")
         .and_then(Value::as_bool)
@@ -216,7 +256,7 @@ fn walk_object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &m
                     continue;
                 }
                 if let Some(child) = map.get_mut(&key) {
-                    walk(sub, child, &child_path, out);
+                    walk(sub, child, old.and_then(|o| o.get(&key)), &child_path, out);
                 }
             }
             None if preserve => {}
@@ -252,10 +292,35 @@ fn walk_object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &m
     }
 }
 
-fn walk_array(schema: &Value, items: &mut [Value], path: &str, out: &mut Admission) {
+fn walk_array(
+    schema: &Value,
+    items: &mut [Value],
+    old: Option<&Value>,
+    path: &str,
+    out: &mut Admission,
+) {
+    let map_keys: Vec<&str> =
+        if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
+            schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
     if let Some(item_schema) = schema.get("items") {
         for (i, item) in items.iter_mut().enumerate() {
-            walk(item_schema, item, &format!("{path}[{i}]"), out);
+            // Only list-map items correlate with an old item (by their keys).
+            let old_item = if map_keys.is_empty() {
+                None
+            } else {
+                old.and_then(Value::as_array).and_then(|o| {
+                    o.iter()
+                        .find(|x| map_keys.iter().all(|k| x.get(*k) == item.get(*k)))
+                })
+            };
+            walk(item_schema, item, old_item, &format!("{path}[{i}]"), out);
         }
     }
     let count = items.len() as f64;
@@ -410,6 +475,12 @@ pub fn cel_errors(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Field
         Err(errors) => errors
             .into_vec()
             .into_iter()
+            // Ratcheting: a rule without oldSelf whose value is unchanged does not fail.
+            .filter(|e| {
+                let Some(old) = old else { return true };
+                let now = lookup(obj, &e.field_path);
+                e.rule.contains("oldSelf") || now.is_none() || now != lookup(old, &e.field_path)
+            })
             .map(|e| {
                 let reason = e
                     .reason

@@ -91,6 +91,11 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let user_agent = parts
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let content_type = parts
         .headers
         .get("content-type")
@@ -105,6 +110,7 @@ pub async fn handle(
         &query,
         &accept,
         &content_type,
+        user_agent.as_deref(),
         &body,
     )
     .await
@@ -114,6 +120,7 @@ pub async fn handle(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn route(
     shared: &Arc<Shared>,
     method: &Method,
@@ -121,6 +128,7 @@ async fn route(
     query: &Query,
     accept: &str,
     content_type: &str,
+    user_agent: Option<&str>,
     body: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -264,6 +272,8 @@ async fn route(
         field_manager: query.get("fieldManager").map(str::to_string),
         force: query.flag("force"),
         field_validation: query.get("fieldValidation").unwrap_or("Warn").to_string(),
+        user_agent: user_agent.map(str::to_string),
+        applying: false,
     };
     match verb {
         "watch" => {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::apply;
+use super::crd_validation;
+use super::managed_fields;
 use super::schema;
 
 /// An error answered as a `Status` object.
@@ -196,6 +198,39 @@ pub struct WriteOpts {
     pub force: bool,
     /// `Strict`, `Warn` (the default) or `Ignore`.
     pub field_validation: String,
+    /// The request's User-Agent: names the manager of a non-apply write without `fieldManager`.
+    pub user_agent: Option<String>,
+    /// Set on the write of a server-side apply (its `managedFields` are already computed).
+    pub applying: bool,
+}
+
+impl WriteOpts {
+    /// The manager of a non-apply write: `fieldManager`, else the User-Agent up to its first
+    /// `/` (kube-apiserver's default).
+    pub fn update_manager(&self) -> Option<String> {
+        self.field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .or_else(|| {
+                self.user_agent
+                    .as_deref()
+                    .map(|ua| {
+                        ua.split('/')
+                            .next()
+                            .unwrap_or(ua)
+                            .chars()
+                            .take(128)
+                            .collect()
+                    })
+                    .filter(|m: &String| !m.is_empty())
+            })
+    }
+    fn for_apply(&self) -> Self {
+        WriteOpts {
+            applying: true,
+            ..self.clone()
+        }
+    }
 }
 
 /// The result of a write: the object and any warnings for `Warning` headers.
@@ -271,7 +306,13 @@ fn spec_part(obj: &Value) -> Value {
 fn without_volatile(obj: &Value) -> Value {
     let mut v = obj.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
+        // A write that only moves managedFields timestamps is a no-op (kube-apiserver's
+        // IgnoreManagedFieldsTimestampsTransformer); one that changes ownership is not.
+        if let Some(entries) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+            for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                e.remove("time");
+            }
+        }
         m.remove("resourceVersion");
     }
     v
@@ -488,9 +529,25 @@ impl State {
         }
         if rd.plural == "customresourcedefinitions" {
             crd_resources(&body)?;
+            let errors = crd_validation::validate(&body);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(rd, &name, &errors));
+            }
             set_crd_status(&mut body);
         }
         let warnings = self.admit(rd, &name, &mut body, None, opts)?;
+        if !opts.applying {
+            let manager = opts.update_manager();
+            let av = rd.api_version();
+            managed_fields::update(
+                rd.schema.as_ref(),
+                &av,
+                None,
+                &mut body,
+                manager.as_deref(),
+                Sub::Main,
+            );
+        }
         if opts.dry_run {
             return Ok(Written {
                 object: body,
@@ -525,7 +582,7 @@ impl State {
         let Some(schema_root) = &rd.schema else {
             return Ok(warnings);
         };
-        let admission = schema::admit(schema_root, obj);
+        let admission = schema::admit_update(schema_root, obj, old);
         if !admission.pruned.is_empty() {
             match opts.field_validation.as_str() {
                 "Strict" => {
@@ -631,33 +688,8 @@ impl State {
             (_, Ok(o)) => o,
             (PatchKind::Apply, Err(_)) if sub == Sub::Main => {
                 // Server-side apply creates a missing object.
-                let applied = parse_apply_body(body)?;
-                let manager = apply_manager(opts)?;
-                let mut obj = applied.clone();
-                if let Some(m) = obj.as_object_mut() {
-                    m.insert("apiVersion".into(), rd.api_version().into());
-                    m.insert("kind".into(), rd.kind.clone().into());
-                }
-                if meta_str(&obj, "name").is_some_and(|n| n != name) {
-                    return Err(ApiError::bad_request(
-                        "the name of the object does not match the name on the URL",
-                    ));
-                }
-                meta_mut(&mut obj).insert("name".into(), name.into());
-                apply::set_managed_fields(
-                    &mut obj,
-                    &manager,
-                    &applied,
-                    &rd.api_version(),
-                    sub,
-                    None,
-                );
-                let written = self.create(rd, ns, obj, opts)?;
-                if let Some(uid) = meta_str(&written.object, "uid") {
-                    self.applied
-                        .insert((uid.to_string(), manager, sub), applied);
-                }
-                return Ok(written);
+                let obj = apply::server_side_apply(rd, None, name, body, opts, sub)?;
+                return self.create(rd, ns, obj, &opts.for_apply());
             }
             (_, Err(e)) => return Err(e),
         };
@@ -711,35 +743,8 @@ impl State {
                 target
             }
             PatchKind::Apply => {
-                let applied = parse_apply_body(body)?;
-                let manager = apply_manager(opts)?;
-                let uid = meta_str(&old, "uid").unwrap_or_default().to_string();
-                let key = (uid, manager.clone(), sub);
-                let previous = self.applied.get(&key).cloned();
-                if let Some(v) = meta_str(&applied, "resourceVersion")
-                    && v != meta_str(&old, "resourceVersion").unwrap_or_default()
-                {
-                    return Err(ApiError::conflict(
-                        rd,
-                        name,
-                        "the object has been modified; please apply your changes to the latest version and try again",
-                    ));
-                }
-                let mut merged =
-                    apply::merge_apply(rd.schema.as_ref(), &old, &applied, previous.as_ref());
-                apply::set_managed_fields(
-                    &mut merged,
-                    &manager,
-                    &applied,
-                    &rd.api_version(),
-                    sub,
-                    Some(&old),
-                );
-                let written = self.commit(rd, ns, name, &old, merged, sub, opts)?;
-                if !opts.dry_run {
-                    self.applied.insert(key, applied);
-                }
-                return Ok(written);
+                let merged = apply::server_side_apply(rd, Some(&old), name, body, opts, sub)?;
+                return self.commit(rd, ns, name, &old, merged, sub, &opts.for_apply());
             }
         };
         self.commit(rd, ns, name, &old, patched, sub, opts)
@@ -866,6 +871,18 @@ impl State {
             }
         }
         let warnings = self.admit(rd, name, &mut new, Some(old), opts)?;
+        if !opts.applying {
+            let manager = opts.update_manager();
+            let av = rd.api_version();
+            managed_fields::update(
+                rd.schema.as_ref(),
+                &av,
+                Some(old),
+                &mut new,
+                manager.as_deref(),
+                sub,
+            );
+        }
         if rd.has_generation && spec_part(&new) != spec_part(old) {
             let generation = old_meta
                 .get("generation")
@@ -890,6 +907,10 @@ impl State {
             });
         }
         if rd.plural == "customresourcedefinitions" {
+            let errors = crd_validation::validate(&new);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(rd, name, &errors));
+            }
             set_crd_status(&mut new);
         }
         self.rv += 1;
@@ -1107,26 +1128,6 @@ fn check_type_meta(rd: &ResourceDef, body: &Value) -> Result<(), ApiError> {
         )));
     }
     Ok(())
-}
-
-fn parse_apply_body(body: &[u8]) -> Result<Value, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
-    let value: Value = serde_yaml::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request("the apply body must be an object"));
-    }
-    Ok(value)
-}
-
-fn apply_manager(opts: &WriteOpts) -> Result<String, ApiError> {
-    match &opts.field_manager {
-        Some(m) if !m.is_empty() => Ok(m.clone()),
-        _ => Err(ApiError::bad_request(
-            "PATCH, application/apply-patch+yaml requires fieldManager to be set",
-        )),
-    }
 }
 
 /// Objects are served with the apiVersion of the request's version (no conversion).
