@@ -583,3 +583,37 @@ async fn invalid_manifests_are_rejected_with_the_emulators_422() {
         "{stderr}"
     );
 }
+
+/// kubectl's typed clients speak protobuf: `kubectl create namespace` sends a protobuf body
+/// and asks for a protobuf answer (errors included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_namespace_speaks_protobuf() {
+    let emu = Emulator::start().await;
+    let out = run(&emu, &["create", "namespace", "platform", "-v=8"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("namespace/platform created"), "{stdout}");
+    let log = stderr.to_ascii_lowercase();
+    // The request's and the response's headers, as `-v=8` logs them.
+    assert!(
+        log.matches("content-type: application/vnd.kubernetes.protobuf")
+            .count()
+            >= 2,
+        "a protobuf request and answer in kubectl's log:\n{stderr}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&emu, &["get", "namespace", "platform", "-o", "json"]).await)
+            .expect("namespace JSON");
+    assert_eq!(json["status"]["phase"], "Active", "{json}");
+    assert_eq!(
+        json["metadata"]["labels"]["kubernetes.io/metadata.name"], "platform",
+        "{json}"
+    );
+    let again = run(&emu, &["create", "namespace", "platform"]).await;
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("namespaces \"platform\" already exists"),
+        "a protobuf Status for the second create: {stderr}"
+    );
+}

@@ -51,6 +51,10 @@
 #![allow(dead_code)]
 
 mod apply;
+mod events;
+mod meta;
+mod paging;
+mod proto;
 mod schema;
 mod server;
 mod store;

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// `metadata.continue` of the Status (an expired list's inconsistent continue token).
+    pub list_continue: Option<String>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            list_continue: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -99,6 +102,9 @@ impl ApiError {
         });
         if let Some(d) = &self.details {
             s["details"] = d.clone();
+        }
+        if let Some(c) = &self.list_continue {
+            s["metadata"]["continue"] = c.clone().into();
         }
         s
     }
@@ -521,7 +527,7 @@ impl State {
         old: Option<&Value>,
         opts: &WriteOpts,
     ) -> Result<Vec<String>, ApiError> {
-        let mut warnings = Vec::new();
+        let mut warnings = super::meta::admit(rd, name, obj, old, opts)?;
         let Some(schema_root) = &rd.schema else {
             return Ok(warnings);
         };
