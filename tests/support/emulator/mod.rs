@@ -55,6 +55,7 @@ mod events;
 mod meta;
 mod paging;
 mod proto;
+mod raw;
 mod schema;
 mod server;
 mod store;
@@ -549,6 +550,28 @@ impl Emulator {
     /// an HTTP 410 Gone.
     pub fn compact(&self) {
         self.shared.state().compact();
+    }
+
+    /// Store an object as given, past every admission step (schema, CEL, pruning, metadata
+    /// rules), as if it had been written before its CRD's schema refused it; the server-set
+    /// metadata is filled in (see [`State::insert_raw`]). Test setup only: panics if the
+    /// resource or namespace does not exist. Returns the stored object.
+    pub fn insert_raw(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: &str,
+        object: Value,
+    ) -> Value {
+        match self
+            .shared
+            .state()
+            .insert_raw(group, version, plural, namespace, object)
+        {
+            Ok(stored) => stored,
+            Err(e) => panic!("insert_raw {plural} in {namespace:?}: {}", e.message),
+        }
     }
 
     /// The current cluster-wide resourceVersion.

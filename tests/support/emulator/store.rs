@@ -311,7 +311,7 @@ impl State {
         self.resources.push(Arc::new(rd));
     }
 
-    fn record(
+    pub(super) fn record(
         &mut self,
         rd: &ResourceDef,
         ns: &str,
@@ -363,7 +363,7 @@ impl State {
             .unwrap_or_default()
     }
 
-    fn namespace_check(&self, rd: &ResourceDef, ns: &str) -> Result<(), ApiError> {
+    pub(super) fn namespace_check(&self, rd: &ResourceDef, ns: &str) -> Result<(), ApiError> {
         if !rd.namespaced {
             return Ok(());
         }
@@ -1306,7 +1306,7 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
 }
 
 /// Events are stored in the events.k8s.io/v1 shape.
-fn to_storage(rd: &ResourceDef, obj: &Value) -> Value {
+pub(super) fn to_storage(rd: &ResourceDef, obj: &Value) -> Value {
     if rd.is_core_events() {
         from_core_event(obj)
     } else {
