@@ -2,6 +2,7 @@
 //! checked over real HTTP, and kube-rs's watcher + reflector surviving 410 Gone and cut streams.
 #[path = "support/emulator/mod.rs"]
 mod emulator;
+mod support;
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use litellm_org_operator::crd::Organization;
 use prost::Message;
 use serde_json::{Value, json};
+use support::kube::{member_json, organization, organization_json as org};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ORGS: &str = "/apis/litellm.dev/v1alpha1/namespaces/team/organizations";
@@ -113,10 +115,6 @@ async fn http(
 
 async fn get(emu: &Emulator, path: &str) -> (u16, Value) {
     http(emu, "GET", path, "application/json", Value::Null).await
-}
-
-fn org(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "metadata": {"name": name}, "spec": spec})
 }
 
 async fn create_org(emu: &Emulator, name: &str, spec: Value) -> Value {
@@ -954,7 +952,17 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
     .await;
     assert_eq!(code, 200, "other changes pass the transition rule");
     // Members: nested CEL on spec.user, and required enum.
-    let (code, member) = http(&emu, "POST", "/apis/litellm.dev/v1alpha1/namespaces/team/organizationmembers", "application/json", json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "OrganizationMember", "metadata": {"name": "m"}, "spec": {"organizationId": "o", "user": {}, "role": "org_admin"}})).await;
+    let (code, member) = http(
+        &emu,
+        "POST",
+        "/apis/litellm.dev/v1alpha1/namespaces/team/organizationmembers",
+        "application/json",
+        member_json(
+            "m",
+            json!({"organizationId": "o", "user": {}, "role": "org_admin"}),
+        ),
+    )
+    .await;
     assert_eq!(code, 422);
     assert_eq!(member["details"]["causes"][0]["field"], "spec.user");
 }
@@ -1288,7 +1296,7 @@ async fn events_leases_and_namespace_deletion() {
 }
 
 fn org_typed(name: &str) -> Organization {
-    serde_json::from_value(org(name, json!({"alias": name}))).expect("an Organization")
+    organization(name, json!({"alias": name}))
 }
 
 /// Wait until the reflector's store holds exactly `want` (names with aliases), or fail.
