@@ -117,6 +117,14 @@ async fn get(emu: &Emulator, path: &str) -> (u16, Value) {
     http(emu, "GET", path, "application/json", Value::Null).await
 }
 
+async fn post(emu: &Emulator, path: &str, body: Value) -> (u16, Value) {
+    http(emu, "POST", path, "application/json", body).await
+}
+
+async fn merge_patch(emu: &Emulator, path: &str, body: Value) -> (u16, Value) {
+    http(emu, "PATCH", path, "application/merge-patch+json", body).await
+}
+
 async fn create_org(emu: &Emulator, name: &str, spec: Value) -> Value {
     let (code, body) = http(emu, "POST", ORGS, "application/json", org(name, spec)).await;
     assert_eq!(code, 201, "create {name}: {body}");
@@ -220,7 +228,7 @@ async fn create_sets_system_metadata_defaults_and_drops_status() {
     let emu = started().await;
     let mut body = org("a", json!({"alias": "A"}));
     body["status"] = json!({"observedGeneration": 7});
-    let (code, a) = http(&emu, "POST", ORGS, "application/json", body).await;
+    let (code, a) = post(&emu, ORGS, body).await;
     assert_eq!(code, 201, "{a}");
     assert!(a["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
     assert!(
@@ -238,13 +246,11 @@ async fn create_sets_system_metadata_defaults_and_drops_status() {
     assert_eq!(a["spec"]["deletionPolicy"], "Delete", "schema default");
     let b = create_org(&emu, "b", json!({})).await;
     assert!(rv(&b) > rv(&a), "cluster-wide increasing resourceVersion");
-    let (code, dup) = http(&emu, "POST", ORGS, "application/json", org("a", json!({}))).await;
+    let (code, dup) = post(&emu, ORGS, org("a", json!({}))).await;
     assert_eq!((code, dup["reason"].as_str()), (409, Some("AlreadyExists")));
-    let (code, missing) = http(
+    let (code, missing) = post(
         &emu,
-        "POST",
         "/apis/litellm.dev/v1alpha1/namespaces/nope/organizations",
-        "application/json",
         org("x", json!({})),
     )
     .await;
@@ -351,11 +357,9 @@ async fn update_uses_optimistic_concurrency_and_generation_follows_spec_only() {
 async fn status_subresource_separates_spec_and_status() {
     let emu = started().await;
     let a = create_org(&emu, "a", json!({"alias": "A"})).await;
-    let (code, main) = http(
+    let (code, main) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"status": {"observedGeneration": 5}, "spec": {"alias": "B"}}),
     )
     .await;
@@ -365,7 +369,7 @@ async fn status_subresource_separates_spec_and_status() {
         "status is ignored on the main resource"
     );
     assert_eq!(main["spec"]["alias"], "B");
-    let (code, status) = http(&emu, "PATCH", &format!("{ORGS}/a/status"), "application/merge-patch+json", json!({"status": {"observedGeneration": 2}, "spec": {"alias": "C"}, "metadata": {"labels": {"x": "y"}}})).await;
+    let (code, status) = merge_patch(&emu, &format!("{ORGS}/a/status"), json!({"status": {"observedGeneration": 2}, "spec": {"alias": "C"}, "metadata": {"labels": {"x": "y"}}})).await;
     assert_eq!(code, 200, "{status}");
     assert_eq!(status["status"]["observedGeneration"], 2);
     assert_eq!(status["spec"]["alias"], "B", "spec is ignored on /status");
@@ -409,7 +413,7 @@ async fn list_filters_by_labels_and_name_and_pages() {
     ] {
         let mut o = org(name, json!({}));
         o["metadata"]["labels"] = json!({"tier": tier});
-        let (code, _) = http(&emu, "POST", ORGS, "application/json", o).await;
+        let (code, _) = post(&emu, ORGS, o).await;
         assert_eq!(code, 201);
     }
     let names = |list: &Value| -> Vec<String> {
@@ -464,7 +468,7 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
     let emu = started().await;
     let mut o = org("a", json!({}));
     o["metadata"]["finalizers"] = json!(["litellm.dev/cleanup", "other/x"]);
-    let (_, a) = http(&emu, "POST", ORGS, "application/json", o).await;
+    let (_, a) = post(&emu, ORGS, o).await;
     let (code, deleting) = http(
         &emu,
         "DELETE",
@@ -484,11 +488,9 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
         (code, still["metadata"]["uid"].clone()),
         (200, a["metadata"]["uid"].clone())
     );
-    let (code, refused) = http(
+    let (code, refused) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"metadata": {"finalizers": ["litellm.dev/cleanup", "other/x", "new/y"]}}),
     )
     .await;
@@ -499,11 +501,9 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
             .unwrap_or("")
             .contains("no new finalizers can be added if the object is being deleted")
     );
-    let (code, one_left) = http(
+    let (code, one_left) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"metadata": {"finalizers": ["other/x"]}}),
     )
     .await;
@@ -542,11 +542,9 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
 async fn patches_merge_json_with_test_op_and_strategic_is_415_on_custom_resources() {
     let emu = started().await;
     let a = create_org(&emu, "a", json!({"alias": "A", "models": ["x"]})).await;
-    let (code, merged) = http(
+    let (code, merged) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"spec": {"models": null, "alias": "M"}}),
     )
     .await;
@@ -565,7 +563,7 @@ async fn patches_merge_json_with_test_op_and_strategic_is_415_on_custom_resource
         code, 422,
         "a failed test op rejects the whole patch: {failed}"
     );
-    let (code, stale) = http(&emu, "PATCH", &format!("{ORGS}/a"), "application/merge-patch+json", json!({"metadata": {"resourceVersion": a["metadata"]["resourceVersion"]}, "spec": {"alias": "Z"}})).await;
+    let (code, stale) = merge_patch(&emu, &format!("{ORGS}/a"), json!({"metadata": {"resourceVersion": a["metadata"]["resourceVersion"]}, "spec": {"alias": "Z"}})).await;
     assert_eq!(
         code, 409,
         "a resourceVersion in a merge patch is a precondition: {stale}"
@@ -618,11 +616,9 @@ async fn server_side_apply_merges_records_the_manager_and_drops_released_fields(
         "Apply"
     );
     // Another writer sets a field the apply never owned; a second apply drops `models` only.
-    let (code, _) = http(
+    let (code, _) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"spec": {"organizationId": "pinned"}}),
     )
     .await;
@@ -706,19 +702,10 @@ async fn watch_streams_added_modified_deleted_and_bookmarks_from_a_resource_vers
     emu.create_namespace("other");
     let start = emu.resource_version();
     create_org(&emu, "a", json!({})).await;
-    http(
+    merge_patch(&emu, &format!("{ORGS}/a"), json!({"spec": {"alias": "B"}})).await;
+    post(
         &emu,
-        "PATCH",
-        &format!("{ORGS}/a"),
-        "application/merge-patch+json",
-        json!({"spec": {"alias": "B"}}),
-    )
-    .await;
-    http(
-        &emu,
-        "POST",
         "/apis/litellm.dev/v1alpha1/namespaces/other/organizations",
-        "application/json",
         org("o", json!({})),
     )
     .await;
@@ -773,19 +760,15 @@ async fn watch_streams_added_modified_deleted_and_bookmarks_from_a_resource_vers
     );
     // A label change that stops matching the selector is a DELETED for that watch.
     let before = emu.resource_version();
-    http(
+    merge_patch(
         &emu,
-        "PATCH",
         "/apis/litellm.dev/v1alpha1/namespaces/other/organizations/o",
-        "application/merge-patch+json",
         json!({"metadata": {"labels": {"k": "v"}}}),
     )
     .await;
-    http(
+    merge_patch(
         &emu,
-        "PATCH",
         "/apis/litellm.dev/v1alpha1/namespaces/other/organizations/o",
-        "application/merge-patch+json",
         json!({"metadata": {"labels": {"k": "w"}}}),
     )
     .await;
@@ -844,7 +827,7 @@ async fn watch_from_a_compacted_resource_version_gets_410_gone_in_the_stream() {
 #[tokio::test]
 async fn validation_answers_422_with_causes_naming_the_fields() {
     let emu = started().await;
-    let (code, bad) = http(&emu, "POST", ORGS, "application/json", org("bad", json!({"budget": {"maxBudget": -1, "budgetDuration": "3x"}, "deletionPolicy": "Keep", "alias": ""}))).await;
+    let (code, bad) = post(&emu, ORGS, org("bad", json!({"budget": {"maxBudget": -1, "budgetDuration": "3x"}, "deletionPolicy": "Keep", "alias": ""}))).await;
     assert_eq!(
         (code, bad["reason"].as_str(), bad["kind"].as_str()),
         (422, Some("Invalid"), Some("Status"))
@@ -871,14 +854,7 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
     assert!(message.contains("spec.budget.maxBudget: Invalid value: -1: spec.budget.maxBudget in body should be greater than or equal to 0"), "{message}");
     assert!(message.contains("spec.deletionPolicy: Unsupported value: \"Keep\": supported values: \"Delete\", \"Retain\""), "{message}");
     // Type errors, required fields and lengths.
-    let (code, typed) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("t", json!({"models": "gpt"})),
-    )
-    .await;
+    let (code, typed) = post(&emu, ORGS, org("t", json!({"models": "gpt"}))).await;
     assert_eq!(code, 422);
     assert!(
         typed["message"]
@@ -887,29 +863,20 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
             .contains("spec.models in body must be of type array"),
         "{typed}"
     );
-    let (code, required) = http(&emu, "POST", ORGS, "application/json", json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "metadata": {"name": "r"}})).await;
+    let (code, required) = post(&emu, ORGS, json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "metadata": {"name": "r"}})).await;
     assert_eq!(
         (code, required["details"]["causes"][0]["field"].as_str()),
         (422, Some("spec"))
     );
-    let (code, long) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("l", json!({"alias": "x".repeat(300)})),
-    )
-    .await;
+    let (code, long) = post(&emu, ORGS, org("l", json!({"alias": "x".repeat(300)}))).await;
     assert_eq!(
         (code, long["details"]["causes"][0]["reason"].as_str()),
         (422, Some("FieldValueTooLong"))
     );
     // CEL: mutually exclusive fields, with the rule's fieldPath and reason.
-    let (code, cel) = http(
+    let (code, cel) = post(
         &emu,
-        "POST",
         ORGS,
-        "application/json",
         org(
             "c",
             json!({"budget": {"maxBudget": 1}, "budgetRef": {"budgetId": "b"}}),
@@ -927,11 +894,9 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
     );
     // CEL transition rule with oldSelf: organizationId is immutable once set.
     create_org(&emu, "pinned", json!({"organizationId": "org-1"})).await;
-    let (code, immutable) = http(
+    let (code, immutable) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/pinned"),
-        "application/merge-patch+json",
         json!({"spec": {"organizationId": "org-2"}}),
     )
     .await;
@@ -942,21 +907,17 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
             .unwrap_or("")
             .contains("organizationId is immutable once set")
     );
-    let (code, _) = http(
+    let (code, _) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/pinned"),
-        "application/merge-patch+json",
         json!({"spec": {"alias": "fine"}}),
     )
     .await;
     assert_eq!(code, 200, "other changes pass the transition rule");
     // Members: nested CEL on spec.user, and required enum.
-    let (code, member) = http(
+    let (code, member) = post(
         &emu,
-        "POST",
         "/apis/litellm.dev/v1alpha1/namespaces/team/organizationmembers",
-        "application/json",
         member_json(
             "m",
             json!({"organizationId": "o", "user": {}, "role": "org_admin"}),
@@ -991,11 +952,9 @@ async fn unknown_fields_are_pruned_or_refused_and_preserved_where_the_schema_say
         created["spec"]["metadata"]["free"]["form"], true,
         "x-kubernetes-preserve-unknown-fields keeps it"
     );
-    let (code, strict) = http(
+    let (code, strict) = post(
         &emu,
-        "POST",
         &format!("{ORGS}?fieldValidation=Strict"),
-        "application/json",
         org("s", json!({"bogus": 1})),
     )
     .await;
@@ -1006,14 +965,7 @@ async fn unknown_fields_are_pruned_or_refused_and_preserved_where_the_schema_say
             .unwrap_or("")
             .contains("strict decoding error: unknown field \"spec.bogus\"")
     );
-    let (code, _) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("n", json!({"alias": null})),
-    )
-    .await;
+    let (code, _) = post(&emu, ORGS, org("n", json!({"alias": null}))).await;
     assert_eq!(code, 201, "null is allowed on a nullable field");
 }
 
@@ -1062,11 +1014,9 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
                 "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer", "maximum": 10}}}}}}}]}
     });
-    let (code, created) = http(
+    let (code, created) = post(
         &emu,
-        "POST",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        "application/json",
         crd,
     )
     .await;
@@ -1081,9 +1031,9 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
     let (code, _) = get(&emu, "/apis/example.com/v1").await;
     assert_eq!(code, 200);
     let widgets = "/apis/example.com/v1/namespaces/team/widgets";
-    let (code, _) = http(&emu, "POST", widgets, "application/json", json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}})).await;
+    let (code, _) = post(&emu, widgets, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}})).await;
     assert_eq!(code, 201);
-    let (code, _) = http(&emu, "POST", widgets, "application/json", json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
+    let (code, _) = post(&emu, widgets, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
     assert_eq!(code, 422, "the posted schema validates at once");
     let (code, head, text) = {
         let mut stream = tokio::net::TcpStream::connect(emu.addr())
@@ -1130,7 +1080,7 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
     )
     .await;
     assert_eq!(code, 200);
-    let (code, _) = http(&emu, "POST", widgets, "application/json", json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
+    let (code, _) = post(&emu, widgets, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
     assert_eq!(code, 201, "the updated schema applies at once");
     let (code, _) = http(
         &emu,
@@ -1148,14 +1098,7 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
 async fn events_leases_and_namespace_deletion() {
     let emu = started().await;
     let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "litellm.dev/operator", "reportingInstance": "i", "action": "Reconcile", "reason": "Synced", "type": "Normal", "note": "ok", "regarding": {"kind": "Organization", "name": "a", "namespace": "team"}});
-    let (code, _) = http(
-        &emu,
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/team/events",
-        "application/json",
-        event,
-    )
-    .await;
+    let (code, _) = post(&emu, "/apis/events.k8s.io/v1/namespaces/team/events", event).await;
     assert_eq!(code, 201);
     let (_, events) = get(
         &emu,
@@ -1178,14 +1121,7 @@ async fn events_leases_and_namespace_deletion() {
     );
     assert_eq!(core["items"][0]["involvedObject"]["name"], "a");
     let legacy = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e2"}, "involvedObject": {"kind": "Organization", "name": "b", "namespace": "team"}, "reason": "Old", "message": "legacy", "type": "Warning", "count": 2});
-    let (code, _) = http(
-        &emu,
-        "POST",
-        "/api/v1/namespaces/team/events",
-        "application/json",
-        legacy,
-    )
-    .await;
+    let (code, _) = post(&emu, "/api/v1/namespaces/team/events", legacy).await;
     assert_eq!(code, 201);
     let (_, e2) = get(&emu, "/apis/events.k8s.io/v1/namespaces/team/events/e2").await;
     assert_eq!(
@@ -1212,11 +1148,9 @@ async fn events_leases_and_namespace_deletion() {
     let (_, left) = get(&emu, "/apis/events.k8s.io/v1/namespaces/team/events").await;
     assert_eq!(left["items"].as_array().map(Vec::len), Some(1));
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}});
-    let (code, created) = http(
+    let (code, created) = post(
         &emu,
-        "POST",
         "/apis/coordination.k8s.io/v1/namespaces/team/leases",
-        "application/json",
         lease,
     )
     .await;
@@ -1247,7 +1181,7 @@ async fn events_leases_and_namespace_deletion() {
     );
     let mut held = org("held", json!({}));
     held["metadata"]["finalizers"] = json!(["litellm.dev/cleanup"]);
-    http(&emu, "POST", ORGS, "application/json", held).await;
+    post(&emu, ORGS, held).await;
     let (code, ns) = http(
         &emu,
         "DELETE",
@@ -1270,20 +1204,11 @@ async fn events_leases_and_namespace_deletion() {
         404,
         "content is deleted"
     );
-    let (code, _) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("late", json!({})),
-    )
-    .await;
+    let (code, _) = post(&emu, ORGS, org("late", json!({}))).await;
     assert_eq!(code, 403, "no new content in a terminating namespace");
-    let (code, _) = http(
+    let (code, _) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/held"),
-        "application/merge-patch+json",
         json!({"metadata": {"finalizers": null}}),
     )
     .await;
@@ -1652,11 +1577,11 @@ async fn event_refused(emu: &Emulator, method: &str, path: &str, ct: &str, body:
 #[tokio::test]
 async fn events_are_validated_as_kube_apiserver_validates_them() {
     let emu = started().await;
-    let (code, body) = http(&emu, "POST", EVENTS, "application/json", valid_event("ok")).await;
+    let (code, body) = post(&emu, EVENTS, valid_event("ok")).await;
     assert_eq!(code, 201, "{body}");
     let mut at_limit = valid_event("at-limit");
     at_limit["note"] = json!("n".repeat(1024));
-    let (code, body) = http(&emu, "POST", EVENTS, "application/json", at_limit).await;
+    let (code, body) = post(&emu, EVENTS, at_limit).await;
     assert_eq!(code, 201, "a 1024-byte note is allowed: {body}");
 
     let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
@@ -1732,11 +1657,9 @@ async fn events_are_validated_as_kube_apiserver_validates_them() {
     // Updates: the series may grow (kube-runtime's Recorder merge-patches it), the rest of
     // the event is immutable.
     let path = format!("{EVENTS}/ok");
-    let (code, body) = http(
+    let (code, body) = merge_patch(
         &emu,
-        "PATCH",
         &path,
-        "application/merge-patch+json",
         json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}}),
     )
     .await;
@@ -1782,14 +1705,7 @@ async fn events_are_validated_as_kube_apiserver_validates_them() {
     // core/v1 keeps the legacy rules only: a long name passes, a long message with an
     // eventTime does not.
     let long_name = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "c".repeat(254)}, "involvedObject": {"kind": "Organization", "name": "a", "namespace": "team"}, "reason": "Old", "message": "legacy", "type": "Warning"});
-    let (code, body) = http(
-        &emu,
-        "POST",
-        "/api/v1/namespaces/team/events",
-        "application/json",
-        long_name,
-    )
-    .await;
+    let (code, body) = post(&emu, "/api/v1/namespaces/team/events", long_name).await;
     assert_eq!(code, 201, "{body}");
     let long_message = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "c2"}, "involvedObject": {"kind": "Organization", "name": "a", "namespace": "team"}, "reason": "New", "message": "m".repeat(1025), "type": "Normal", "eventTime": "2026-01-01T00:00:00.000000Z", "reportingComponent": "litellm.dev/operator", "reportingInstance": "pod-a", "action": "Reconcile"});
     let message = event_refused(
@@ -1890,11 +1806,9 @@ async fn metadata_is_stored_as_object_meta_keeps_it() {
         Some(&["litellm.dev/test".to_string()][..])
     );
     // Emptying the list by a patch drops it too.
-    let (code, patched) = http(
+    let (code, patched) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/empty-lists"),
-        "application/merge-patch+json",
         json!({"metadata": {"finalizers": [], "labels": {}}}),
     )
     .await;
@@ -1903,14 +1817,7 @@ async fn metadata_is_stored_as_object_meta_keeps_it() {
     // Strict field validation refuses a field ObjectMeta does not have.
     let mut strict = org("strict", json!({}));
     strict["metadata"]["notAField"] = json!("x");
-    let (code, status) = http(
-        &emu,
-        "POST",
-        &format!("{ORGS}?fieldValidation=Strict"),
-        "application/json",
-        strict,
-    )
-    .await;
+    let (code, status) = post(&emu, &format!("{ORGS}?fieldValidation=Strict"), strict).await;
     assert_eq!(code, 400, "{status}");
     assert!(
         status["message"]
@@ -1953,11 +1860,9 @@ async fn paged_lists_are_served_at_the_first_pages_revision() {
     )
     .await;
     assert_eq!(code, 200);
-    let (code, _) = http(
+    let (code, _) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/f"),
-        "application/merge-patch+json",
         json!({"spec": {"alias": "changed"}}),
     )
     .await;
@@ -2039,7 +1944,7 @@ async fn insert_raw_plants_an_object_the_schema_would_refuse() {
     let mut o = org("deep", json!({}));
     o["spec"]["metadata"] = deep;
     o["spec"]["models"] = json!("not-a-list");
-    let (code, _) = http(&emu, "POST", ORGS, "application/json", o.clone()).await;
+    let (code, _) = post(&emu, ORGS, o.clone()).await;
     assert!(code == 400 || code == 422, "the server refuses it: {code}");
     let stored = emu.insert_raw("litellm.dev", "v1alpha1", "organizations", "team", o);
     assert_eq!(stored["metadata"]["generation"], 1);
