@@ -16,16 +16,23 @@
 //!   and the CRDs' kinds. No Secrets, ConfigMaps, Pods, Services...: they answer 404.
 //! - No authentication, authorization, RBAC, admission webhooks, ValidatingAdmissionPolicies,
 //!   API priority and fairness or rate limits (apart from injected faults).
-//! - Plain HTTP/1.1 and JSON only: no TLS, HTTP/2, protobuf or gzip. A protobuf request body
-//!   (`kubectl create namespace` sends one) gets 415.
+//! - Plain HTTP/1.1: no TLS, HTTP/2 or gzip. Bodies in JSON or YAML, and in protobuf for
+//!   Namespaces, Events and Leases (`kubectl create namespace` sends one); answers in the first
+//!   media type of `Accept` that fits (JSON, YAML, or protobuf for those kinds and `Status`),
+//!   406 if none does. Custom resources have no protobuf form (415 for a body), as in
+//!   kube-apiserver. Watches are always streamed as JSON.
 //! - No garbage collector: `ownerReferences` and `propagationPolicy` are stored but dependents
 //!   are never deleted. Namespace deletion is done at once: its content is deleted (objects
 //!   with finalizers become terminating) and the namespace goes when it is empty.
 //! - One storage version per CRD and no conversion: every served version returns the stored
 //!   object with `apiVersion` rewritten. No `/scale` subresource, no `selectableFields`
 //!   (field selectors: `metadata.name` and `metadata.namespace`; any field on Events).
-//! - Lists are always served from the latest state: `resourceVersion`/`resourceVersionMatch`
-//!   on a list are ignored and a `continue` token pages the current state, not a snapshot.
+//! - Lists: a `continue` token pins the first page's resourceVersion and every later page is
+//!   served at that revision, rebuilt from the watch history (etcd reads an old revision);
+//!   when the history no longer reaches back that far (`history_limit`, `compact`), the page
+//!   gets 410 Expired with an "inconsistent" continue token, as after an etcd compaction.
+//!   `resourceVersionMatch=Exact` is served the same way; any other list gets the latest
+//!   state (the real watch cache may serve `resourceVersion=0` slightly stale).
 //! - Watches: history is the last `history_limit` changes (default 1000), not a time window;
 //!   a watch from a compacted resourceVersion gets 200 and one ERROR event with a 410 Status
 //!   (as the watch cache answers). A resourceVersion newer than the server's is treated as
@@ -36,8 +43,17 @@
 //!   applied configuration (a field two appliers set is removed when one drops it), only
 //!   `Apply` entries in `managedFields` (updates and merge/JSON patches record none).
 //!   Strategic merge patches on built-in kinds are applied as JSON merge patches.
-//! - Validation: `metadata` is not validated or pruned (names, labels, annotations are taken
-//!   as sent); string `format`s checked are `date-time`, `date` and `uuid` only; CEL rules run
+//! - Metadata round-trips as `ObjectMeta` does: fields ObjectMeta lacks are dropped (a
+//!   warning; 400 under `fieldValidation=Strict`) and empty lists, maps and strings
+//!   (`finalizers: []`) are not stored. Names, labels, annotations and owner references are
+//!   not validated (Event names through events.k8s.io/v1 are).
+//! - Events are validated as `ValidateEventCreate`/`ValidateEventUpdate` do (events.rs):
+//!   the legacy rules for every write, the strict ones (name, `eventTime`, `type`,
+//!   deprecated fields, `series`, immutable fields on update) through events.k8s.io/v1.
+//!   Namespaces and Leases are not validated, and a JSON body of a built-in kind is not
+//!   decoded into its type (wrong types and unknown fields are stored; protobuf bodies are
+//!   typed by their message).
+//! - Validation: string `format`s checked are `date-time`, `date` and `uuid` only; CEL rules run
 //!   on the `kube-cel` crate, not cel-go, without cost limits, and only when the OpenAPI
 //!   validation passed (as in kube-apiserver); a rule using a function that crate lacks
 //!   rejects the object. `fieldValidation=Strict` reports unknown fields only (not duplicate
@@ -48,6 +64,13 @@
 //! - Tables: CRD printer columns support JSONPaths `.a.b`, `.a[0]`, `.a[*]` and one
 //!   `[?(@.k=="v")]` filter; built-in kinds get only Name and Age columns.
 //! - `deletionGracePeriodSeconds` is always 0; timestamps have second precision.
+//!
+//! Test-only: [`Emulator::insert_raw`]`(group, version, plural, namespace, object)` stores an
+//! object as given, past pruning, defaulting, the schema, CEL and the metadata rules (the
+//! server still sets uid, creationTimestamp, generation and resourceVersion, and watches see
+//! the change), so a test can plant what a real cluster may hold but the emulator would
+//! refuse: an object written before its CRD's schema was tightened, or one too deep to
+//! decode (an Organization whose `spec.metadata` is 130 levels deep).
 #![allow(dead_code)]
 
 mod apply;
