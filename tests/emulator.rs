@@ -1936,6 +1936,39 @@ async fn paged_lists_are_served_at_the_first_pages_revision() {
         }
     }
     assert_eq!(seen, ["b", "d", "f", "g", "j", "k"]);
+    // Across namespaces, pages follow the store's (namespace, name) order: "team" sorts
+    // before "team-b", though "team-b/x" sorts before "team/x" as text.
+    emu.create_namespace("team-b");
+    let (code, _) = post(
+        &emu,
+        "/apis/litellm.dev/v1alpha1/namespaces/team-b/organizations",
+        org("x", json!({})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let all: Api<Organization> = Api::all(emu.client());
+    let mut params = kube::api::ListParams::default().limit(1);
+    let mut seen = Vec::new();
+    loop {
+        let page = all.list(&params).await.expect("list");
+        seen.extend(page.items.iter().map(|o| {
+            format!(
+                "{}/{}",
+                o.metadata.namespace.as_deref().unwrap_or(""),
+                o.metadata.name.as_deref().unwrap_or("")
+            )
+        }));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => params = params.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "team/b", "team/d", "team/f", "team/g", "team/j", "team/k", "team-b/x"
+        ]
+    );
 }
 
 #[tokio::test]

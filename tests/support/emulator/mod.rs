@@ -28,11 +28,13 @@
 //!   object with `apiVersion` rewritten. No `/scale` subresource, no `selectableFields`
 //!   (field selectors: `metadata.name` and `metadata.namespace`; any field on Events).
 //! - Lists: a `continue` token pins the first page's resourceVersion and every later page is
-//!   served at that revision, rebuilt from the watch history (etcd reads an old revision);
-//!   when the history no longer reaches back that far (`history_limit`, `compact`), the page
-//!   gets 410 Expired with an "inconsistent" continue token, as after an etcd compaction.
-//!   `resourceVersionMatch=Exact` is served the same way; any other list gets the latest
-//!   state (the real watch cache may serve `resourceVersion=0` slightly stale).
+//!   served at that revision, from a snapshot of the first page's result (etcd reads the old
+//!   revision). Snapshots last 5 minutes (kube-apiserver's compaction interval), at most 256
+//!   at once, and `compact` drops them: then the page gets 410 Expired with an "inconsistent"
+//!   continue token, as after an etcd compaction. A later page applies the first page's
+//!   selectors. `resourceVersionMatch=Exact` is rebuilt from the watch history (410 beyond
+//!   it); any other list gets the latest state (the real watch cache may serve
+//!   `resourceVersion=0` slightly stale).
 //! - Watches: history is the last `history_limit` changes (default 1000), not a time window;
 //!   a watch from a compacted resourceVersion gets 200 and one ERROR event with a 410 Status
 //!   (as the watch cache answers). A resourceVersion newer than the server's is treated as
@@ -137,12 +139,21 @@ pub struct Shared {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     faults: Mutex<Vec<FaultRule>>,
     forced_gone: Mutex<usize>,
+    /// The first page of each paged list in progress (paging.rs).
+    list_snapshots: Mutex<paging::Snapshots>,
 }
 
 impl Shared {
     /// The state, even if a panicking thread poisoned the lock (a test failure elsewhere).
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The snapshots of paged lists in progress.
+    pub fn list_snapshots(&self) -> MutexGuard<'_, paging::Snapshots> {
+        self.list_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn log(&self, line: &str) {
@@ -459,6 +470,7 @@ impl Emulator {
             shutdown,
             faults: Mutex::new(Vec::new()),
             forced_gone: Mutex::new(0),
+            list_snapshots: Mutex::new(paging::Snapshots::default()),
         });
         let serving = shared.clone();
         let task = tokio::spawn(async move {
@@ -570,9 +582,10 @@ impl Emulator {
     }
 
     /// Drop the watch history (etcd compaction): watches from any older resourceVersion get
-    /// an HTTP 410 Gone.
+    /// an HTTP 410 Gone, and so does the next page of every paged list in progress.
     pub fn compact(&self) {
         self.shared.state().compact();
+        self.shared.list_snapshots().clear();
     }
 
     /// Store an object as given, past every admission step (schema, CEL, pruning, metadata

@@ -312,7 +312,13 @@ async fn route(
             let super::paging::Page {
                 items: page,
                 metadata: meta,
-            } = super::paging::list(&shared.state(), &rd, &request, |o| selector.matches(o))?;
+            } = super::paging::list(
+                &shared.state(),
+                &mut shared.list_snapshots(),
+                &rd,
+                &request,
+                |o| selector.matches(o),
+            )?;
             if table_mode {
                 return Ok(json_response(
                     200,
