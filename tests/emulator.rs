@@ -1457,13 +1457,41 @@ async fn built_in_kinds_speak_protobuf_and_answers_follow_accept() {
     assert_eq!(json["spec"]["leaseDurationSeconds"], 15);
     assert_eq!(json["spec"]["acquireTime"], "2026-01-01T00:00:00.123456Z");
     assert_eq!(json["metadata"]["labels"]["app"], "operator");
+    // A JSON body of a built-in kind goes through its type: a wrong type is refused naming
+    // the field, a field the type lacks is dropped with a warning, times take their precision.
+    let (code, status) = post(
+        &emu,
+        LEASES,
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "typed"}, "spec": {"leaseDurationSeconds": "15"}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.leaseDurationSeconds")),
+        "{status}"
+    );
+    let (code, head, body) = http_raw(
+        &emu,
+        "POST",
+        LEASES,
+        "application/json",
+        &json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "typed"}, "spec": {"holderIdentity": "b", "holder": "typo", "renewTime": "2026-01-01T00:00:00.123456789Z"}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert!(head.contains(r#"unknown field \"spec.holder\""#), "{head}");
+    let typed: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(typed["spec"].get("holder").is_none(), "{typed}");
+    assert_eq!(typed["spec"]["renewTime"], "2026-01-01T00:00:00.123456Z");
     // Lists and errors in protobuf too.
     let (code, _, answer) = http_bytes(&emu, "GET", LEASES, "", PROTOBUF, b"").await;
     assert_eq!(code, 200);
     let (kind, raw) = open_envelope(&answer);
     assert_eq!(kind, "coordination.k8s.io/v1/LeaseList");
     let list = coordination::LeaseList::decode(raw.as_slice()).expect("a LeaseList");
-    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items.len(), 2);
     assert!(list.metadata.and_then(|m| m.resource_version).is_some());
     let (code, _, answer) = http_bytes(
         &emu,

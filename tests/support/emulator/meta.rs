@@ -1,5 +1,7 @@
 //! Admission common to every kind, before the schema: `metadata` as kube-apiserver keeps it,
-//! and the built-in kinds' own validation (Events).
+//! built-in kinds decoded into their type (proto.rs's mapping: a field of the wrong type is a
+//! 400, a field the type lacks is dropped with a warning, times take their canonical
+//! precision), and the built-in kinds' own validation (Events).
 //!
 //! kube-apiserver decodes `metadata` into `metav1.ObjectMeta` and encodes it back (built-in
 //! kinds through their typed structs; custom resources through
@@ -11,6 +13,7 @@
 use serde_json::Value;
 
 use super::events;
+use super::proto;
 use super::store::{ApiError, ResourceDef, WriteOpts};
 
 const OBJECT_META_FIELDS: [&str; 15] = [
@@ -67,7 +70,29 @@ pub fn admit(
     old: Option<&Value>,
     opts: &WriteOpts,
 ) -> Result<Vec<String>, ApiError> {
-    let unknown = normalize(obj);
+    let mut unknown = normalize(obj);
+    if !rd.custom {
+        // Built-in kinds go through their type, as kube-apiserver decodes a JSON body.
+        let mut typed_in = obj.clone();
+        typed_in["apiVersion"] = rd.api_version().into();
+        typed_in["kind"] = rd.kind.clone().into();
+        match proto::typed_json(&typed_in) {
+            Some(Ok((typed, fields))) => {
+                *obj = typed;
+                unknown.extend(fields);
+            }
+            Some(Err(e)) => {
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {}",
+                    rd.kind,
+                    rd.version,
+                    rd.kind,
+                    e.trim_start_matches('.')
+                )));
+            }
+            None => {}
+        }
+    }
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
         let list: Vec<String> = unknown

@@ -52,9 +52,9 @@
 //! - Events are validated as `ValidateEventCreate`/`ValidateEventUpdate` do (events.rs):
 //!   the legacy rules for every write, the strict ones (name, `eventTime`, `type`,
 //!   deprecated fields, `series`, immutable fields on update) through events.k8s.io/v1.
-//!   Namespaces and Leases are not validated, and a JSON body of a built-in kind is not
-//!   decoded into its type (wrong types and unknown fields are stored; protobuf bodies are
-//!   typed by their message).
+//!   Built-in kinds go through their type as kube-apiserver decodes them (a field of the
+//!   wrong type is a 400, a field the type lacks is dropped with a warning, times take their
+//!   canonical precision); Namespaces and Leases are not validated beyond that.
 //! - Validation: string `format`s checked are `date-time`, `date` and `uuid` only; CEL rules run
 //!   on the `kube-cel` crate, not cel-go, without cost limits, and only when the OpenAPI
 //!   validation passed (as in kube-apiserver); a rule using a function that crate lacks

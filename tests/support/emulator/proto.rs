@@ -39,6 +39,8 @@ trait Json: Sized {
     /// `Null` for an absent value (dropped from the enclosing object, as `omitempty` does).
     fn to_json(&self) -> Value;
     fn from_json(v: &Value) -> Result<Self, String>;
+    /// The paths (under `path`) of the fields of `v` this type does not have.
+    fn unknown_fields(_v: &Value, _path: &str, _out: &mut Vec<String>) {}
 }
 
 impl Json for String {
@@ -94,6 +96,9 @@ impl<T: Json> Json for Option<T> {
             T::from_json(v).map(Some)
         }
     }
+    fn unknown_fields(v: &Value, path: &str, out: &mut Vec<String>) {
+        T::unknown_fields(v, path, out);
+    }
 }
 
 impl<T: Json> Json for Vec<T> {
@@ -112,6 +117,11 @@ impl<T: Json> Json for Vec<T> {
                 .map(|(i, item)| T::from_json(item).map_err(|e| format!("[{i}]{e}")))
                 .collect(),
             other => Err(format!(": expected a list, found {other}")),
+        }
+    }
+    fn unknown_fields(v: &Value, path: &str, out: &mut Vec<String>) {
+        for (i, item) in v.as_array().into_iter().flatten().enumerate() {
+            T::unknown_fields(item, &format!("{path}[{i}]"), out);
         }
     }
 }
@@ -213,6 +223,16 @@ impl Json for meta::FieldsV1 {
     }
 }
 
+/// The unknown fields under one field's value, by the field's own type (`field` names it).
+fn recurse<M, T: Json>(
+    _field: impl Fn(&M) -> &T,
+    value: &Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    T::unknown_fields(value, path, out);
+}
+
 /// Messages: each field with its JSON name. JSON fields not listed are not in the message.
 macro_rules! message {
     ($($ty:ty { $($field:ident: $json:literal),* $(,)? })*) => {$(
@@ -239,6 +259,16 @@ macro_rules! message {
                     }
                 )*
                 Ok(out)
+            }
+            fn unknown_fields(v: &Value, path: &str, out: &mut Vec<String>) {
+                let Value::Object(m) = v else { return };
+                for (key, value) in m {
+                    let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    match key.as_str() {
+                        $($json => recurse(|m: &$ty| &m.$field, value, &here, out),)*
+                        _ => out.push(here),
+                    }
+                }
             }
         }
     )*};
@@ -352,6 +382,39 @@ fn message_bytes(api_version: &str, kind: &str, value: &Value) -> Option<Result<
         ("coordination.k8s.io/v1", "Lease") => from_json::<coordination::Lease>(value),
         ("coordination.k8s.io/v1", "LeaseList") => from_json::<coordination::LeaseList>(value),
         ("v1", "Status") => from_json::<meta::Status>(value),
+        _ => return None,
+    })
+}
+
+/// Decode a JSON object into its message and encode it back; the message's JSON and the
+/// paths of the fields the message lacks (top-level `apiVersion` and `kind` are kept).
+fn typed<M: Json>(obj: &Value) -> Result<(Value, Vec<String>), String> {
+    let mut body = obj.clone();
+    let type_meta: Vec<(String, Value)> = ["apiVersion", "kind"]
+        .iter()
+        .filter_map(|k| body.as_object_mut()?.remove(*k).map(|v| (k.to_string(), v)))
+        .collect();
+    let message = M::from_json(&body)?;
+    let mut unknown = Vec::new();
+    M::unknown_fields(&body, "", &mut unknown);
+    let mut out = message.to_json();
+    if let Some(m) = out.as_object_mut() {
+        m.extend(type_meta);
+    }
+    Ok((out, unknown))
+}
+
+/// A JSON object of a built-in kind as kube-apiserver keeps it: decoded into its type (a field
+/// of the wrong type is an error naming it) and encoded back (fields the type lacks dropped
+/// and listed, times in their canonical precision). `None` for kinds without a type here.
+pub fn typed_json(obj: &Value) -> Option<Result<(Value, Vec<String>), String>> {
+    let api_version = obj.get("apiVersion")?.as_str()?;
+    let kind = obj.get("kind")?.as_str()?;
+    Some(match (api_version, kind) {
+        ("v1", "Namespace") => typed::<core::Namespace>(obj),
+        ("v1", "Event") => typed::<core::Event>(obj),
+        ("events.k8s.io/v1", "Event") => typed::<events::Event>(obj),
+        ("coordination.k8s.io/v1", "Lease") => typed::<coordination::Lease>(obj),
         _ => return None,
     })
 }
