@@ -140,35 +140,19 @@ async fn apply_get_describe_and_patch() {
         assert!(described.contains(needle), "{needle:?} in:\n{described}");
     }
     assert!(
-        ok(
-            &emu,
-            &[
-                "patch",
-                "lorg",
-                "research",
-                "-n",
-                NS,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"alias":"Research 2"}}"#
-            ]
-        )
-        .await
-        .contains("patched")
+        kubectl(&emu)
+            .merge_patch("lorg", "research", NS, r#"{"spec":{"alias":"Research 2"}}"#)
+            .await
+            .contains("patched")
     );
-    let after = ok(
-        &emu,
-        &[
-            "get",
+    let after = kubectl(&emu)
+        .jsonpath(
             "lorg",
             "research",
-            "-n",
             NS,
-            "-o",
-            "jsonpath={.spec.alias}/{.metadata.generation}",
-        ],
-    )
-    .await;
+            "{.spec.alias}/{.metadata.generation}",
+        )
+        .await;
     assert_eq!(after, "Research 2/2");
     let reapplied = kubectl(&emu).apply_examples(false).await;
     assert!(
@@ -179,19 +163,9 @@ async fn apply_get_describe_and_patch() {
         reapplied.contains("organization.litellm.dev/finance unchanged"),
         "{reapplied}"
     );
-    let back = ok(
-        &emu,
-        &[
-            "get",
-            "lorg",
-            "research",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.spec.alias}",
-        ],
-    )
-    .await;
+    let back = kubectl(&emu)
+        .jsonpath("lorg", "research", NS, "{.spec.alias}")
+        .await;
     assert_eq!(back, "Research");
 }
 
@@ -234,19 +208,9 @@ async fn server_side_apply() {
     )
     .await;
     assert!(again.contains("serverside-applied"), "{again}");
-    let generation = ok(
-        &emu,
-        &[
-            "get",
-            "lorg",
-            "research",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.metadata.generation}",
-        ],
-    )
-    .await;
+    let generation = kubectl(&emu)
+        .jsonpath("lorg", "research", NS, "{.metadata.generation}")
+        .await;
     assert_eq!(generation, "1", "an unchanged apply is a no-op");
 }
 
@@ -284,39 +248,23 @@ async fn wait_for_ready_while_another_task_sets_the_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_waits_for_the_finalizer_and_delete_wait_false_returns_at_once() {
     let emu = with_examples().await;
-    ok(
-        &emu,
-        &[
-            "patch",
+    kubectl(&emu)
+        .merge_patch(
             "lorg",
             "finance",
-            "-n",
             NS,
-            "--type=merge",
-            "-p",
             r#"{"metadata":{"finalizers":["litellm.dev/cleanup"]}}"#,
-        ],
-    )
-    .await;
+        )
+        .await;
     let out = ok(
         &emu,
         &["delete", "lorg", "finance", "-n", NS, "--wait=false"],
     )
     .await;
     assert!(out.contains("deleted"), "{out}");
-    let ts = ok(
-        &emu,
-        &[
-            "get",
-            "lorg",
-            "finance",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.metadata.deletionTimestamp}",
-        ],
-    )
-    .await;
+    let ts = kubectl(&emu)
+        .jsonpath("lorg", "finance", NS, "{.metadata.deletionTimestamp}")
+        .await;
     assert!(ts.ends_with('Z'), "still there, terminating: {ts:?}");
     let mut deleting =
         kubectl(&emu).spawn(&["delete", "lorg", "finance", "-n", NS, "--timeout=30s"]);
@@ -381,20 +329,9 @@ async fn get_watch_prints_events() {
         }
     };
     next(&mut seen, "ADDED research Research").await;
-    ok(
-        &emu,
-        &[
-            "patch",
-            "lorg",
-            "research",
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"alias":"Renamed"}}"#,
-        ],
-    )
-    .await;
+    kubectl(&emu)
+        .merge_patch("lorg", "research", NS, r#"{"spec":{"alias":"Renamed"}}"#)
+        .await;
     next(&mut seen, "MODIFIED research Renamed").await;
     ok(&emu, &["delete", "lorg", "marketing", "-n", NS]).await;
     next(&mut seen, "DELETED marketing").await;

@@ -109,6 +109,40 @@ impl Kubectl {
         (out.status.success(), text)
     }
 
+    /// `kubectl patch KIND NAME -n NS --type=merge -p PATCH`, required to succeed; stdout.
+    pub async fn merge_patch(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: &str,
+        patch: &str,
+    ) -> String {
+        self.ok(&[
+            "patch",
+            kind,
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            patch,
+        ])
+        .await
+    }
+
+    /// `kubectl get KIND NAME -n NS -o jsonpath=TEMPLATE`, required to succeed; stdout.
+    pub async fn jsonpath(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: &str,
+        template: &str,
+    ) -> String {
+        let output = format!("jsonpath={template}");
+        self.ok(&["get", kind, name, "-n", namespace, "-o", &output])
+            .await
+    }
+
     /// `kubectl apply` of the committed examples (`--server-side` if asked); returns stdout.
     pub async fn apply_examples(&self, server_side: bool) -> String {
         let mut args = vec!["apply"];

@@ -61,6 +61,14 @@ pub fn normalize(obj: &mut Value) -> Vec<String> {
     unknown
 }
 
+/// kube-apiserver's 400 for a body it cannot decode into the kind.
+fn cannot_handle(rd: &ResourceDef, why: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: {why}",
+        rd.kind, rd.version, rd.kind
+    ))
+}
+
 /// The metadata round trip and the built-in validation of a create (`old` = None) or an
 /// update; returns the warnings for the response.
 pub fn admit(
@@ -81,15 +89,7 @@ pub fn admit(
                 *obj = typed;
                 unknown.extend(fields);
             }
-            Some(Err(e)) => {
-                return Err(ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: {}",
-                    rd.kind,
-                    rd.version,
-                    rd.kind,
-                    e.trim_start_matches('.')
-                )));
-            }
+            Some(Err(e)) => return Err(cannot_handle(rd, e.trim_start_matches('.'))),
             None => {}
         }
     }
@@ -101,13 +101,10 @@ pub fn admit(
             .collect();
         match opts.field_validation.as_str() {
             "Strict" => {
-                return Err(ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                    rd.kind,
-                    rd.version,
-                    rd.kind,
-                    list.join(", ")
-                )));
+                return Err(cannot_handle(
+                    rd,
+                    &format!("strict decoding error: {}", list.join(", ")),
+                ));
             }
             "Ignore" => {}
             _ => warnings.extend(list),
