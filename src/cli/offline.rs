@@ -1,18 +1,23 @@
 //! `plan` and `apply` on a folder of manifests, without a cluster: the same engine the
 //! controller uses, one transaction per object, organizations before members.
+//!
+//! [`run`] takes a [`ManifestSet`] that has been read, then for each object plans it and
+//! (with `apply`) applies it before the next is planned (a member planned after an earlier
+//! one created its user sees that user), records the outcome in the report, and finally
+//! prunes, but only when every input was read, planned and applied without error.
 
 use std::collections::{HashMap, HashSet};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::manifest::{DEFAULT_NAMESPACE, ManifestError, ManifestSet, Source};
-use crate::crd::DeletionPolicy;
+use crate::cli::manifest::{DEFAULT_NAMESPACE, Loaded, ManifestError, ManifestSet, Source};
+use crate::crd::{DeletionPolicy, Organization, OrganizationMember};
 use crate::engine::{
     Change, DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
     ids,
 };
 use crate::error::EngineError;
-use crate::store::Store;
+use crate::store::{OwnedMembership, Store};
 
 /// What to do with the plans.
 #[derive(Clone, Copy, Debug, Default)]
@@ -34,6 +39,8 @@ pub struct RunReport {
     pub errors: Vec<ManifestError>,
     /// Objects read.
     pub objects: usize,
+    /// Why `--prune` did not run at all, when it was asked for and refused.
+    pub prune_refused: Option<String>,
 }
 
 impl RunReport {
@@ -62,24 +69,38 @@ impl RunReport {
     }
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
-    ObjectKey::new(
-        meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
-        meta.name.as_deref().unwrap_or_default(),
-    )
+/// Plan (and with `apply`, write) every object of the set, then prune if asked and safe.
+pub async fn run<S: Store>(
+    engine: &Engine<S>,
+    set: &ManifestSet,
+    options: RunOptions,
+) -> RunReport {
+    let mut run = Run::new(engine, options, set.len());
+    for loaded in &set.organizations {
+        run.organization(loaded).await;
+    }
+    for loaded in &set.members {
+        run.member(loaded).await;
+    }
+    run.progress.finish_and_clear();
+    if options.prune {
+        match prune_refusal(set, &run.report) {
+            Some(reason) => run.report.prune_refused = Some(reason),
+            None => run.prune(&Declared::of(set)).await,
+        }
+    }
+    run.report
 }
 
-fn object_error(source: &Source, kind: &str, key: &ObjectKey, err: &EngineError) -> ManifestError {
-    let (field, message) = match err {
-        EngineError::InvalidSpec { field, message } => (Some(field.clone()), message.clone()),
-        other => (None, format!("{}: {other}", other.reason().as_str())),
-    };
-    ManifestError {
-        source: Some(source.clone()),
-        object: Some(format!("{kind} {key}")),
-        field,
-        message,
-    }
+/// Why prune must not run: any input that was not read, validated, planned or applied may
+/// be an object whose rows prune would otherwise delete.
+fn prune_refusal(set: &ManifestSet, report: &RunReport) -> Option<String> {
+    let failures = set.errors.len() + report.errors.len();
+    (failures > 0).then(|| {
+        format!(
+            "prune refused: {failures} error(s) above (an object that was not read or planned would be deleted); nothing was deleted, fix the errors and run again"
+        )
+    })
 }
 
 /// Where an organization stands after its own step, for the members that point at it.
@@ -91,240 +112,341 @@ struct OrgOutcome {
     failed: bool,
 }
 
-/// Plan (and with `apply`, write) every object of the set.
-pub async fn run<S: Store>(
-    engine: &Engine<S>,
-    set: &ManifestSet,
+/// The state of one run: the report so far and what later objects need to know.
+struct Run<'a, S> {
+    engine: &'a Engine<S>,
     options: RunOptions,
-) -> RunReport {
-    let mut report = RunReport {
-        objects: set.len(),
-        ..Default::default()
-    };
-    let bar = if options.progress {
-        let bar = ProgressBar::new(set.len() as u64);
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:40} {pos}/{len} objects {elapsed} {msg}")
-        {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-
-    let mut orgs: HashMap<ObjectKey, OrgOutcome> = HashMap::new();
-    let mut claimed_org_ids: HashMap<String, ObjectKey> = HashMap::new();
-    let mut desired_owners: HashSet<String> = HashSet::new();
-    for loaded in &set.organizations {
-        bar.inc(1);
-        let key = key_of(&loaded.object.metadata);
-        desired_owners.insert(crate::engine::owner_string(&key));
-        let result = async {
-            let desired =
-                DesiredOrganization::from_spec(key.clone(), &loaded.object.spec, engine.actor())?;
-            if let Some(other) = claimed_org_ids.get(&desired.organization_id) {
-                return Err(EngineError::Conflict(format!(
-                    "organization {} is already claimed by Organization {other} in these manifests",
-                    desired.organization_id
-                )));
-            }
-            claimed_org_ids.insert(desired.organization_id.clone(), key.clone());
-            let plan = engine.plan_organization(&desired).await?;
-            if options.apply {
-                engine.apply(&plan).await?;
-            }
-            Ok::<_, EngineError>(plan)
-        }
-        .await;
-        match result {
-            Ok(plan) => {
-                let pending = plan
-                    .changes
-                    .iter()
-                    .any(|c| matches!(c, Change::CreateOrganization(_)))
-                    && !options.apply;
-                orgs.insert(
-                    key,
-                    OrgOutcome {
-                        organization_id: plan.organization_id.clone().unwrap_or_default(),
-                        pending,
-                        failed: false,
-                    },
-                );
-                if !plan.is_empty() {
-                    report.plans.push(plan);
-                }
-            }
-            Err(err) => {
-                report
-                    .errors
-                    .push(object_error(&loaded.source, "Organization", &key, &err));
-                orgs.insert(
-                    key,
-                    OrgOutcome {
-                        organization_id: String::new(),
-                        pending: false,
-                        failed: true,
-                    },
-                );
-            }
-        }
-    }
-
-    let mut claimed_memberships: HashMap<(String, String), ObjectKey> = HashMap::new();
-    let mut desired_member_budgets: HashSet<String> = HashSet::new();
-    for loaded in &set.members {
-        bar.inc(1);
-        let key = key_of(&loaded.object.metadata);
-        desired_member_budgets.insert(ids::member_budget_id(&key.namespace, &key.name));
-        let result = async {
-            let desired = DesiredMember::from_spec(key.clone(), &loaded.object.spec)?;
-            let (organization_id, pending) = match &desired.organization {
-                OrganizationTarget::Id(id) => (id.clone(), false),
-                OrganizationTarget::Resource(name) => {
-                    let org_key = ObjectKey::new(key.namespace.clone(), name.clone());
-                    match orgs.get(&org_key) {
-                        None => {
-                            return Err(EngineError::OrganizationNotFound(format!(
-                                "spec.organizationRef.name: Organization {org_key} is not among the manifests"
-                            )));
-                        }
-                        Some(o) if o.failed => {
-                            return Err(EngineError::OrganizationNotReady(format!(
-                                "Organization {org_key} has errors (see above)"
-                            )));
-                        }
-                        Some(o) => (o.organization_id.clone(), o.pending),
-                    }
-                }
-            };
-            let plan = engine
-                .plan_member(&desired, &organization_id, pending)
-                .await?;
-            let pair = (
-                plan.user_id.clone().unwrap_or_default(),
-                organization_id.clone(),
-            );
-            if let Some(other) = claimed_memberships.get(&pair) {
-                return Err(EngineError::Conflict(format!(
-                    "user {} in organization {} is already claimed by OrganizationMember {other}",
-                    pair.0, pair.1
-                )));
-            }
-            claimed_memberships.insert(pair, key.clone());
-            if options.apply {
-                engine.apply(&plan).await?;
-            }
-            Ok::<_, EngineError>(plan)
-        }
-        .await;
-        match result {
-            Ok(plan) if !plan.is_empty() => report.plans.push(plan),
-            Ok(_) => {}
-            Err(err) => report.errors.push(object_error(
-                &loaded.source,
-                "OrganizationMember",
-                &key,
-                &err,
-            )),
-        }
-    }
-    bar.finish_and_clear();
-
-    if options.prune
-        && let Err(err) = prune(
-            engine,
-            &desired_owners,
-            &desired_member_budgets,
-            options,
-            &mut report,
-        )
-        .await
-    {
-        report.errors.push(ManifestError {
-            source: None,
-            object: None,
-            field: None,
-            message: format!("prune: {err}"),
-        });
-    }
-    report
+    report: RunReport,
+    progress: ProgressBar,
+    organizations: HashMap<ObjectKey, OrgOutcome>,
+    claimed_organization_ids: HashMap<String, ObjectKey>,
+    claimed_memberships: HashMap<(String, String), ObjectKey>,
 }
 
-/// Delete rows the operator owns that no manifest declares: memberships first, then
-/// organizations (each cascade in one transaction). Organizations whose marker says
-/// `Retain` are left alone.
-async fn prune<S: Store>(
-    engine: &Engine<S>,
-    desired_owners: &HashSet<String>,
-    desired_member_budgets: &HashSet<String>,
-    options: RunOptions,
-    report: &mut RunReport,
-) -> Result<(), EngineError> {
-    for m in engine.store().owned_memberships(engine.actor()).await? {
-        if desired_member_budgets.contains(&m.budget_id) {
-            continue;
-        }
-        let plan = ObjectPlan {
-            kind: "OrganizationMember (pruned)",
-            changes: vec![Change::DeleteMembership {
-                user_id: m.user_id,
-                organization_id: m.organization_id,
-                owned_budget_id: Some(m.budget_id),
-            }],
-            ..Default::default()
+impl<'a, S: Store> Run<'a, S> {
+    fn new(engine: &'a Engine<S>, options: RunOptions, objects: usize) -> Self {
+        let progress = if options.progress {
+            let bar = ProgressBar::new(objects as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:40} {pos}/{len} objects {elapsed} {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        } else {
+            ProgressBar::hidden()
         };
-        if options.apply {
-            engine.apply(&plan).await?;
+        Self {
+            engine,
+            options,
+            report: RunReport {
+                objects,
+                ..Default::default()
+            },
+            progress,
+            organizations: HashMap::new(),
+            claimed_organization_ids: HashMap::new(),
+            claimed_memberships: HashMap::new(),
         }
-        report.plans.push(plan);
     }
-    for (organization_id, owner) in engine.store().owned_organizations().await? {
-        if desired_owners.contains(&owner) {
-            continue;
+
+    /// Plan, apply and record one organization.
+    async fn organization(&mut self, loaded: &Loaded<Organization>) {
+        self.progress.inc(1);
+        let key = key_of(&loaded.object.metadata);
+        let result = match self.plan_organization(&key, loaded).await {
+            Ok(plan) => self.apply(plan).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(plan) => OrgOutcome {
+                organization_id: plan.organization_id.clone().unwrap_or_default(),
+                pending: !self.options.apply
+                    && plan
+                        .changes
+                        .iter()
+                        .any(|c| matches!(c, Change::CreateOrganization(_))),
+                failed: false,
+            },
+            Err(_) => OrgOutcome {
+                organization_id: String::new(),
+                pending: false,
+                failed: true,
+            },
+        };
+        self.organizations.insert(key.clone(), outcome);
+        self.record(&loaded.source, "Organization", &key, result);
+    }
+
+    async fn plan_organization(
+        &mut self,
+        key: &ObjectKey,
+        loaded: &Loaded<Organization>,
+    ) -> Result<ObjectPlan, EngineError> {
+        let desired =
+            DesiredOrganization::from_spec(key.clone(), &loaded.object.spec, self.engine.actor())?;
+        if let Some(other) = self.claimed_organization_ids.get(&desired.organization_id) {
+            return Err(EngineError::Conflict(format!(
+                "organization {} is already claimed by Organization {other} in these manifests",
+                desired.organization_id
+            )));
         }
-        let Some(key) = owner
-            .strip_prefix("Organization/")
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(ns, name)| ObjectKey::new(ns, name))
-        else {
-            continue;
+        self.claimed_organization_ids
+            .insert(desired.organization_id.clone(), key.clone());
+        self.engine.plan_organization(&desired).await
+    }
+
+    /// Plan, apply and record one member.
+    async fn member(&mut self, loaded: &Loaded<OrganizationMember>) {
+        self.progress.inc(1);
+        let key = key_of(&loaded.object.metadata);
+        let result = match self.plan_member(&key, loaded).await {
+            Ok(plan) => self.apply(plan).await,
+            Err(e) => Err(e),
         };
-        let desired = DesiredOrganization {
-            key: key.clone(),
-            organization_id: organization_id.clone(),
-            pinned: true,
-            alias: key.name.clone(),
-            models: Vec::new(),
-            budget: crate::engine::DesiredBudget::Referenced(String::new()),
-            owned_budget_id: ids::organization_budget_id(&key.namespace, &key.name),
-            metadata: Default::default(),
-            deletion_policy: DeletionPolicy::Delete,
+        self.record(&loaded.source, "OrganizationMember", &key, result);
+    }
+
+    async fn plan_member(
+        &mut self,
+        key: &ObjectKey,
+        loaded: &Loaded<OrganizationMember>,
+    ) -> Result<ObjectPlan, EngineError> {
+        let desired = DesiredMember::from_spec(key.clone(), &loaded.object.spec)?;
+        let (organization_id, pending) = match &desired.organization {
+            OrganizationTarget::Id(id) => (id.clone(), false),
+            OrganizationTarget::Resource(name) => {
+                let org_key = ObjectKey::new(key.namespace.clone(), name.clone());
+                match self.organizations.get(&org_key) {
+                    None => {
+                        return Err(EngineError::OrganizationNotFound(format!(
+                            "spec.organizationRef.name: Organization {org_key} is not among the manifests"
+                        )));
+                    }
+                    Some(o) if o.failed => {
+                        return Err(EngineError::OrganizationNotReady(format!(
+                            "Organization {org_key} has errors (see above)"
+                        )));
+                    }
+                    Some(o) => (o.organization_id.clone(), o.pending),
+                }
+            }
         };
-        let observed = engine
-            .store()
-            .observe_organization(&organization_id, &desired.owned_budget_id)
+        let plan = self
+            .engine
+            .plan_member(&desired, &organization_id, pending)
             .await?;
-        let retained = observed
-            .organization
-            .as_ref()
-            .and_then(|o| o.metadata.get(crate::engine::validate::OWNER_KEY))
-            .and_then(|m| m.get("deletionPolicy"))
-            .and_then(|p| p.as_str())
-            == Some("Retain");
-        if retained {
-            continue;
+        let pair = (
+            plan.user_id.clone().unwrap_or_default(),
+            organization_id.clone(),
+        );
+        if let Some(other) = self.claimed_memberships.get(&pair) {
+            return Err(EngineError::Conflict(format!(
+                "user {} in organization {} is already claimed by OrganizationMember {other}",
+                pair.0, pair.1
+            )));
         }
-        let mut plan = crate::engine::plan_delete_organization(&desired, &observed);
-        plan.kind = "Organization (pruned)";
-        if plan.is_empty() {
-            continue;
-        }
-        if options.apply {
-            engine.apply(&plan).await?;
-        }
-        report.plans.push(plan);
+        self.claimed_memberships.insert(pair, key.clone());
+        Ok(plan)
     }
-    Ok(())
+
+    /// Write a plan when the run applies; a plan-only run passes it through.
+    async fn apply(&self, plan: ObjectPlan) -> Result<ObjectPlan, EngineError> {
+        if self.options.apply {
+            self.engine.apply(&plan).await?;
+        }
+        Ok(plan)
+    }
+
+    /// Put an object's outcome in the report.
+    fn record(
+        &mut self,
+        source: &Source,
+        kind: &str,
+        key: &ObjectKey,
+        result: Result<ObjectPlan, EngineError>,
+    ) {
+        match result {
+            Ok(plan) if !plan.is_empty() => self.report.plans.push(plan),
+            Ok(_) => {}
+            Err(err) => {
+                self.report
+                    .errors
+                    .push(object_error(Some(source), &format!("{kind} {key}"), &err))
+            }
+        }
+    }
+
+    /// Delete rows the operator owns that no manifest declares: memberships first, then
+    /// organizations (each cascade in one transaction). Organizations whose marker says
+    /// `Retain` are left alone. A failure is reported with the object and the others are
+    /// still pruned.
+    async fn prune(&mut self, declared: &Declared) {
+        let store = self.engine.store();
+        let mut targets = Vec::new();
+        match store.owned_memberships(self.engine.actor()).await {
+            Ok(rows) => targets.extend(
+                rows.into_iter()
+                    .filter(|m| !declared.member_budgets.contains(&m.budget_id))
+                    .map(PruneTarget::Membership),
+            ),
+            Err(e) => self.prune_error("memberships this tool owns", &e.into()),
+        }
+        match store.owned_organizations().await {
+            Ok(rows) => targets.extend(rows.into_iter().filter_map(|(organization_id, owner)| {
+                if declared.owners.contains(&owner) {
+                    return None;
+                }
+                let key = owner
+                    .strip_prefix("Organization/")
+                    .and_then(|rest| rest.split_once('/'))
+                    .map(|(ns, name)| ObjectKey::new(ns, name))?;
+                Some(PruneTarget::Organization {
+                    organization_id,
+                    key,
+                })
+            })),
+            Err(e) => self.prune_error("organizations this tool owns", &e.into()),
+        }
+        for target in targets {
+            let result = match self.plan_prune(&target).await {
+                Ok(Some(plan)) => self.apply(plan).await.map(Some),
+                other => other,
+            };
+            match result {
+                Ok(Some(plan)) => self.report.plans.push(plan),
+                Ok(None) => {}
+                Err(e) => self.prune_error(&target.to_string(), &e),
+            }
+        }
+    }
+
+    /// The one place prune asks the engine what deleting a row it owns takes; `None` when
+    /// there is nothing to delete (already gone, or `Retain`).
+    async fn plan_prune(&self, target: &PruneTarget) -> Result<Option<ObjectPlan>, EngineError> {
+        match target {
+            PruneTarget::Membership(m) => Ok(Some(ObjectPlan {
+                kind: "OrganizationMember (pruned)",
+                changes: vec![Change::DeleteMembership {
+                    user_id: m.user_id.clone(),
+                    organization_id: m.organization_id.clone(),
+                    owned_budget_id: Some(m.budget_id.clone()),
+                }],
+                ..Default::default()
+            })),
+            PruneTarget::Organization {
+                organization_id,
+                key,
+            } => {
+                let desired = DesiredOrganization {
+                    key: key.clone(),
+                    organization_id: organization_id.clone(),
+                    pinned: true,
+                    alias: key.name.clone(),
+                    models: Vec::new(),
+                    budget: crate::engine::DesiredBudget::Referenced(String::new()),
+                    owned_budget_id: ids::organization_budget_id(&key.namespace, &key.name),
+                    metadata: Default::default(),
+                    deletion_policy: DeletionPolicy::Delete,
+                };
+                let observed = self
+                    .engine
+                    .store()
+                    .observe_organization(organization_id, &desired.owned_budget_id)
+                    .await?;
+                let retained = observed
+                    .organization
+                    .as_ref()
+                    .and_then(|o| o.metadata.get(crate::engine::validate::OWNER_KEY))
+                    .and_then(|m| m.get("deletionPolicy"))
+                    .and_then(|p| p.as_str())
+                    == Some("Retain");
+                if retained {
+                    return Ok(None);
+                }
+                let mut plan = crate::engine::plan_delete_organization(&desired, &observed);
+                plan.kind = "Organization (pruned)";
+                Ok((!plan.is_empty()).then_some(plan))
+            }
+        }
+    }
+
+    fn prune_error(&mut self, what: &str, err: &EngineError) {
+        self.report
+            .errors
+            .push(object_error(None, &format!("prune {what}"), err));
+    }
+}
+
+/// A row prune would delete.
+enum PruneTarget {
+    Membership(OwnedMembership),
+    Organization {
+        organization_id: String,
+        key: ObjectKey,
+    },
+}
+
+impl std::fmt::Display for PruneTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Membership(m) => write!(
+                f,
+                "membership of user {} in organization {}",
+                m.user_id, m.organization_id
+            ),
+            Self::Organization {
+                organization_id,
+                key,
+            } => write!(f, "Organization {key} (organization {organization_id})"),
+        }
+    }
+}
+
+/// What the manifests declare, as prune recognises it in the database.
+struct Declared {
+    /// `Organization/<namespace>/<name>` of every Organization.
+    owners: HashSet<String>,
+    /// The budget id of every OrganizationMember's membership.
+    member_budgets: HashSet<String>,
+}
+
+impl Declared {
+    fn of(set: &ManifestSet) -> Self {
+        Self {
+            owners: set
+                .organizations
+                .iter()
+                .map(|o| crate::engine::owner_string(&key_of(&o.object.metadata)))
+                .collect(),
+            member_budgets: set
+                .members
+                .iter()
+                .map(|m| {
+                    let key = key_of(&m.object.metadata);
+                    ids::member_budget_id(&key.namespace, &key.name)
+                })
+                .collect(),
+        }
+    }
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey::new(
+        meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+fn object_error(source: Option<&Source>, object: &str, err: &EngineError) -> ManifestError {
+    let (field, message) = match err {
+        EngineError::InvalidSpec { field, message } => (Some(field.clone()), message.clone()),
+        other => (None, format!("{}: {other}", other.reason().as_str())),
+    };
+    ManifestError {
+        source: source.cloned(),
+        object: Some(object.to_string()),
+        field,
+        message,
+    }
 }
