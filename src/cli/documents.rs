@@ -135,7 +135,16 @@ fn yaml_syntax_error(chunk: &Chunk<'_>) -> DocumentError {
         Err(e) => e.to_string(),
         Ok(_) => "unreadable document".to_string(),
     };
-    DocumentError::new(None, format!("invalid YAML: {message}"))
+    DocumentError::new(None, format!("invalid YAML: {}", explain_depth(message)))
+}
+
+/// The readers stop 128 levels deep: say what the limit is about.
+fn explain_depth(message: String) -> String {
+    if message.contains("recursion limit exceeded") {
+        format!("nested more than 128 levels ({message})")
+    } else {
+        message
+    }
 }
 
 /// `.inf`, `-.inf` and `.nan` have no JSON form (the API server's YAML-to-JSON step fails on
@@ -186,7 +195,8 @@ fn parse_json(text: &str) -> Result<Value, DocumentError> {
     let value = serde_path_to_error::deserialize::<_, StrictValue>(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
-        DocumentError::new(field, format!("invalid JSON: {}", e.into_inner()))
+        let message = explain_depth(e.into_inner().to_string());
+        DocumentError::new(field, format!("invalid JSON: {message}"))
     })?;
     de.end()
         .map_err(|e| DocumentError::new(None, format!("invalid JSON: {e}")))?;

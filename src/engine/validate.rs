@@ -437,6 +437,86 @@ mod tests {
     }
 
     #[test]
+    fn metadata_is_bounded_as_the_crd_bounds_it() {
+        let nested = |levels: usize, leaf: serde_json::Value| {
+            let mut v = leaf;
+            for _ in 0..levels {
+                v = serde_json::json!({ "a": v });
+            }
+            v
+        };
+        let with = |metadata: serde_json::Value| OrganizationSpec {
+            metadata: metadata.as_object().cloned(),
+            ..Default::default()
+        };
+        // Six levels of objects and arrays, scalars or empty containers below: fine.
+        let six = nested(4, serde_json::json!({"l": [1, {}, []], "o": {"k": "v"}}));
+        assert!(validate_organization("a", &with(six)).is_ok());
+        let seven = nested(7, serde_json::json!("x"));
+        assert_eq!(
+            field_of(validate_organization("a", &with(seven))),
+            "spec.metadata.a.a.a.a.a.a"
+        );
+        let in_arrays = nested(4, serde_json::json!({"l": [[1]]}));
+        assert_eq!(
+            field_of(validate_organization("a", &with(in_arrays))),
+            "spec.metadata.a.a.a.a.l[0]"
+        );
+        let wide: Map<String, Value> = (0..=METADATA_MAX_PROPERTIES)
+            .map(|i| (format!("k{i}"), Value::from(i)))
+            .collect();
+        assert_eq!(
+            field_of(validate_organization("a", &with(Value::Object(wide)))),
+            "spec.metadata"
+        );
+        let long = serde_json::json!({"t": {"s": "x".repeat(METADATA_MAX_STRING_LENGTH + 1)}});
+        assert_eq!(
+            field_of(validate_organization("a", &with(long))),
+            "spec.metadata.t.s"
+        );
+        let items = serde_json::json!({"l": vec![1; METADATA_MAX_ITEMS + 1]});
+        assert_eq!(
+            field_of(validate_organization("a", &with(items))),
+            "spec.metadata.l"
+        );
+    }
+
+    #[test]
+    fn nul_and_names_are_refused_with_the_field() {
+        let spec = OrganizationSpec {
+            alias: Some("a\0".into()),
+            ..Default::default()
+        };
+        assert_eq!(field_of(validate_organization("a", &spec)), "spec.alias");
+        let spec = OrganizationSpec {
+            metadata: serde_json::json!({"k": ["ok", "\0"]}).as_object().cloned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            field_of(validate_organization("a", &spec)),
+            "spec.metadata.k[1]"
+        );
+        for bad in ["", "A", "a/b", "a..b", "-a", "a-", "a\nb", &"a".repeat(254)] {
+            assert_eq!(
+                field_of(validate_organization(bad, &OrganizationSpec::default())),
+                "metadata.name",
+                "{bad:?}"
+            );
+        }
+        for ok in ["a", "a.b-c", "0x", &"a".repeat(253)] {
+            assert!(validate_organization(ok, &OrganizationSpec::default()).is_ok());
+        }
+        for bad in ["", "a.b", "a/b", "A", "-a", "a\n", &"a".repeat(64)] {
+            assert_eq!(
+                field_of(validate_namespace("metadata.namespace", bad)),
+                "metadata.namespace",
+                "{bad:?}"
+            );
+        }
+        assert!(validate_namespace("metadata.namespace", &"a".repeat(63)).is_ok());
+    }
+
+    #[test]
     fn member_rules_name_the_field() {
         let mut spec = OrganizationMemberSpec {
             organization_ref: Some(OrganizationReference {
