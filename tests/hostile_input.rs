@@ -129,6 +129,9 @@ async fn prune_is_refused_when_any_input_fails() {
     }
 }
 
+/// A change to the folder under test, and its undoing.
+type Step<'a> = Box<dyn Fn() + 'a>;
+
 /// Finding 2: symbolic links to files and folders are followed (a loop is noticed, not
 /// walked forever), so their objects are declared and never pruned; a dangling link, a FIFO
 /// or an unreadable file is an error that blocks prune.
@@ -162,7 +165,7 @@ async fn symbolic_links_are_followed_and_unreadable_files_block_prune() {
 
         // Each of these makes the folder unreadable in part: an error, and no prune.
         std::fs::remove_file(d.join("m/team")).expect("rm link");
-        let cases: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = vec![
+        let cases: Vec<(&str, Step, Step)> = vec![
             (
                 "dangling symbolic link",
                 Box::new(|| symlink("../shared/gone.yaml", d.join("m/gone.yaml")).expect("link")),
