@@ -29,6 +29,9 @@ impl StoreError {
     /// Map a driver error, keeping only what is safe to show (never the URL).
     pub fn from_sqlx(err: sqlx::Error) -> Self {
         match err {
+            sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Self::Unavailable("connection refused".into())
+            }
             sqlx::Error::Io(e) => Self::Unavailable(e.to_string()),
             sqlx::Error::Tls(_) => Self::Unavailable("TLS handshake failed".into()),
             sqlx::Error::PoolTimedOut => {

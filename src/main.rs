@@ -10,9 +10,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use litellm_org_operator::cli::error::CliError;
 use litellm_org_operator::cli::manifest::ManifestSet;
 use litellm_org_operator::cli::offline::{self, RunOptions};
-use litellm_org_operator::cli::output::{self, Format};
+use litellm_org_operator::cli::output::{self, Format, escape};
 use litellm_org_operator::controller::{self, RunConfig};
 use litellm_org_operator::engine::{DEFAULT_ACTOR, Engine};
 use litellm_org_operator::store::Store;
@@ -126,14 +127,14 @@ async fn main() -> ExitCode {
     }
     match run(cli).await {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(error) => {
+            eprintln!("error: {}", escape(&error.to_string()));
             ExitCode::from(1)
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let url = SecretString::from(
         cli.database
             .clone()
@@ -155,13 +156,16 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let url = match database_url_file {
                 Some(path) => SecretString::from(
                     std::fs::read_to_string(&path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                        .map_err(|source| CliError::ReadFile { path, source })?
                         .trim()
                         .to_string(),
                 ),
-                None => SecretString::from(cli.database.clone().ok_or(
-                    "run needs a database: set DATABASE_URL, --database or --database-url-file",
-                )?),
+                None => SecretString::from(cli.database.clone().ok_or_else(|| {
+                    CliError::Usage(
+                        "run needs a database: set DATABASE_URL, --database or --database-url-file"
+                            .into(),
+                    )
+                })?),
             };
             let config = RunConfig {
                 namespaces,
@@ -184,35 +188,26 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {
-            let yaml = litellm_org_operator::crd::crds_yaml().map_err(|e| e.to_string())?;
+            let yaml = litellm_org_operator::crd::crds_yaml()?;
             print!("{yaml}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = database::open(&url).await.map_err(|e| e.to_string())?;
-            store.migrate().await.map_err(|e| e.to_string())?;
+            let store = database::open(&url).await?;
+            store.migrate().await?;
             println!("schema ready");
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { paths, prune } => manifests(&url, &cli.actor, &paths, false, prune).await,
         Command::Apply { paths, prune } => manifests(&url, &cli.actor, &paths, true, prune).await,
         Command::Get { what, output } => {
-            let store = database::open(&url).await.map_err(|e| e.to_string())?;
-            database::ensure_schema(&store)
-                .await
-                .map_err(|e| e.to_string())?;
+            let store = database::open(&url).await?;
+            database::ensure_schema(&store).await?;
             let text = match what {
-                GetWhat::Organizations => output::organizations(
-                    &store
-                        .list_organizations()
-                        .await
-                        .map_err(|e| e.to_string())?,
-                    output,
-                ),
-                GetWhat::Members => output::members(
-                    &store.list_members().await.map_err(|e| e.to_string())?,
-                    output,
-                ),
+                GetWhat::Organizations => {
+                    output::organizations(&store.list_organizations().await?, output)
+                }
+                GetWhat::Members => output::members(&store.list_members().await?, output),
             };
             print!("{text}");
             Ok(ExitCode::SUCCESS)
@@ -220,21 +215,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
+/// `plan` and `apply`: read the manifests, run them through the engine, print the report.
 async fn manifests(
     url: &SecretString,
     actor: &str,
     paths: &[PathBuf],
     apply: bool,
     prune: bool,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let set = ManifestSet::load(paths);
-    for notice in &set.skipped {
-        eprintln!("{notice}");
+    for notice in set.skipped.iter().chain(&set.notices) {
+        eprintln!("{}", escape(notice));
     }
-    let store = database::open(url).await.map_err(|e| e.to_string())?;
-    database::ensure_schema(&store)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = database::open(url).await?;
+    database::ensure_schema(&store).await?;
     let engine = Engine::new(store, actor);
     let options = RunOptions {
         apply,
@@ -242,6 +236,12 @@ async fn manifests(
         progress: std::io::stdout().is_terminal() && set.len() > PROGRESS_THRESHOLD,
     };
     let report = offline::run(&engine, &set, options).await;
+    Ok(print_report(&set, &report, apply))
+}
+
+/// Plans on stdout, errors on stderr (every value escaped), and the exit code: 0 done or
+/// nothing to do, 2 changes pending (plan), 1 errors.
+fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> ExitCode {
     for plan in &report.plans {
         print!("{plan}");
     }
@@ -253,7 +253,10 @@ async fn manifests(
         .map(ToString::to_string)
         .collect();
     for e in &errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", escape(e));
+    }
+    if let Some(refusal) = &report.prune_refused {
+        eprintln!("{refusal}");
     }
     let verb = if apply { "Applied" } else { "Plan" };
     if report.has_changes() {
@@ -266,13 +269,13 @@ async fn manifests(
     }
     if !errors.is_empty() {
         eprintln!("{} error(s).", errors.len());
-        return Ok(ExitCode::from(1));
+        return ExitCode::from(1);
     }
-    Ok(if !apply && report.has_changes() {
+    if !apply && report.has_changes() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Start-up checks, then the controllers and the HTTP endpoints until SIGTERM.
@@ -281,20 +284,20 @@ async fn operate(
     config: RunConfig,
     http_addr: SocketAddr,
     lease: Option<(String, String)>,
-) -> Result<(), String> {
-    let store = database::open(url).await.map_err(|e| e.to_string())?;
-    database::ensure_schema(&store)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(), CliError> {
+    let store = database::open(url).await?;
+    database::ensure_schema(&store).await?;
     let client = kube::Client::try_default()
         .await
-        .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+        .map_err(|e| CliError::Cluster(format!("cannot reach the Kubernetes API: {e}")))?;
     if config.install_crds {
         controller::install_crds(&client)
             .await
-            .map_err(|e| format!("cannot install the CRDs: {e}"))?;
+            .map_err(|e| CliError::Cluster(format!("cannot install the CRDs: {e}")))?;
     }
-    controller::check_crds(&client, &config.namespaces).await?;
+    controller::check_crds(&client, &config.namespaces)
+        .await
+        .map_err(CliError::Cluster)?;
     let metrics = Arc::new(litellm_org_operator::metrics::Metrics::new());
     let counter = metrics.clone();
     let engine = Arc::new(
@@ -323,7 +326,9 @@ async fn operate(
                 .with_grace(5)
                 .build()
                 .await
-                .map_err(|e| format!("cannot set up the lease {namespace}/{name}: {e}"))?;
+                .map_err(|e| {
+                    CliError::Cluster(format!("cannot set up the lease {namespace}/{name}: {e}"))
+                })?;
             let (rx, _task) = manager.watch().await;
             tracing::info!(lease = %name, %namespace, identity = %config.instance, "leader election on");
             controller::Leadership::from_lease(rx)
@@ -331,5 +336,5 @@ async fn operate(
     };
     let result = controller::run(client, engine, config, metrics, readiness, leadership).await;
     http.abort();
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| CliError::Cluster(e.to_string()))
 }

@@ -116,6 +116,50 @@ proptest! {
         check_set(&set);
     }
 
+    /// However broken some documents of a stream are, every other one is read and every
+    /// broken one is reported: nothing is dropped silently (a dropped object would be pruned).
+    #[test]
+    fn every_document_is_read_or_reported(
+        docs in prop::collection::vec(
+            prop_oneof![
+                Just(None),
+                Just(Some("alias: [unclosed")),
+                Just(Some("spec: {alias: x")),
+                Just(Some("metadata: {name: a}\n  bad: indentation")),
+                Just(Some("\"unterminated")),
+                Just(Some("key: 'x")),
+                Just(Some("a: 1\na: 2")),
+                Just(Some("x: .nan")),
+            ],
+            0..10,
+        ),
+        bom in any::<bool>(),
+    ) {
+        let mut text = if bom { "\u{feff}".to_string() } else { String::new() };
+        let mut valid = 0;
+        let mut broken = 0;
+        for (i, doc) in docs.iter().enumerate() {
+            match doc {
+                None => {
+                    valid += 1;
+                    text.push_str(&format!(
+                        "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {{name: o{i}}}\nspec: {{}}\n"
+                    ));
+                }
+                Some(garbage) => {
+                    broken += 1;
+                    text.push_str(&format!("apiVersion: litellm.dev/v1alpha1\nkind: Organization\n{garbage}\n"));
+                }
+            }
+            text.push_str("---\n");
+        }
+        let mut set = ManifestSet::default();
+        set.add_text(Path::new("stream.yaml"), &text);
+        prop_assert_eq!(set.organizations.len(), valid, "{:?}", set.errors);
+        prop_assert_eq!(set.errors.len(), broken, "{:?}", set.errors);
+        check_set(&set);
+    }
+
     #[test]
     fn arbitrary_specs_never_panic(spec in arb_json(), kind in prop_oneof![Just("Organization"), Just("OrganizationMember")]) {
         let doc = json!({

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::cli::{documents, files};
 use crate::crd::{API_VERSION, GROUP, Organization, OrganizationMember};
+use crate::engine::validate::validate_namespace;
+use crate::error::EngineError;
 
 /// Where a document came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct ManifestSet {
     pub members: Vec<Loaded<OrganizationMember>>,
     /// Documents of other kinds, skipped.
     pub skipped: Vec<String>,
+    /// Other things worth a line on stderr that are not errors (a symbolic link loop).
+    pub notices: Vec<String>,
     pub errors: Vec<ManifestError>,
 }
 
@@ -71,29 +76,36 @@ pub struct ManifestSet {
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 impl ManifestSet {
-    /// Read files and folders (recursively: `.yaml`, `.yml`, `.json`, in name order).
+    /// Read files and folders (recursively: `.yaml`, `.yml`, `.json`, in name order, symbolic
+    /// links followed).
     pub fn load(paths: &[PathBuf]) -> Self {
         let mut set = Self::default();
-        for path in paths {
-            match collect_files(path) {
-                Ok(files) => {
-                    for file in files {
-                        match std::fs::read_to_string(&file) {
-                            Ok(text) => set.add_text(&file, &text),
-                            Err(e) => set.errors.push(ManifestError {
-                                source: None,
-                                object: None,
-                                field: None,
-                                message: format!("cannot read {}: {e}", file.display()),
-                            }),
-                        }
-                    }
-                }
-                Err(message) => set.errors.push(ManifestError {
+        let found = files::find(paths);
+        set.notices.extend(found.notices);
+        for message in found.errors {
+            set.errors.push(ManifestError {
+                source: None,
+                object: None,
+                field: None,
+                message,
+            });
+        }
+        for file in found.files {
+            match std::fs::read(&file) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => set.add_text(&file, &text),
+                    Err(e) => set.errors.push(ManifestError {
+                        source: None,
+                        object: None,
+                        field: None,
+                        message: format!("cannot read {}: not UTF-8 text ({e})", file.display()),
+                    }),
+                },
+                Err(e) => set.errors.push(ManifestError {
                     source: None,
                     object: None,
                     field: None,
-                    message,
+                    message: format!("cannot read {}: {e}", file.display()),
                 }),
             }
         }
@@ -101,46 +113,31 @@ impl ManifestSet {
         set
     }
 
-    /// Parse one file's text (YAML, possibly multi-document, or JSON).
+    /// Parse one file's text (YAML, possibly multi-document, or JSON). Every document that
+    /// cannot be read is reported; the others are still read.
     pub fn add_text(&mut self, file: &Path, text: &str) {
         let is_json = file.extension().is_some_and(|e| e == "json");
-        let documents: Vec<Result<Value, String>> = if is_json {
-            vec![serde_json::from_str::<Value>(text).map_err(|e| format!("invalid JSON: {e}"))]
-        } else {
-            // After a syntax error the document iterator can keep yielding the same error:
-            // stop at the first one so malformed input never loops.
-            let mut docs = Vec::new();
-            for doc in serde_yaml::Deserializer::from_str(text) {
-                let parsed = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                    .map_err(|e| format!("invalid YAML: {e}"))
-                    .and_then(|v| {
-                        serde_json::to_value(v)
-                            .map_err(|e| format!("YAML that JSON cannot hold: {e}"))
-                    });
-                let failed = parsed.is_err();
-                docs.push(parsed);
-                if failed {
-                    break;
-                }
-            }
-            docs
-        };
-        for (i, doc) in documents.into_iter().enumerate() {
+        for doc in documents::read(text, is_json) {
             let source = Source {
                 file: file.to_path_buf(),
-                document: i + 1,
+                document: doc.number,
             };
-            match doc {
+            match doc.content {
                 Ok(Value::Null) => {}
                 Ok(value) => self.add_value(source, value),
-                Err(message) => self.errors.push(ManifestError {
+                Err(e) => self.errors.push(ManifestError {
                     source: Some(source),
                     object: None,
-                    field: None,
-                    message,
+                    field: e.field,
+                    message: e.message,
                 }),
             }
         }
+    }
+
+    /// Whether every input was read without error (what `--prune` needs).
+    pub fn is_complete(&self) -> bool {
+        self.errors.is_empty()
     }
 
     fn add_value(&mut self, source: Source, value: Value) {
@@ -162,10 +159,28 @@ impl ManifestSet {
         let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
         if kind == "List" && api_version == "v1" {
-            if let Some(items) = map.get("items").and_then(Value::as_array) {
-                for item in items.clone() {
-                    self.add_value(source.clone(), item);
+            if let Some(unknown) = unknown_key(map, &["apiVersion", "kind", "metadata", "items"]) {
+                self.errors.push(error(
+                    Some("List".into()),
+                    Some(unknown.clone()),
+                    format!(
+                        "unknown field {unknown:?}: a List has apiVersion, kind, metadata and items"
+                    ),
+                ));
+                return;
+            }
+            match map.get("items") {
+                Some(Value::Array(items)) => {
+                    for item in items.clone() {
+                        self.add_value(source.clone(), item);
+                    }
                 }
+                None | Some(Value::Null) => {}
+                Some(_) => self.errors.push(error(
+                    Some("List".into()),
+                    Some("items".into()),
+                    "must be a list of objects".into(),
+                )),
             }
             return;
         }
@@ -193,8 +208,8 @@ impl ManifestSet {
                 name.as_deref().unwrap_or("<no name>")
             ))
         };
-        let namespace = map
-            .get("metadata")
+        let metadata = map.get("metadata");
+        let namespace = metadata
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
             .unwrap_or(DEFAULT_NAMESPACE)
@@ -207,11 +222,64 @@ impl ManifestSet {
             ));
             return;
         }
+        // As the API server's strict field validation (kubectl's default) does.
+        if let Some(unknown) = unknown_key(map, TOP_LEVEL_FIELDS) {
+            self.errors.push(error(
+                label(&namespace),
+                Some(unknown.clone()),
+                format!(
+                    "strict decoding error: unknown field {unknown:?} (an object has apiVersion, kind, metadata, spec and status)"
+                ),
+            ));
+            return;
+        }
+        match metadata {
+            Some(Value::Object(meta)) => {
+                if let Some(unknown) = unknown_key(meta, OBJECT_META_FIELDS) {
+                    self.errors.push(error(
+                        label(&namespace),
+                        Some(format!("metadata.{unknown}")),
+                        format!("strict decoding error: unknown field \"metadata.{unknown}\""),
+                    ));
+                    return;
+                }
+                match meta.get("namespace") {
+                    None => {}
+                    Some(Value::String(ns)) => {
+                        if let Err(EngineError::InvalidSpec { field, message }) =
+                            validate_namespace("metadata.namespace", ns)
+                        {
+                            self.errors
+                                .push(error(label(&namespace), Some(field), message));
+                            return;
+                        }
+                    }
+                    Some(other) => {
+                        self.errors.push(error(
+                            label(&namespace),
+                            Some("metadata.namespace".into()),
+                            format!("must be a string (got {other})"),
+                        ));
+                        return;
+                    }
+                }
+            }
+            None => {}
+            Some(_) => {
+                self.errors.push(error(
+                    label(&namespace),
+                    Some("metadata".into()),
+                    "must be an object with name (and namespace, labels, annotations)".into(),
+                ));
+                return;
+            }
+        }
         if name.as_deref().unwrap_or("").is_empty() {
             self.errors.push(error(
                 label(&namespace),
                 Some("metadata.name".into()),
-                "every object needs a name".into(),
+                "Required value: name or generateName is required (every object needs a name)"
+                    .into(),
             ));
             return;
         }
@@ -310,6 +378,33 @@ fn duplicate_error(
     }
 }
 
+/// The fields of a resource; anything else is refused, as the API server's strict field
+/// validation refuses it.
+const TOP_LEVEL_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// The fields of `ObjectMeta`.
+const OBJECT_META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+fn unknown_key<'a>(map: &'a serde_json::Map<String, Value>, known: &[&str]) -> Option<&'a String> {
+    map.keys().find(|k| !known.contains(&k.as_str()))
+}
+
 /// Deserialize with the path of the failing field.
 fn parse<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -317,27 +412,6 @@ fn parse<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, String
         let field = (path != ".").then_some(path);
         (field, e.into_inner().to_string())
     })
-}
-
-fn collect_files(path: &Path) -> Result<Vec<PathBuf>, String> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if !path.is_dir() {
-        return Err(format!("{}: no such file or folder", path.display()));
-    }
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(path).sort_by_file_name() {
-        let entry = entry.map_err(|e| format!("cannot list {}: {e}", path.display()))?;
-        let p = entry.path();
-        if entry.file_type().is_file()
-            && p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        {
-            files.push(p.to_path_buf());
-        }
-    }
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -1,9 +1,21 @@
-//! Rendering of `get` results as a table, JSON or YAML.
+//! Rendering for people: `get` results as a table, JSON or YAML, and plans and errors with
+//! control characters escaped.
+//!
+//! Plan output is read in pull-request reviews and terminals: a value holding a newline or
+//! an ANSI escape sequence (a user id from the database, a namespace in a manifest) must not
+//! be able to fake a line or hide one. Every value is escaped before it is printed; the
+//! JSON and YAML outputs escape by their own rules.
 
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 
 use crate::store::{MemberSummary, OrganizationSummary};
+
+pub use crate::text::escape;
+
+fn esc(text: &str) -> String {
+    escape(text).into_owned()
+}
 
 /// Output format of `get`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -41,17 +53,17 @@ pub fn organizations(rows: &[OrganizationSummary], format: Format) -> String {
     ]);
     for r in rows {
         t.add_row(vec![
-            r.alias.clone(),
-            r.organization_id.clone(),
+            esc(&r.alias),
+            esc(&r.organization_id),
             format!("{:.2}", r.spend),
             money(r.max_budget),
             r.members.to_string(),
             if r.models.is_empty() {
                 "all".to_string()
             } else {
-                r.models.join(",")
+                esc(&r.models.join(","))
             },
-            r.owner.clone().unwrap_or_else(|| "-".into()),
+            r.owner.as_deref().map_or_else(|| "-".into(), esc),
         ]);
     }
     format!("{t}\n")
@@ -65,13 +77,31 @@ pub fn members(rows: &[MemberSummary], format: Format) -> String {
     let mut t = table(&["ORGANIZATION", "USER", "EMAIL", "ROLE", "BUDGET", "SPEND"]);
     for r in rows {
         t.add_row(vec![
-            r.organization_alias.clone(),
-            r.user_id.clone(),
-            r.user_email.clone().unwrap_or_else(|| "-".into()),
-            r.role.clone().unwrap_or_else(|| "-".into()),
+            esc(&r.organization_alias),
+            esc(&r.user_id),
+            r.user_email.as_deref().map_or_else(|| "-".into(), esc),
+            r.role.as_deref().map_or_else(|| "-".into(), esc),
             money(r.max_budget_in_organization),
             format!("{:.2}", r.spend),
         ]);
     }
     format!("{t}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(
+            escape("plain ünïcode"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(escape("a\nb\tc\r"), "a\\nb\\tc\\r");
+        assert_eq!(escape("\u{1b}[2K"), "\\u{1b}[2K");
+        assert_eq!(escape("x\u{9b}y\u{7f}"), "x\\u{9b}y\\u{7f}");
+        assert_eq!(escape("\u{202e}txt"), "\\u{202e}txt");
+        assert!(!escape("\0").contains('\0'));
+    }
 }

@@ -42,12 +42,60 @@ pub enum DeletionPolicy {
     Retain,
 }
 
-/// Schema of a free-form JSON object (kept as written, unknown keys preserved).
-pub(crate) fn free_form_object(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
+/// How deep `spec.metadata` may nest: `spec.metadata` itself is level 1, and an object or
+/// array at this level may hold only scalars (or empty objects and arrays).
+pub const METADATA_MAX_DEPTH: usize = 6;
+/// Keys of any one object inside `spec.metadata` (the top level included).
+pub const METADATA_MAX_PROPERTIES: usize = 64;
+/// Items of any one array inside `spec.metadata`.
+pub const METADATA_MAX_ITEMS: usize = 64;
+/// Characters of any one string value inside `spec.metadata`.
+pub const METADATA_MAX_STRING_LENGTH: usize = 4096;
+
+/// Schema of `spec.metadata`: free-form JSON (any value, unknown keys kept) of bounded depth
+/// and size, written so kube-apiserver itself enforces the bound.
+///
+/// Why this encoding: kube-apiserver reads JSON up to 10 000 levels deep
+/// (`k8s.io/apimachinery/pkg/util/json` `maxDepth`, and Go's own decoder limit), far past the
+/// 128 levels serde_json (and so kube-rs) reads, so an unbounded `x-kubernetes-preserve-unknown-fields`
+/// object lets one resource break every list of its kind. CEL cannot help: the apiserver does
+/// not expose untyped `x-kubernetes-preserve-unknown-fields` values to CEL rules
+/// (`apiextensions-apiserver` `cel/model.SchemaDeclType`), and a `type: object` one only
+/// exposes its declared properties. What the apiserver does enforce on such untyped values is
+/// plain OpenAPI value validation, which applies by the value's kind whatever `type` says
+/// (kube-openapi's `objectValidator`, `schemaSliceValidator` and `stringValidator`):
+/// `additionalProperties` and `maxProperties` for objects, `items` and `maxItems` for arrays,
+/// `maxLength` for strings. So the schema is unrolled to a fixed depth: each level is an
+/// untyped node (any JSON value; a structural schema allows that with
+/// `x-kubernetes-preserve-unknown-fields`) whose object values and array items are described
+/// by the next level, and the level past [`METADATA_MAX_DEPTH`] allows no properties and no
+/// items. A value nested too deep, an object with too many keys, an array with too many items
+/// or a string too long is answered with a 422 naming the field. The schema doubles per level
+/// (objects and arrays each lead to the next level), which is why the depth is small.
+pub(crate) fn bounded_metadata(_: &mut SchemaGenerator) -> Schema {
+    let mut level = serde_json::json!({
+        "x-kubernetes-preserve-unknown-fields": true,
+        "maxProperties": 0,
+        "maxItems": 0,
+        "maxLength": METADATA_MAX_STRING_LENGTH,
+    });
+    for _ in 2..=METADATA_MAX_DEPTH {
+        level = serde_json::json!({
+            "x-kubernetes-preserve-unknown-fields": true,
+            "maxProperties": METADATA_MAX_PROPERTIES,
+            "maxItems": METADATA_MAX_ITEMS,
+            "maxLength": METADATA_MAX_STRING_LENGTH,
+            "additionalProperties": level.clone(),
+            "items": level,
+        });
+    }
+    let top = serde_json::json!({
         "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    })
+        "x-kubernetes-preserve-unknown-fields": true,
+        "maxProperties": METADATA_MAX_PROPERTIES,
+        "additionalProperties": level,
+    });
+    Schema::try_from(top).unwrap_or_else(|_| json_schema!({"type": "object"}))
 }
 
 /// Both CustomResourceDefinitions, in the order `crd` prints them.

@@ -9,7 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DeletionPolicy, free_form_object};
+use super::{DeletionPolicy, bounded_metadata};
 
 /// Desired state of a LiteLLM organization (`LiteLLM_OrganizationTable`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -78,9 +78,10 @@ pub struct OrganizationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_ref: Option<BudgetReference>,
 
-    /// Free-form metadata for the organization's `metadata` JSON column.
+    /// Free-form metadata for the organization's `metadata` JSON column: at most 6 levels
+    /// deep, 64 keys per object, 64 items per array and 4096 characters per string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
+    #[schemars(schema_with = "bounded_metadata")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 
     /// `Delete` (default) cascades the delete in the database; `Retain` leaves every row.

@@ -385,7 +385,7 @@ pub fn plan_delete_member(
 impl fmt::Display for ObjectPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.key {
-            Some(k) => writeln!(f, "{} {k}:", self.kind)?,
+            Some(k) => writeln!(f, "{} {}:", self.kind, crate::text::escape(&k.to_string()))?,
             None => writeln!(f, "{}:", self.kind)?,
         }
         for c in &self.changes {
@@ -943,6 +943,29 @@ mod tests {
             ]
         );
         assert!(plan_delete_member(&d.key, &d.budget_id, &ObservedMember::default()).is_empty());
+    }
+
+    #[test]
+    fn a_plan_shows_one_line_per_change_whatever_the_values_hold() {
+        let plan = ObjectPlan {
+            kind: "OrganizationMember",
+            key: Some(ObjectKey::new("ns", "m\u{1b}[2K")),
+            changes: vec![Change::CreateMembership(MembershipRow {
+                user_id: "eve\nNo changes (1 objects read).\u{1b}[8m".into(),
+                organization_id: "org\u{202e}".into(),
+                user_role: Some("org_admin\r".into()),
+                budget_id: None,
+            })],
+            ..Default::default()
+        };
+        let shown = plan.to_string();
+        assert_eq!(shown.lines().count(), 2, "{shown}");
+        assert!(shown.contains("eve\\nNo changes"), "{shown}");
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown}"
+        );
+        assert!(!shown.contains('\u{202e}'), "{shown}");
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Validation of specs, pure. Mirrors the CRD's OpenAPI and CEL rules so the offline CLI and a
 //! cluster without the CRD's validation reject the same input with the same field names.
 
-use crate::crd::{BudgetSpec, OrganizationMemberSpec, OrganizationSpec};
+use serde_json::{Map, Value};
+
+use crate::crd::{
+    BudgetSpec, METADATA_MAX_DEPTH, METADATA_MAX_ITEMS, METADATA_MAX_PROPERTIES,
+    METADATA_MAX_STRING_LENGTH, OrganizationMemberSpec, OrganizationSpec,
+};
 use crate::error::EngineError;
 
 pub use crate::duration::parse_duration;
@@ -45,15 +50,72 @@ pub fn validate_organization(name: &str, spec: &OrganizationSpec) -> Result<(), 
     if let Some(r) = &spec.budget_ref {
         check_len("spec.budgetRef.budgetId", &r.budget_id, 1, MAX_ID_LEN)?;
     }
-    if let Some(meta) = &spec.metadata
-        && meta.contains_key(OWNER_KEY)
-    {
-        return Err(EngineError::invalid(
-            format!("spec.metadata.{OWNER_KEY}"),
-            "this key is reserved for the operator's ownership marker: remove it",
-        ));
+    if let Some(meta) = &spec.metadata {
+        if meta.contains_key(OWNER_KEY) {
+            return Err(EngineError::invalid(
+                format!("spec.metadata.{OWNER_KEY}"),
+                "this key is reserved for the operator's ownership marker: remove it",
+            ));
+        }
+        check_metadata_object("spec.metadata", meta, 1)?;
     }
     Ok(())
+}
+
+/// The bounds the CRD's `spec.metadata` schema enforces (see `crd::bounded_metadata`), and
+/// text PostgreSQL can store, in keys and values at every level.
+fn check_metadata_object(
+    path: &str,
+    map: &Map<String, Value>,
+    level: usize,
+) -> Result<(), EngineError> {
+    if map.len() > METADATA_MAX_PROPERTIES {
+        return Err(EngineError::invalid(
+            path,
+            format!(
+                "Too many: {}: must have at most {METADATA_MAX_PROPERTIES} keys",
+                map.len()
+            ),
+        ));
+    }
+    for (key, value) in map {
+        let child = format!("{path}.{key}");
+        check_storable_text(&child, key)?;
+        check_metadata_value(&child, value, level + 1)?;
+    }
+    Ok(())
+}
+
+fn check_metadata_value(path: &str, value: &Value, level: usize) -> Result<(), EngineError> {
+    let too_deep = || {
+        EngineError::invalid(
+            path,
+            format!(
+                "nested too deep: spec.metadata holds at most {METADATA_MAX_DEPTH} levels of objects and arrays"
+            ),
+        )
+    };
+    match value {
+        Value::Object(map) if level > METADATA_MAX_DEPTH && !map.is_empty() => Err(too_deep()),
+        Value::Array(items) if level > METADATA_MAX_DEPTH && !items.is_empty() => Err(too_deep()),
+        Value::Object(map) => check_metadata_object(path, map, level),
+        Value::Array(items) => {
+            if items.len() > METADATA_MAX_ITEMS {
+                return Err(EngineError::invalid(
+                    path,
+                    format!(
+                        "Too many: {}: must have at most {METADATA_MAX_ITEMS} items",
+                        items.len()
+                    ),
+                ));
+            }
+            items.iter().enumerate().try_for_each(|(i, item)| {
+                check_metadata_value(&format!("{path}[{i}]"), item, level + 1)
+            })
+        }
+        Value::String(text) => check_len(path, text, 0, METADATA_MAX_STRING_LENGTH),
+        _ => Ok(()),
+    }
 }
 
 fn validate_budget(path: &str, b: &BudgetSpec) -> Result<(), EngineError> {
@@ -127,28 +189,74 @@ pub fn validate_member(name: &str, spec: &OrganizationMemberSpec) -> Result<(), 
     Ok(())
 }
 
-/// A Kubernetes object name: a DNS-1123 subdomain.
+/// A Kubernetes object name: a DNS-1123 subdomain, worded as the API server words it.
 fn validate_name(field: &str, name: &str) -> Result<(), EngineError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::invalid(
+    if name.is_empty() {
+        return Err(EngineError::invalid(
+            field,
+            "Required value: name or generateName is required",
+        ));
+    }
+    if name.len() > 253 {
+        return Err(EngineError::invalid(
+            field,
+            format!("Invalid value: {name:?}: must be no more than 253 characters"),
+        ));
+    }
+    if !name.split('.').all(is_dns_label) {
+        return Err(EngineError::invalid(
             field,
             format!(
-                "{name:?} is not a valid name: use at most 253 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
+                "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
             ),
-        ))
+        ));
     }
+    Ok(())
+}
+
+/// A namespace: a DNS-1123 label, worded as the API server words it.
+pub fn validate_namespace(field: &str, namespace: &str) -> Result<(), EngineError> {
+    if namespace.len() > 63 {
+        return Err(EngineError::invalid(
+            field,
+            format!("Invalid value: {namespace:?}: must be no more than 63 characters"),
+        ));
+    }
+    if !is_dns_label(namespace) {
+        return Err(EngineError::invalid(
+            field,
+            format!(
+                "Invalid value: {namespace:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`
+fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000; refuse it before any write so both
+/// stores agree.
+fn check_storable_text(field: &str, value: &str) -> Result<(), EngineError> {
+    if value.contains('\0') {
+        return Err(EngineError::invalid(
+            field,
+            "must not contain NUL characters (\\u0000): PostgreSQL cannot store them",
+        ));
+    }
+    Ok(())
 }
 
 fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), EngineError> {
+    check_storable_text(field, value)?;
     let n = value.chars().count();
     if n < min || n > max {
         return Err(EngineError::invalid(
@@ -267,6 +375,86 @@ mod tests {
         meta.insert(OWNER_KEY.into(), serde_json::json!("x"));
         spec.metadata = Some(meta);
         assert!(field_of(validate_organization("a", &spec)).starts_with("spec.metadata."));
+    }
+
+    #[test]
+    fn metadata_is_bounded_as_the_crd_bounds_it() {
+        let nested = |levels: usize, leaf: serde_json::Value| {
+            let mut v = leaf;
+            for _ in 0..levels {
+                v = serde_json::json!({ "a": v });
+            }
+            v
+        };
+        let with = |metadata: serde_json::Value| OrganizationSpec {
+            metadata: metadata.as_object().cloned(),
+            ..Default::default()
+        };
+        // Six levels of objects and arrays, scalars or empty containers below: fine.
+        let six = nested(4, serde_json::json!({"l": [1, {}, []], "o": {"k": "v"}}));
+        assert!(validate_organization("a", &with(six)).is_ok());
+        let seven = nested(7, serde_json::json!("x"));
+        assert_eq!(
+            field_of(validate_organization("a", &with(seven))),
+            "spec.metadata.a.a.a.a.a.a"
+        );
+        let in_arrays = nested(4, serde_json::json!({"l": [[1]]}));
+        assert_eq!(
+            field_of(validate_organization("a", &with(in_arrays))),
+            "spec.metadata.a.a.a.a.l[0]"
+        );
+        let wide: Map<String, Value> = (0..=METADATA_MAX_PROPERTIES)
+            .map(|i| (format!("k{i}"), Value::from(i)))
+            .collect();
+        assert_eq!(
+            field_of(validate_organization("a", &with(Value::Object(wide)))),
+            "spec.metadata"
+        );
+        let long = serde_json::json!({"t": {"s": "x".repeat(METADATA_MAX_STRING_LENGTH + 1)}});
+        assert_eq!(
+            field_of(validate_organization("a", &with(long))),
+            "spec.metadata.t.s"
+        );
+        let items = serde_json::json!({"l": vec![1; METADATA_MAX_ITEMS + 1]});
+        assert_eq!(
+            field_of(validate_organization("a", &with(items))),
+            "spec.metadata.l"
+        );
+    }
+
+    #[test]
+    fn nul_and_names_are_refused_with_the_field() {
+        let spec = OrganizationSpec {
+            alias: Some("a\0".into()),
+            ..Default::default()
+        };
+        assert_eq!(field_of(validate_organization("a", &spec)), "spec.alias");
+        let spec = OrganizationSpec {
+            metadata: serde_json::json!({"k": ["ok", "\0"]}).as_object().cloned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            field_of(validate_organization("a", &spec)),
+            "spec.metadata.k[1]"
+        );
+        for bad in ["", "A", "a/b", "a..b", "-a", "a-", "a\nb", &"a".repeat(254)] {
+            assert_eq!(
+                field_of(validate_organization(bad, &OrganizationSpec::default())),
+                "metadata.name",
+                "{bad:?}"
+            );
+        }
+        for ok in ["a", "a.b-c", "0x", &"a".repeat(253)] {
+            assert!(validate_organization(ok, &OrganizationSpec::default()).is_ok());
+        }
+        for bad in ["", "a.b", "a/b", "A", "-a", "a\n", &"a".repeat(64)] {
+            assert_eq!(
+                field_of(validate_namespace("metadata.namespace", bad)),
+                "metadata.namespace",
+                "{bad:?}"
+            );
+        }
+        assert!(validate_namespace("metadata.namespace", &"a".repeat(63)).is_ok());
     }
 
     #[test]

@@ -90,9 +90,15 @@ impl Change {
     }
 }
 
+/// A value as the plan shows it: `none` when absent, control characters escaped.
 fn opt<T: fmt::Display>(v: &Option<T>) -> String {
     v.as_ref()
-        .map_or_else(|| "none".to_string(), ToString::to_string)
+        .map_or_else(|| "none".to_string(), |v| t(&v.to_string()).into_owned())
+}
+
+/// A text value as the plan shows it (see [`crate::text::escape`]).
+fn t(value: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::escape(value)
 }
 
 fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
@@ -114,9 +120,12 @@ fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
 
 fn org_fields(o: &OrganizationRow) -> Vec<(&'static str, String)> {
     vec![
-        ("organization_alias", format!("{:?}", o.organization_alias)),
-        ("budget_id", o.budget_id.clone()),
-        ("models", format!("{:?}", o.models)),
+        (
+            "organization_alias",
+            t(&format!("{:?}", o.organization_alias)).into_owned(),
+        ),
+        ("budget_id", t(&o.budget_id).into_owned()),
+        ("models", t(&format!("{:?}", o.models)).into_owned()),
         ("metadata", Value::Object(o.metadata.clone()).to_string()),
     ]
 }
@@ -138,26 +147,26 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::CreateBudget(b) => {
-                writeln!(f, "  + budget {}", b.budget_id)?;
+                writeln!(f, "  + budget {}", t(&b.budget_id))?;
                 for (k, v) in budget_fields(b).into_iter().filter(|(_, v)| v != "none") {
                     writeln!(f, "      {k}: {v}")?;
                 }
                 Ok(())
             }
             Change::UpdateBudget { before, after } => {
-                writeln!(f, "  ~ budget {}", after.budget_id)?;
+                writeln!(f, "  ~ budget {}", t(&after.budget_id))?;
                 write_diff(f, budget_fields(before), budget_fields(after))
             }
-            Change::DeleteBudget { budget_id } => writeln!(f, "  - budget {budget_id}"),
+            Change::DeleteBudget { budget_id } => writeln!(f, "  - budget {}", t(budget_id)),
             Change::CreateOrganization(o) => {
-                writeln!(f, "  + organization {}", o.organization_id)?;
+                writeln!(f, "  + organization {}", t(&o.organization_id))?;
                 for (k, v) in org_fields(o) {
                     writeln!(f, "      {k}: {v}")?;
                 }
                 Ok(())
             }
             Change::UpdateOrganization { before, after } => {
-                writeln!(f, "  ~ organization {}", after.organization_id)?;
+                writeln!(f, "  ~ organization {}", t(&after.organization_id))?;
                 write_diff(f, org_fields(before), org_fields(after))
             }
             Change::DeleteOrganization {
@@ -166,21 +175,22 @@ impl fmt::Display for Change {
             } => {
                 writeln!(
                     f,
-                    "  - organization {organization_id} (cascade: teams, memberships, keys)"
+                    "  - organization {} (cascade: teams, memberships, keys)",
+                    t(organization_id)
                 )?;
                 if let Some(b) = owned_budget_id {
-                    writeln!(f, "  - budget {b}")?;
+                    writeln!(f, "  - budget {}", t(b))?;
                 }
                 Ok(())
             }
             Change::CreateUser { user_id, email } => {
-                writeln!(f, "  + user {user_id} (email: {})", opt(email))
+                writeln!(f, "  + user {} (email: {})", t(user_id), opt(email))
             }
             Change::CreateMembership(m) => writeln!(
                 f,
                 "  + membership user {} in {} (role: {}, budget: {})",
-                m.user_id,
-                m.organization_id,
+                t(&m.user_id),
+                t(&m.organization_id),
                 opt(&m.user_role),
                 opt(&m.budget_id)
             ),
@@ -188,7 +198,8 @@ impl fmt::Display for Change {
                 writeln!(
                     f,
                     "  ~ membership user {} in {}",
-                    after.user_id, after.organization_id
+                    t(&after.user_id),
+                    t(&after.organization_id)
                 )?;
                 if before.user_role != after.user_role {
                     writeln!(
@@ -211,7 +222,12 @@ impl fmt::Display for Change {
             Change::DeleteMembership {
                 user_id,
                 organization_id,
-            } => writeln!(f, "  - membership user {user_id} in {organization_id}"),
+            } => writeln!(
+                f,
+                "  - membership user {} in {}",
+                t(user_id),
+                t(organization_id)
+            ),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Opening the store a `--database` URL names, and the start-up schema check.
 
+use std::str::FromStr;
+
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
 
 use crate::error::StoreError;
 use crate::store::{AnyStore, PostgresStore, SchemaState, SqliteStore, Store};
@@ -34,10 +38,42 @@ pub fn backend_of(url: &SecretString) -> Result<Backend, StoreError> {
 /// embedded default is ready on first use); Postgres is never changed here.
 pub async fn open(url: &SecretString) -> Result<AnyStore, StoreError> {
     let store = match backend_of(url)? {
-        Backend::Postgres => AnyStore::Postgres(PostgresStore::connect(url, 8).await?),
+        Backend::Postgres => {
+            probe_postgres(url).await?;
+            AnyStore::Postgres(PostgresStore::connect(url, 8).await?)
+        }
         Backend::Sqlite => AnyStore::Sqlite(SqliteStore::connect(url).await?),
     };
     Ok(store)
+}
+
+/// Connect once, outside the pool, so a server that cannot be reached is reported at once
+/// with its host and port ("connection refused"), not after the pool's acquire timeout as
+/// "timed out waiting for a connection". The password is never part of the message.
+async fn probe_postgres(url: &SecretString) -> Result<(), StoreError> {
+    // A URL that does not parse is reported by the pool with its own message.
+    let Ok(options) = PgConnectOptions::from_str(url.expose_secret()) else {
+        return Ok(());
+    };
+    match options.connect().await {
+        Ok(connection) => {
+            // Closing politely is a courtesy; the pool opens its own connections.
+            let _ = sqlx::Connection::close(connection).await;
+            Ok(())
+        }
+        Err(sqlx::Error::Io(e)) => {
+            let why = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                _ => e.to_string(),
+            };
+            Err(StoreError::Unavailable(format!(
+                "cannot connect to {}:{}: {why}",
+                options.get_host(),
+                options.get_port()
+            )))
+        }
+        Err(other) => Err(StoreError::from_sqlx(other)),
+    }
 }
 
 /// Check that the schema is usable; create it first on an empty SQLite database.
