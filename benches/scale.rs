@@ -130,7 +130,7 @@ async fn engine_run(
                     async move {
                         let plan = engine.plan_organization(&d).await.expect("plan org");
                         engine.apply(&plan).await.expect("apply org");
-                        plan.changes.len()
+                        plan.row_changes()
                     }
                 })
                 .buffer_unordered(concurrency)
@@ -150,7 +150,7 @@ async fn engine_run(
                             .await
                             .expect("plan member");
                         engine.apply(&plan).await.expect("apply member");
-                        plan.changes.len()
+                        plan.row_changes()
                     }
                 })
                 .buffer_unordered(concurrency)
@@ -276,6 +276,7 @@ fn main() {
             litellm_org_operator::store::SchemaState::Ready
         );
         let engine = Arc::new(Engine::new(store, DEFAULT_ACTOR));
+        engine.ensure_ledger().await.expect("create the ledger");
         let run = engine_run(engine, orgs, members, concurrency).await;
         pool.close().await;
         let engine_rss = rss_kib();

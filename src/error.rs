@@ -23,6 +23,15 @@ pub enum StoreError {
     /// A statement failed.
     #[error("database error: {0}")]
     Query(String),
+    /// The ledger names another resource or manager for a row this write claims.
+    #[error(
+        "{row} is managed by {resource} (manager {manager:?}); a row is never taken over from another resource or manager"
+    )]
+    Claimed {
+        row: String,
+        manager: String,
+        resource: String,
+    },
 }
 
 impl StoreError {
@@ -51,6 +60,18 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Map a failure to create the ledger: a missing privilege names the grant to run.
+    pub fn from_ledger_ddl(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => Self::Query(
+                "the database user may not create the operator's ledger schema: run `GRANT CREATE ON DATABASE <litellm database> TO <operator user>` (or create the schema named by --ledger-schema yourself and grant the user ALL on it)".into(),
+            ),
+            _ => Self::from_sqlx(err),
+        }
+    }
+}
+
 /// Failures of planning or applying one object.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -68,7 +89,17 @@ pub enum EngineError {
     Conflict(String),
     /// The database failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    /// A claim the ledger refused is a conflict between resources, not a database fault.
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Claimed { .. } => Self::Conflict(err.to_string()),
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl EngineError {

@@ -15,8 +15,9 @@ use litellm_org_operator::cli::manifest::ManifestSet;
 use litellm_org_operator::cli::offline::{self, RunOptions};
 use litellm_org_operator::cli::output::{self, Format, escape};
 use litellm_org_operator::controller::{self, RunConfig};
-use litellm_org_operator::engine::{DEFAULT_ACTOR, Engine};
+use litellm_org_operator::engine::{CLI_MANAGER, DEFAULT_ACTOR, Engine, OPERATOR_MANAGER};
 use litellm_org_operator::store::Store;
+use litellm_org_operator::store::ledger::DEFAULT_LEDGER_SCHEMA;
 use litellm_org_operator::store::open::{self as database, DEFAULT_DATABASE_URL};
 use litellm_org_operator::telemetry::{self, LogFormat};
 
@@ -34,9 +35,20 @@ struct Cli {
     )]
     database: Option<String>,
 
-    /// Name written to created_by / updated_by.
+    /// Name written to created_by / updated_by (a label for LiteLLM's audit columns; it has
+    /// no part in deciding what the tool owns).
     #[arg(long, default_value = DEFAULT_ACTOR, global = true)]
     actor: String,
+
+    /// Who owns what this run writes, in the ledger: each manager prunes and takes over only
+    /// its own rows. Default: `operator` for `run`, `cli` for `plan` and `apply`; give each
+    /// manifest set applied with the CLI its own name.
+    #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", global = true)]
+    manager: Option<String>,
+
+    /// PostgreSQL schema of the operator's ledger (created on first `apply` or `run`).
+    #[arg(long, env = "LEDGER_SCHEMA", default_value = DEFAULT_LEDGER_SCHEMA, global = true)]
+    ledger_schema: String,
 
     #[command(subcommand)]
     command: Command,
@@ -115,6 +127,13 @@ enum GetWhat {
     Members,
 }
 
+/// The global flags `plan` and `apply` read.
+struct Settings {
+    actor: String,
+    manager: Option<String>,
+    ledger_schema: String,
+}
+
 /// Runs past this many objects get a progress bar on a terminal.
 const PROGRESS_THRESHOLD: usize = 300;
 
@@ -140,6 +159,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             .clone()
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
     );
+    let settings = Settings {
+        actor: cli.actor.clone(),
+        manager: cli.manager.clone(),
+        ledger_schema: cli.ledger_schema.clone(),
+    };
     match cli.command {
         Command::Run {
             namespaces,
@@ -172,6 +196,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 concurrency,
                 resync: resync_interval,
                 actor: cli.actor.clone(),
+                manager: cli
+                    .manager
+                    .clone()
+                    .unwrap_or_else(|| OPERATOR_MANAGER.to_string()),
+                ledger_schema: cli.ledger_schema.clone(),
                 install_crds,
                 instance: std::env::var("POD_NAME")
                     .unwrap_or_else(|_| "litellm-org-operator".to_string()),
@@ -198,10 +227,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("schema ready");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { paths, prune } => manifests(&url, &cli.actor, &paths, false, prune).await,
-        Command::Apply { paths, prune } => manifests(&url, &cli.actor, &paths, true, prune).await,
+        Command::Plan { paths, prune } => manifests(&url, &settings, &paths, false, prune).await,
+        Command::Apply { paths, prune } => manifests(&url, &settings, &paths, true, prune).await,
         Command::Get { what, output } => {
-            let store = database::open(&url).await?;
+            let store = database::open(&url)
+                .await?
+                .with_ledger_schema(&cli.ledger_schema)?;
             database::ensure_schema(&store).await?;
             let text = match what {
                 GetWhat::Organizations => {
@@ -218,7 +249,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
 async fn manifests(
     url: &SecretString,
-    actor: &str,
+    cli: &Settings,
     paths: &[PathBuf],
     apply: bool,
     prune: bool,
@@ -227,9 +258,24 @@ async fn manifests(
     for notice in set.skipped.iter().chain(&set.notices) {
         eprintln!("{}", escape(notice));
     }
-    let store = database::open(url).await?;
+    let store = database::open(url)
+        .await?
+        .with_ledger_schema(&cli.ledger_schema)?;
     database::ensure_schema(&store).await?;
-    let engine = Engine::new(store, actor);
+    let engine = Engine::new(store, cli.actor.clone()).with_manager(
+        cli.manager
+            .clone()
+            .unwrap_or_else(|| CLI_MANAGER.to_string()),
+    );
+    if apply {
+        let imported = engine.ensure_ledger().await?;
+        if imported > 0 {
+            eprintln!(
+                "ledger created; {imported} rows marked by an earlier version imported as manager {:?}",
+                engine.manager()
+            );
+        }
+    }
     let options = RunOptions {
         apply,
         prune,
@@ -285,7 +331,9 @@ async fn operate(
     http_addr: SocketAddr,
     lease: Option<(String, String)>,
 ) -> Result<(), CliError> {
-    let store = database::open(url).await?;
+    let store = database::open(url)
+        .await?
+        .with_ledger_schema(&config.ledger_schema)?;
     database::ensure_schema(&store).await?;
     let client = kube::Client::try_default()
         .await
@@ -302,8 +350,17 @@ async fn operate(
     let counter = metrics.clone();
     let engine = Arc::new(
         Engine::new(store, config.actor.clone())
+            .with_manager(config.manager.clone())
             .with_observer(Arc::new(move |op| counter.count_database(op))),
     );
+    let imported = engine.ensure_ledger().await?;
+    if imported > 0 {
+        tracing::info!(
+            imported,
+            manager = %config.manager,
+            "ledger created; rows marked by an earlier version imported"
+        );
+    }
     let readiness = Arc::new(litellm_org_operator::http::Readiness::new(engine.clone()));
     let http = tokio::spawn(litellm_org_operator::http::serve(
         http_addr,

@@ -202,7 +202,7 @@ fn second_claim_on_a_membership_is_a_conflict() {
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(
         stderr.contains("dup.yaml (document 3): OrganizationMember default/second: Conflict: user")
-            && stderr.contains("is already managed by another OrganizationMember"),
+            && stderr.contains("is managed by OrganizationMember/default/first (manager \"cli\")"),
         "{stderr}"
     );
     // `plan` on a fresh database sees the clash inside the manifests themselves.

@@ -22,13 +22,22 @@ fn member(ns: &str, name: &str, yaml: &str) -> DesiredMember {
     DesiredMember::from_spec(ObjectKey::new(ns, name), &s).expect("valid member")
 }
 
+/// The plan without its ledger claims and releases: the writes to LiteLLM's rows.
+fn row_changes(mut plan: ObjectPlan) -> ObjectPlan {
+    plan.changes
+        .retain(|c| !matches!(c, Change::Claim { .. } | Change::Release { .. }));
+    plan
+}
+
+/// Plan and apply an organization; returns the row changes that were applied.
 async fn apply_org(db: &TestDb, d: &DesiredOrganization) -> ObjectPlan {
     let engine = db.engine();
     let plan = engine.plan_organization(d).await.expect("plan org");
     engine.apply(&plan).await.expect("apply org");
-    plan
+    row_changes(plan)
 }
 
+/// Plan and apply a member; returns the row changes that were applied.
 async fn apply_member(db: &TestDb, d: &DesiredMember, org_id: &str) -> ObjectPlan {
     let engine = db.engine();
     let plan = engine
@@ -36,7 +45,7 @@ async fn apply_member(db: &TestDb, d: &DesiredMember, org_id: &str) -> ObjectPla
         .await
         .expect("plan member");
     engine.apply(&plan).await.expect("apply member");
-    plan
+    row_changes(plan)
 }
 
 macro_rules! on_both {
@@ -78,7 +87,10 @@ async fn organization_lifecycle(db: &TestDb) {
     assert_eq!(orgs[0].alias, "Acme");
     assert_eq!(orgs[0].max_budget, Some(100.0));
     assert_eq!(orgs[0].models, vec!["gpt-4o".to_string()]);
-    assert_eq!(orgs[0].owner.as_deref(), Some("Organization/team-a/acme"));
+    assert_eq!(
+        orgs[0].owner.as_deref(),
+        Some("Organization/team-a/acme (cli)")
+    );
     let reset = db
         .strings(r#"SELECT CAST(budget_reset_at AS TEXT) FROM "LiteLLM_BudgetTable""#)
         .await;
@@ -164,7 +176,7 @@ async fn metadata_keeps_foreign_keys(db: &TestDb) {
     // Someone else (LiteLLM's UI) adds a key.
     let observed = db
         .store()
-        .observe_organization(&d.organization_id, &d.owned_budget_id)
+        .observe_organization(&d.organization_id, &d.owned_budget_id, &d.owned_budget_id)
         .await
         .expect("observe");
     let mut row: OrganizationRow = observed.organization.expect("org row");
@@ -180,14 +192,17 @@ async fn metadata_keeps_foreign_keys(db: &TestDb) {
     apply_org(db, &d2).await;
     let observed = db
         .store()
-        .observe_organization(&d.organization_id, &d.owned_budget_id)
+        .observe_organization(&d.organization_id, &d.owned_budget_id, &d.owned_budget_id)
         .await
         .expect("observe");
     let meta = observed.organization.expect("org").metadata;
     assert!(!meta.contains_key("a"));
     assert_eq!(meta.get("b"), Some(&serde_json::json!("three")));
     assert_eq!(meta.get("ui_key"), Some(&serde_json::json!(true)));
-    assert!(meta.contains_key("litellm-org-operator"));
+    assert!(
+        !meta.contains_key("litellm-org-operator"),
+        "ownership lives in the ledger, not in LiteLLM's metadata"
+    );
     assert!(apply_org(db, &d2).await.is_empty());
 }
 on_both!(metadata_keeps_foreign_keys);
@@ -294,7 +309,10 @@ async fn members_resolve_users_like_litellm(db: &TestDb) {
     let before = db.snapshot().await;
     match db.engine().plan_member(&dup, &org_id, false).await {
         Err(EngineError::Conflict(msg)) => {
-            assert!(msg.contains("another OrganizationMember"), "{msg}")
+            assert!(
+                msg.contains("is managed by OrganizationMember/ns/ann"),
+                "{msg}"
+            )
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
@@ -363,7 +381,7 @@ async fn member_moves_and_deletes(db: &TestDb) {
     // Delete: the membership and its budget go, the user stays.
     let engine = db.engine();
     let plan = engine
-        .plan_delete_member(&moved.key)
+        .plan_delete_member(&moved.key, false)
         .await
         .expect("plan delete");
     engine.apply(&plan).await.expect("delete");
@@ -378,7 +396,7 @@ async fn member_moves_and_deletes(db: &TestDb) {
     );
     // Deleting again is a no-op (forgiving).
     let plan = engine
-        .plan_delete_member(&moved.key)
+        .plan_delete_member(&moved.key, false)
         .await
         .expect("plan delete again");
     assert!(plan.is_empty());
@@ -407,10 +425,10 @@ async fn organization_delete_cascades(db: &TestDb) {
     .await;
     let engine = db.engine();
     let plan = engine
-        .plan_delete_organization(&o.key, &o.organization_id)
+        .plan_delete_organization(&o.key, &o.organization_id, false)
         .await
         .expect("plan");
-    assert_eq!(plan.changes.len(), 1, "{plan}");
+    assert_eq!(row_changes(plan.clone()).changes.len(), 1, "{plan}");
     engine.apply(&plan).await.expect("cascade");
     for table in [
         "LiteLLM_TeamTable",
@@ -434,7 +452,7 @@ async fn organization_delete_cascades(db: &TestDb) {
     // Already gone: planning the delete again is empty.
     assert!(
         engine
-            .plan_delete_organization(&o.key, &o.organization_id)
+            .plan_delete_organization(&o.key, &o.organization_id, false)
             .await
             .expect("plan")
             .is_empty()

@@ -147,7 +147,7 @@ async fn create_update_member_delete_on_litellm_schema() {
     ))
     .await;
     let plan = engine
-        .plan_delete_organization(&o.key, &o.organization_id)
+        .plan_delete_organization(&o.key, &o.organization_id, false)
         .await
         .expect("plan delete");
     engine

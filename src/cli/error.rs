@@ -14,6 +14,9 @@ pub enum CliError {
     /// The database could not be opened, checked or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Setting up the ledger failed (a conflict while importing rows of an earlier version).
+    #[error(transparent)]
+    Engine(#[from] crate::error::EngineError),
     /// A file the command needs could not be read.
     #[error("cannot read {}: {source}", path.display())]
     ReadFile {

@@ -59,13 +59,16 @@ impl RunReport {
                 Change::DeleteBudget { .. }
                 | Change::DeleteOrganization { .. }
                 | Change::DeleteMembership { .. } => c.2 += 1,
+                Change::Claim { .. } | Change::Release { .. } => {}
             }
         }
         c
     }
 
+    /// True when a plan writes LiteLLM's rows (ledger-only claims, such as adopting rows
+    /// that already match, are not changes: `plan` exits 0 for them).
     pub fn has_changes(&self) -> bool {
-        !self.plans.is_empty()
+        self.plans.iter().any(ObjectPlan::changes_rows)
     }
 }
 

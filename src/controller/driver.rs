@@ -331,6 +331,10 @@ async fn cleanup<K: Reconciled>(
             return Ok(Action::await_change());
         }
     };
+    // Retain releases the rows from the ledger (they stay in LiteLLM, free to adopt);
+    // Delete removes what the operator created and releases what it adopted.
+    let plan = K::plan_delete(&key, &target, ctx).await?;
+    ctx.engine.apply(&plan).await?;
     if target.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
             raw.as_ref(),
@@ -340,19 +344,15 @@ async fn cleanup<K: Reconciled>(
             "deletionPolicy Retain: the LiteLLM rows are left in place".into(),
         )
         .await;
-    } else {
-        let plan = K::plan_delete(&key, &target, ctx).await?;
-        ctx.engine.apply(&plan).await?;
-        if !plan.is_empty() {
-            ctx.event(
-                raw.as_ref(),
-                false,
-                "Deleted",
-                "Delete",
-                K::DELETED_NOTE.into(),
-            )
-            .await;
-        }
+    } else if plan.changes_rows() {
+        ctx.event(
+            raw.as_ref(),
+            false,
+            "Deleted",
+            "Delete",
+            K::DELETED_NOTE.into(),
+        )
+        .await;
     }
     ctx.metrics.forget(K::KIND, &key.namespace, &key.name);
     Ok(Action::await_change())

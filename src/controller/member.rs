@@ -9,7 +9,9 @@ use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
 use crate::controller::raw::{DeleteTarget, Raw};
 use crate::controller::status::{Outcome, is_ready, member_status};
-use crate::crd::{Organization, OrganizationMember, OrganizationMemberStatus, OrganizationStatus};
+use crate::crd::{
+    DeletionPolicy, Organization, OrganizationMember, OrganizationMemberStatus, OrganizationStatus,
+};
 use crate::engine::{DesiredMember, ObjectKey, ObjectPlan, OrganizationTarget};
 use crate::error::EngineError;
 use crate::store::Change;
@@ -134,11 +136,13 @@ impl Reconciled for OrganizationMember {
 
     async fn plan_delete(
         key: &ObjectKey,
-        _target: &DeleteTarget,
+        target: &DeleteTarget,
         ctx: &Context,
     ) -> Result<ObjectPlan, EngineError> {
         // By the member's own budget row: works whatever the spec or the organization look
         // like now (an organization already deleted is fine).
-        ctx.engine.plan_delete_member(key).await
+        ctx.engine
+            .plan_delete_member(key, target.deletion_policy == DeletionPolicy::Retain)
+            .await
     }
 }

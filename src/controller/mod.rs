@@ -52,6 +52,10 @@ pub struct RunConfig {
     pub resync: Duration,
     /// `created_by` / `updated_by`.
     pub actor: String,
+    /// The ledger's manager name of this operator.
+    pub manager: String,
+    /// The ledger's PostgreSQL schema.
+    pub ledger_schema: String,
     /// Server-side apply the CRDs at start.
     pub install_crds: bool,
     /// Reporting instance name for events (the pod name in a cluster).

@@ -5,7 +5,7 @@ use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
 use crate::controller::raw::DeleteTarget;
 use crate::controller::status::{Outcome, organization_status};
-use crate::crd::{Organization, OrganizationStatus};
+use crate::crd::{DeletionPolicy, Organization, OrganizationStatus};
 use crate::engine::{DesiredOrganization, ObjectKey, ObjectPlan, ids};
 use crate::error::EngineError;
 use crate::store::{Change, OrganizationUsage};
@@ -99,7 +99,11 @@ impl Reconciled for Organization {
             .or_else(|| target.status_organization_id.clone())
             .unwrap_or_else(|| ids::organization_id(&key.namespace, &key.name));
         ctx.engine
-            .plan_delete_organization(key, &organization_id)
+            .plan_delete_organization(
+                key,
+                &organization_id,
+                target.deletion_policy == DeletionPolicy::Retain,
+            )
             .await
     }
 }

@@ -33,17 +33,22 @@ impl std::fmt::Display for ObjectKey {
 /// The budget an organization should point at.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DesiredBudget {
-    /// A row the operator creates and owns (limits may all be empty).
+    /// `spec.budget`: a row the operator owns, with the declared limits (`Some`); a limit left
+    /// out (`None`) is not managed.
     Owned(BudgetRow),
-    /// An existing row, never modified.
+    /// `spec.budgetRef`: an existing row, never modified.
     Referenced(String),
+    /// Neither: an organization the operator creates gets an empty budget row of its own
+    /// (LiteLLM requires one); an adopted organization keeps the budget it has.
+    Unset(String),
 }
 
 impl DesiredBudget {
+    /// The budget row the spec names: the owned row's id unless `budgetRef` is set.
     pub fn budget_id(&self) -> &str {
         match self {
             Self::Owned(row) => &row.budget_id,
-            Self::Referenced(id) => id,
+            Self::Referenced(id) | Self::Unset(id) => id,
         }
     }
 }
@@ -56,6 +61,9 @@ pub struct DesiredOrganization {
     /// True when `spec.organizationId` pins (and may adopt) an existing row.
     pub pinned: bool,
     pub alias: String,
+    /// True when `spec.alias` is set (else the alias defaults to the name on rows the
+    /// operator creates, and is left alone on rows it adopts).
+    pub alias_declared: bool,
     pub models: Vec<String>,
     pub budget: DesiredBudget,
     /// The id of the budget row this resource owns (whether or not the spec uses it now).
@@ -75,8 +83,8 @@ impl DesiredOrganization {
         let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
         let budget = match (&spec.budget, &spec.budget_ref) {
             (_, Some(r)) => DesiredBudget::Referenced(r.budget_id.clone()),
-            (b, None) => {
-                let b = b.clone().unwrap_or_default();
+            (None, None) => DesiredBudget::Unset(owned_budget_id.clone()),
+            (Some(b), None) => {
                 let model_max_budget = if b.model_max_budget.is_empty() {
                     None
                 } else {
@@ -114,6 +122,7 @@ impl DesiredOrganization {
         };
         Ok(Self {
             alias: spec.alias.clone().unwrap_or_else(|| key.name.clone()),
+            alias_declared: spec.alias.is_some(),
             organization_id,
             pinned,
             models: spec.models.clone(),
@@ -125,15 +134,27 @@ impl DesiredOrganization {
         })
     }
 
-    /// The owner string written in the organization's metadata marker.
+    /// `Organization/<namespace>/<name>`: the resource as the ledger (and the marker of
+    /// earlier versions) names it.
     pub fn owner(&self) -> String {
         owner_string(&self.key)
     }
 }
 
-/// `Organization/<namespace>/<name>`: the value of the ownership marker.
+/// `Organization/<namespace>/<name>`.
 pub fn owner_string(key: &ObjectKey) -> String {
     format!("Organization/{}/{}", key.namespace, key.name)
+}
+
+/// `OrganizationMember/<namespace>/<name>`.
+pub fn member_resource(key: &ObjectKey) -> String {
+    format!("OrganizationMember/{}/{}", key.namespace, key.name)
+}
+
+/// The resource name under which memberships marked by an earlier version (through a budget
+/// row of the member's) are imported into the ledger, until their resource claims them.
+pub fn legacy_member_resource(budget_id: &str) -> String {
+    format!("OrganizationMember/legacy:{budget_id}")
 }
 
 /// The organization a member points at.
@@ -182,6 +203,11 @@ impl DesiredMember {
             deletion_policy: spec.deletion_policy,
             key,
         })
+    }
+
+    /// `OrganizationMember/<namespace>/<name>`.
+    pub fn resource(&self) -> String {
+        member_resource(&self.key)
     }
 
     /// The budget row the member owns.

@@ -7,17 +7,32 @@ mod plan;
 pub mod validate;
 
 pub use desired::{
-    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, OrganizationTarget, owner_string,
+    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, OrganizationTarget,
+    legacy_member_resource, member_resource, owner_string,
 };
 pub use plan::{
-    ObjectPlan, merge_metadata, plan_delete_member, plan_delete_organization, plan_member,
-    plan_organization, retained_by_marker, same_limits,
+    ObjectPlan, Originals, plan_delete_legacy_organization, plan_delete_member,
+    plan_delete_organization, plan_member, plan_organization, retained_by_marker, same_limits,
 };
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::error::EngineError;
-use crate::store::{OrganizationUsage, Store};
+use crate::store::{
+    Change, LedgerEntry, MemberLookup, OrganizationUsage, Store, budget_key, membership_key,
+    organization_key,
+};
+
+/// `namespace/name`.
+fn parse_key(text: &str) -> Option<ObjectKey> {
+    text.split_once('/')
+        .map(|(ns, name)| ObjectKey::new(ns, name))
+}
+
+/// The key of an `Organization/<namespace>/<name>` resource name.
+fn parse_owner(owner: &str) -> Option<ObjectKey> {
+    parse_key(owner.strip_prefix("Organization/")?)
+}
 
 /// The resources a prune keeps: every one the manifest set declares.
 #[derive(Clone, Debug, Default)]
@@ -26,8 +41,16 @@ pub struct PruneKeep {
     pub members: HashSet<ObjectKey>,
 }
 
-/// Default value of `created_by` / `updated_by` and of the ownership marker on budget rows.
+/// Default value of `created_by` / `updated_by` (a label for LiteLLM's audit columns, never
+/// an ownership key).
 pub const DEFAULT_ACTOR: &str = "litellm-org-operator";
+
+/// Default manager name of the CLI's manifest sets (`--manager`); the operator's is
+/// [`OPERATOR_MANAGER`]. Each manager only ever prunes or takes over its own rows.
+pub const CLI_MANAGER: &str = "cli";
+
+/// Default manager name of the in-cluster operator.
+pub const OPERATOR_MANAGER: &str = "operator";
 
 /// Called once per database operation (`observe`, `apply`, `usage`), for metrics.
 pub type OperationObserver = std::sync::Arc<dyn Fn(&'static str) + Send + Sync>;
@@ -36,17 +59,26 @@ pub type OperationObserver = std::sync::Arc<dyn Fn(&'static str) + Send + Sync>;
 pub struct Engine<S> {
     store: S,
     actor: String,
+    manager: String,
     observer: Option<OperationObserver>,
 }
 
 impl<S: Store> Engine<S> {
-    /// An engine writing as `actor` (`created_by` / `updated_by`).
+    /// An engine writing as `actor` (`created_by` / `updated_by`), managing rows as the
+    /// CLI's default manager.
     pub fn new(store: S, actor: impl Into<String>) -> Self {
         Self {
             store,
             actor: actor.into(),
+            manager: CLI_MANAGER.to_string(),
             observer: None,
         }
+    }
+
+    /// Manage rows as `manager` (the ledger's owner of what this engine writes).
+    pub fn with_manager(mut self, manager: impl Into<String>) -> Self {
+        self.manager = manager.into();
+        self
     }
 
     /// Report every database operation to `observer` (metrics).
@@ -69,7 +101,104 @@ impl<S: Store> Engine<S> {
         &self.actor
     }
 
-    /// Read the rows of one organization and plan the changes.
+    pub fn manager(&self) -> &str {
+        &self.manager
+    }
+
+    /// Create the ledger when missing; on its first creation, import what earlier versions
+    /// marked (organizations by their metadata marker, memberships by the budget row the
+    /// operator made for them), as this manager's. Returns how many rows were imported.
+    pub async fn ensure_ledger(&self) -> Result<usize, EngineError> {
+        if !self.store.ensure_ledger().await? {
+            return Ok(0);
+        }
+        let mut imported = 0;
+        for (organization_id, owner) in self.store.owned_organizations().await? {
+            let Some(key) = parse_owner(&owner) else {
+                continue;
+            };
+            let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
+            let observed = self
+                .store
+                .observe_organization(&organization_id, &owned_budget_id, &owned_budget_id)
+                .await?;
+            let Some(org) = &observed.organization else {
+                continue;
+            };
+            let created = organization_id == ids::organization_id(&key.namespace, &key.name);
+            let policy = if retained_by_marker(&observed) {
+                "Retain"
+            } else {
+                "Delete"
+            };
+            let mut changes = vec![Change::Claim {
+                entry: LedgerEntry {
+                    row_key: organization_key(&organization_id),
+                    manager: self.manager.clone(),
+                    resource: owner.clone(),
+                    organization_id: Some(organization_id.clone()),
+                    created,
+                    deletion_policy: policy.into(),
+                    managed: serde_json::json!({}),
+                },
+                replaces: None,
+            }];
+            if org.budget_id == owned_budget_id {
+                changes.push(Change::Claim {
+                    entry: LedgerEntry {
+                        row_key: budget_key(&owned_budget_id),
+                        manager: self.manager.clone(),
+                        resource: owner.clone(),
+                        organization_id: Some(organization_id.clone()),
+                        created: true,
+                        deletion_policy: policy.into(),
+                        managed: serde_json::json!({}),
+                    },
+                    replaces: None,
+                });
+            }
+            self.store.apply(&changes, &self.actor).await?;
+            imported += 1;
+        }
+        for m in self.store.owned_memberships(&self.actor).await? {
+            let resource = legacy_member_resource(&m.budget_id);
+            let changes = [
+                Change::Claim {
+                    entry: LedgerEntry {
+                        row_key: membership_key(&m.organization_id, &m.user_id),
+                        manager: self.manager.clone(),
+                        resource: resource.clone(),
+                        organization_id: Some(m.organization_id.clone()),
+                        created: true,
+                        deletion_policy: "Delete".into(),
+                        managed: serde_json::json!({
+                            "originals": {"budget_id": null, "budget.max_budget": null},
+                            "user_id": m.user_id,
+                            "organization_id": m.organization_id,
+                        }),
+                    },
+                    replaces: None,
+                },
+                Change::Claim {
+                    entry: LedgerEntry {
+                        row_key: budget_key(&m.budget_id),
+                        manager: self.manager.clone(),
+                        resource,
+                        organization_id: Some(m.organization_id.clone()),
+                        created: true,
+                        deletion_policy: "Delete".into(),
+                        managed: serde_json::json!({}),
+                    },
+                    replaces: None,
+                },
+            ];
+            self.store.apply(&changes, &self.actor).await?;
+            imported += 1;
+        }
+        Ok(imported)
+    }
+
+    /// Read the rows of one organization and its ledger entries, and plan the changes.
     pub async fn plan_organization(
         &self,
         desired: &DesiredOrganization,
@@ -77,28 +206,59 @@ impl<S: Store> Engine<S> {
         self.count("observe");
         let observed = self
             .store
-            .observe_organization(&desired.organization_id, desired.budget.budget_id())
+            .observe_organization(
+                &desired.organization_id,
+                desired.budget.budget_id(),
+                &desired.owned_budget_id,
+            )
             .await?;
-        plan_organization(desired, &observed)
+        plan_organization(desired, &observed, &self.manager)
     }
 
-    /// Read the rows of the organization `key` owns and plan its delete cascade. Takes ids
-    /// only: a finalizer or a prune knows them even when the spec no longer validates.
+    /// Plan what deleting the Organization `key` does to the rows the ledger says it manages
+    /// (see [`plan_delete_organization`]). Takes ids only: a finalizer or a prune knows them
+    /// even when the spec no longer validates. `organization_id` is used for a resource an
+    /// earlier version marked and no ledger entry names yet.
     pub async fn plan_delete_organization(
         &self,
         key: &ObjectKey,
         organization_id: &str,
+        retain: bool,
     ) -> Result<ObjectPlan, EngineError> {
         self.count("observe");
+        let resource = owner_string(key);
         let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
+        let entries = self
+            .store
+            .ledger_of_resource(&resource, &self.manager)
+            .await?;
+        let organization_id = entries
+            .iter()
+            .find(|e| e.row_key.starts_with("organization/"))
+            .and_then(|e| e.organization_id.clone())
+            .unwrap_or_else(|| organization_id.to_string());
         let observed = self
             .store
-            .observe_organization(organization_id, &owned_budget_id)
+            .observe_organization(&organization_id, &owned_budget_id, &owned_budget_id)
             .await?;
-        Ok(plan_delete_organization(key, &owned_budget_id, &observed))
+        if entries.is_empty() {
+            if retain {
+                return Ok(ObjectPlan {
+                    kind: "Organization",
+                    key: Some(key.clone()),
+                    ..Default::default()
+                });
+            }
+            return Ok(plan_delete_legacy_organization(
+                key,
+                &owned_budget_id,
+                &observed,
+            ));
+        }
+        Ok(plan_delete_organization(key, &entries, &observed, retain))
     }
 
-    /// Read what a membership needs and plan it.
+    /// Read what a membership needs (and the member's ledger entries) and plan it.
     pub async fn plan_member(
         &self,
         desired: &DesiredMember,
@@ -106,14 +266,17 @@ impl<S: Store> Engine<S> {
         organization_pending: bool,
     ) -> Result<ObjectPlan, EngineError> {
         self.count("observe");
+        let resource = desired.resource();
         let observed = self
             .store
-            .observe_member(
+            .observe_member(&MemberLookup {
                 organization_id,
-                desired.user_id.as_deref(),
-                desired.email.as_deref(),
-                &desired.budget_id,
-            )
+                user_id: desired.user_id.as_deref(),
+                email: desired.email.as_deref(),
+                own_budget_id: &desired.budget_id,
+                resource: &resource,
+                manager: &self.manager,
+            })
             .await?;
         plan_member(
             desired,
@@ -121,85 +284,103 @@ impl<S: Store> Engine<S> {
             organization_pending,
             &observed,
             &self.actor,
+            &self.manager,
         )
     }
 
-    /// Read the rows the member `key` owns (found by its budget row) and plan their removal.
-    pub async fn plan_delete_member(&self, key: &ObjectKey) -> Result<ObjectPlan, EngineError> {
+    /// Plan what deleting the OrganizationMember `key` does (see [`plan_delete_member`]).
+    pub async fn plan_delete_member(
+        &self,
+        key: &ObjectKey,
+        retain: bool,
+    ) -> Result<ObjectPlan, EngineError> {
         let budget_id = ids::member_budget_id(&key.namespace, &key.name);
-        self.plan_delete_member_budget(Some(key), &budget_id).await
+        self.plan_delete_member_resource(key, &member_resource(key), &budget_id, retain)
+            .await
     }
 
-    async fn plan_delete_member_budget(
+    async fn plan_delete_member_resource(
         &self,
-        key: Option<&ObjectKey>,
+        key: &ObjectKey,
+        resource: &str,
         budget_id: &str,
+        retain: bool,
     ) -> Result<ObjectPlan, EngineError> {
         self.count("observe");
-        let observed = self.store.observe_member("", None, None, budget_id).await?;
-        let mut plan =
-            plan_delete_member(key.unwrap_or(&ObjectKey::new("", "")), budget_id, &observed);
-        if key.is_none() {
-            plan.key = None;
-        }
-        Ok(plan)
+        let entries = self
+            .store
+            .ledger_of_resource(resource, &self.manager)
+            .await?;
+        let observed = self
+            .store
+            .observe_member(&MemberLookup {
+                own_budget_id: budget_id,
+                ..Default::default()
+            })
+            .await?;
+        Ok(plan_delete_member(
+            key, budget_id, &entries, &observed, retain,
+        ))
     }
 
-    /// Plan the removal of every row the operator owns that no resource in `keep` declares:
-    /// one plan per member budget (its memberships, then the row), then one per organization
-    /// (its cascade), so each applies in its own transaction. Organizations whose marker says
-    /// `Retain` are left alone. Reads only: a failure here prunes nothing.
+    /// Plan the removal of every row this manager's ledger holds for a resource that `keep`
+    /// does not declare: members first, then organizations, one plan per resource (each
+    /// applies in its own transaction), each as that resource's own delete would do it
+    /// (`Retain` releases, created rows go, adopted rows are released). Reads only: a failure
+    /// here prunes nothing.
     pub async fn plan_prune(&self, keep: &PruneKeep) -> Result<Vec<ObjectPlan>, EngineError> {
-        let keep_budgets: HashSet<String> = keep
-            .members
+        let keep_resources: HashSet<String> = keep
+            .organizations
             .iter()
-            .map(|k| ids::member_budget_id(&k.namespace, &k.name))
+            .map(owner_string)
+            .chain(keep.members.iter().map(member_resource))
             .collect();
-        let mut plans = Vec::new();
-        let mut budgets: Vec<String> = self
-            .store
-            .owned_memberships(&self.actor)
-            .await?
-            .into_iter()
-            .map(|m| m.budget_id)
-            .filter(|b| !keep_budgets.contains(b))
-            .collect();
-        budgets.sort();
-        budgets.dedup();
-        for budget_id in budgets {
-            let mut plan = self.plan_delete_member_budget(None, &budget_id).await?;
-            plan.kind = "OrganizationMember (pruned)";
-            if !plan.is_empty() {
-                plans.push(plan);
+        let mut by_resource: BTreeMap<String, Vec<LedgerEntry>> = BTreeMap::new();
+        for e in self.store.ledger_of_manager(&self.manager).await? {
+            if !keep_resources.contains(&e.resource) {
+                by_resource.entry(e.resource.clone()).or_default().push(e);
             }
         }
-        for (organization_id, owner) in self.store.owned_organizations().await? {
-            let Some(key) = owner
-                .strip_prefix("Organization/")
-                .and_then(|rest| rest.split_once('/'))
-                .map(|(ns, name)| ObjectKey::new(ns, name))
-            else {
-                continue;
-            };
-            if keep.organizations.contains(&key) {
-                continue;
-            }
-            self.count("observe");
-            let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
-            let observed = self
-                .store
-                .observe_organization(&organization_id, &owned_budget_id)
-                .await?;
-            if retained_by_marker(&observed) {
-                continue;
-            }
-            let mut plan = plan_delete_organization(&key, &owned_budget_id, &observed);
-            plan.kind = "Organization (pruned)";
-            if !plan.is_empty() {
-                plans.push(plan);
+        let mut members = Vec::new();
+        let mut organizations = Vec::new();
+        for (resource, entries) in by_resource {
+            let retain = entries.iter().any(|e| e.deletion_policy == "Retain");
+            if let Some(rest) = resource.strip_prefix("OrganizationMember/") {
+                let (key, budget_id) = match rest.strip_prefix("legacy:") {
+                    Some(budget_id) => (ObjectKey::new("", rest), budget_id.to_string()),
+                    None => {
+                        let key = parse_key(rest).unwrap_or_else(|| ObjectKey::new("", rest));
+                        let budget_id = ids::member_budget_id(&key.namespace, &key.name);
+                        (key, budget_id)
+                    }
+                };
+                let mut plan = self
+                    .plan_delete_member_resource(&key, &resource, &budget_id, retain)
+                    .await?;
+                plan.kind = "OrganizationMember (pruned)";
+                if !plan.is_empty() {
+                    members.push(plan);
+                }
+            } else if let Some(key) = parse_owner(&resource) {
+                let owned_budget_id = ids::organization_budget_id(&key.namespace, &key.name);
+                let organization_id = entries
+                    .iter()
+                    .find_map(|e| e.organization_id.clone())
+                    .unwrap_or_default();
+                self.count("observe");
+                let observed = self
+                    .store
+                    .observe_organization(&organization_id, &owned_budget_id, &owned_budget_id)
+                    .await?;
+                let mut plan = plan_delete_organization(&key, &entries, &observed, retain);
+                plan.kind = "Organization (pruned)";
+                if !plan.is_empty() {
+                    organizations.push(plan);
+                }
             }
         }
-        Ok(plans)
+        members.extend(organizations);
+        Ok(members)
     }
 
     /// Apply one object's plan in one transaction. An empty plan touches nothing.

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::{BudgetRow, MembershipRow, OrganizationRow};
+use super::{BudgetRow, LedgerEntry, MembershipRow, OrganizationRow};
 
 /// One write. A list of these for one object is applied in one transaction, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +39,17 @@ pub enum Change {
     UpdateMembership {
         before: MembershipRow,
         after: MembershipRow,
+    },
+    /// Record in the ledger that `entry.resource` manages a row (first in a transaction, so a
+    /// row another resource or manager holds fails the whole transaction). `replaces` names
+    /// a placeholder resource the entry may take over (rows imported from earlier versions).
+    Claim {
+        entry: LedgerEntry,
+        replaces: Option<String>,
+    },
+    /// Remove a row's ledger entry: the row stays in LiteLLM, no longer managed.
+    Release {
+        row_key: String,
     },
     /// Remove one membership (its budget row, if the operator owns it, is a separate
     /// `DeleteBudget` after it).
@@ -86,6 +97,7 @@ impl Change {
             Change::DeleteBudget { .. }
             | Change::DeleteOrganization { .. }
             | Change::DeleteMembership { .. } => vec!["stale row".to_string()],
+            Change::Claim { .. } | Change::Release { .. } => Vec::new(),
         }
     }
 }
@@ -218,6 +230,16 @@ impl fmt::Display for Change {
                     )?;
                 }
                 Ok(())
+            }
+            Change::Claim { entry, .. } => writeln!(
+                f,
+                "  = ledger: {} managed by {} ({})",
+                t(&entry.row_key),
+                t(&entry.resource),
+                if entry.created { "created" } else { "adopted" }
+            ),
+            Change::Release { row_key } => {
+                writeln!(f, "  = ledger: {} released (the row stays)", t(row_key))
             }
             Change::DeleteMembership {
                 user_id,

@@ -4,6 +4,7 @@
 //! Every statement binds its values; identifiers only ever come from the fixed lists below.
 
 mod change;
+pub mod ledger;
 pub mod open;
 mod postgres;
 pub(crate) mod schema;
@@ -13,6 +14,7 @@ mod sqlite;
 use std::future::Future;
 
 pub use change::Change;
+pub use ledger::{LedgerEntry, budget_key, membership_key, organization_key};
 pub use postgres::PostgresStore;
 pub use schema::{REQUIRED_COLUMNS, SchemaState};
 pub use sqlite::SqliteStore;
@@ -77,6 +79,11 @@ pub struct ObservedOrganization {
     pub current_budget: Option<BudgetRow>,
     /// The row with the budget id the spec asks for (owned or referenced), if it exists.
     pub desired_budget: Option<BudgetRow>,
+    /// The ledger's entry for the organization row, if any manager claims it.
+    pub ledger: Option<LedgerEntry>,
+    /// The ledger's entry for the resource's own budget row (the one `desired_budget` names
+    /// when the spec does not reference another), if any.
+    pub budget_ledger: Option<LedgerEntry>,
 }
 
 /// What the database holds for one membership.
@@ -96,6 +103,11 @@ pub struct ObservedMember {
     /// Every membership that points at this member resource's budget row (filled from the
     /// current membership when it holds that budget, else by a lookup).
     pub memberships_with_own_budget: Vec<MembershipRow>,
+    /// The ledger's entry for the resolved membership row, if any manager claims it.
+    pub ledger: Option<LedgerEntry>,
+    /// Every ledger entry of this member resource under this manager (its membership and its
+    /// budget, including a membership it held for another user or organization before).
+    pub own_entries: Vec<LedgerEntry>,
 }
 
 /// Figures mirrored into `Organization.status`.
@@ -141,6 +153,19 @@ pub struct OwnedMembership {
     pub budget_id: String,
 }
 
+/// What [`Store::observe_member`] looks up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemberLookup<'a> {
+    pub organization_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub email: Option<&'a str>,
+    /// The member resource's own budget row id.
+    pub own_budget_id: &'a str,
+    /// `OrganizationMember/<namespace>/<name>`.
+    pub resource: &'a str,
+    pub manager: &'a str,
+}
+
 /// The database operations the engine needs. Reads are plain queries; [`Store::apply`] runs
 /// all the changes of one object in a single transaction.
 pub trait Store: Send + Sync {
@@ -148,19 +173,19 @@ pub trait Store: Send + Sync {
     fn schema_state(&self) -> impl Future<Output = Result<SchemaState, StoreError>> + Send;
     /// Create the tables on an empty database. Never alters an existing LiteLLM schema.
     fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Read one organization, its current budget and the budget the spec wants.
+    /// Read one organization, its current budget, the budget the spec wants, and the ledger
+    /// entries of the organization row and of `owned_budget_id`.
     fn observe_organization(
         &self,
         organization_id: &str,
         desired_budget_id: &str,
+        owned_budget_id: &str,
     ) -> impl Future<Output = Result<ObservedOrganization, StoreError>> + Send;
-    /// Read what a membership needs: the organization, the user (by id, else by email), the row.
+    /// Read what a membership needs: the organization, the user (by id, else by email), the
+    /// row, and the ledger entries of the resource `resource` under `manager`.
     fn observe_member(
         &self,
-        organization_id: &str,
-        user_id: Option<&str>,
-        email: Option<&str>,
-        own_budget_id: &str,
+        target: &MemberLookup<'_>,
     ) -> impl Future<Output = Result<ObservedMember, StoreError>> + Send;
     /// Spend, max budget and member count of an organization, for status.
     fn organization_usage(
@@ -176,6 +201,20 @@ pub trait Store: Send + Sync {
         &self,
         actor: &str,
     ) -> impl Future<Output = Result<Vec<OwnedMembership>, StoreError>> + Send;
+    /// Create the ledger's schema and table when missing. `true` when this call created the
+    /// table (a first start: rows marked by earlier versions are then imported).
+    fn ensure_ledger(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The ledger entries of one resource under one manager.
+    fn ledger_of_resource(
+        &self,
+        resource: &str,
+        manager: &str,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
+    /// Every ledger entry of one manager (for `--prune`).
+    fn ledger_of_manager(
+        &self,
+        manager: &str,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
     /// Apply changes in one transaction: all or nothing.
     fn apply(
         &self,
@@ -194,6 +233,19 @@ pub trait Store: Send + Sync {
 pub enum AnyStore {
     Postgres(PostgresStore),
     Sqlite(SqliteStore),
+}
+
+impl AnyStore {
+    /// Keep the ledger in PostgreSQL schema `schema` (SQLite keeps it in the same file).
+    pub fn with_ledger_schema(self, schema: &str) -> Result<Self, StoreError> {
+        Ok(match self {
+            Self::Postgres(p) => Self::Postgres(p.with_ledger_schema(schema)?),
+            Self::Sqlite(s) => {
+                ledger::ledger_schema(schema)?;
+                Self::Sqlite(s)
+            }
+        })
+    }
 }
 
 macro_rules! delegate {
@@ -216,17 +268,28 @@ impl Store for AnyStore {
         &self,
         organization_id: &str,
         desired_budget_id: &str,
+        owned_budget_id: &str,
     ) -> Result<ObservedOrganization, StoreError> {
-        delegate!(self, s => s.observe_organization(organization_id, desired_budget_id))
+        delegate!(self, s => s.observe_organization(organization_id, desired_budget_id, owned_budget_id))
     }
     async fn observe_member(
         &self,
-        organization_id: &str,
-        user_id: Option<&str>,
-        email: Option<&str>,
-        own_budget_id: &str,
+        target: &MemberLookup<'_>,
     ) -> Result<ObservedMember, StoreError> {
-        delegate!(self, s => s.observe_member(organization_id, user_id, email, own_budget_id))
+        delegate!(self, s => s.observe_member(target))
+    }
+    async fn ensure_ledger(&self) -> Result<bool, StoreError> {
+        delegate!(self, s => s.ensure_ledger())
+    }
+    async fn ledger_of_resource(
+        &self,
+        resource: &str,
+        manager: &str,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        delegate!(self, s => s.ledger_of_resource(resource, manager))
+    }
+    async fn ledger_of_manager(&self, manager: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        delegate!(self, s => s.ledger_of_manager(manager))
     }
     async fn organization_usage(
         &self,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::ledger::{DEFAULT_LEDGER_SCHEMA, LedgerSql, ledger_schema};
 use super::sql::sql_store;
 use crate::error::StoreError;
 
@@ -15,6 +16,10 @@ use crate::error::StoreError;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The ledger's statements (see `store::ledger`).
+    ledger: std::sync::Arc<LedgerSql>,
+    /// Whether the ledger table is known to exist (reads of a missing ledger are empty).
+    ledger_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PostgresStore {
@@ -34,12 +39,22 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wrap an existing pool (tests, benchmarks).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            ledger: std::sync::Arc::new(LedgerSql::postgres(DEFAULT_LEDGER_SCHEMA)),
+            ledger_ready: Default::default(),
+        }
+    }
+
+    /// Keep the ledger in schema `schema` instead of the default `litellm_org_operator`.
+    pub fn with_ledger_schema(mut self, schema: &str) -> Result<Self, StoreError> {
+        self.ledger = std::sync::Arc::new(LedgerSql::postgres(&ledger_schema(schema)?));
+        Ok(self)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -62,6 +77,17 @@ mod dialect {
     /// The argument of [`OWNED_ORGANIZATIONS`]: the marker's key.
     pub fn owner_argument() -> String {
         OWNER_KEY.to_string()
+    }
+
+    /// Lock an organization row for the rest of the transaction, so memberships (whose
+    /// inserts take a key-share lock on it) cannot be added while its cascade runs.
+    pub const LOCK_ORGANIZATION: Option<&str> = Some(
+        r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1 FOR UPDATE"#,
+    );
+
+    /// Whether an error says the ledger table does not exist yet.
+    pub fn is_missing_table(err: &sqlx::Error) -> bool {
+        matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") || db.code().as_deref() == Some("3F000"))
     }
 
     /// `models` is `text[]` (nullable in LiteLLM's schema).

@@ -27,10 +27,11 @@ macro_rules! sql_store {
         use $crate::duration::budget_reset_at;
         use $crate::error::StoreError;
         use $crate::store::schema::{self, $ddl, SchemaState};
+        use $crate::store::ledger::LedgerSql;
         use $crate::store::{
-            BudgetRow, Change, MemberSummary, MembershipRow, ObservedMember, ObservedOrganization,
-            OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership, Store, UserRow,
-            metadata_owner,
+            BudgetRow, Change, LedgerEntry, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
+            ObservedOrganization, OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership,
+            Store, UserRow, budget_key, membership_key, metadata_owner, organization_key,
         };
 
         fn now() -> NaiveDateTime {
@@ -80,7 +81,72 @@ macro_rules! sql_store {
             })
         }
 
+        fn ledger_from_row(row: &$row) -> Result<LedgerEntry, sqlx::Error> {
+            Ok(LedgerEntry {
+                row_key: row.try_get("row_key")?,
+                manager: row.try_get("manager")?,
+                resource: row.try_get("resource")?,
+                organization_id: row.try_get("organization_id")?,
+                created: row.try_get("created")?,
+                deletion_policy: row.try_get("deletion_policy")?,
+                managed: row.try_get::<Json<Value>, _>("managed")?.0,
+            })
+        }
+
+        /// A statement of the ledger (its table name is configurable, so its text is built once
+        /// per store from a checked identifier; values are always bound).
+        fn ledger_sql(sql: &str) -> sqlx::AssertSqlSafe<&str> {
+            sqlx::AssertSqlSafe(sql)
+        }
+
         impl $store {
+            /// Whether the ledger table exists; a missing ledger reads as empty (a `plan` or
+            /// `get` before the first `apply` creates nothing).
+            async fn ledger_known(&self) -> Result<bool, sqlx::Error> {
+                use std::sync::atomic::Ordering;
+                if self.ledger_ready.load(Ordering::Relaxed) {
+                    return Ok(true);
+                }
+                match sqlx::query(ledger_sql(&self.ledger.exists)).fetch_optional(&self.pool).await {
+                    Ok(_) => {
+                        self.ledger_ready.store(true, Ordering::Relaxed);
+                        Ok(true)
+                    }
+                    Err(e) if $dialect::is_missing_table(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+
+            /// The entries of up to three rows.
+            async fn ledger_by_keys(&self, keys: [&str; 3]) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+                if !self.ledger_known().await? {
+                    return Ok(Vec::new());
+                }
+                sqlx::query(ledger_sql(&self.ledger.select_keys))
+                    .bind(keys[0])
+                    .bind(keys[1])
+                    .bind(keys[2])
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(ledger_from_row)
+                    .collect()
+            }
+
+            async fn ledger_of_resource_inner(&self, resource: &str, manager: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+                if !self.ledger_known().await? {
+                    return Ok(Vec::new());
+                }
+                sqlx::query(ledger_sql(&self.ledger.select_resource))
+                    .bind(resource)
+                    .bind(manager)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(ledger_from_row)
+                    .collect()
+            }
+
             async fn budget(&self, budget_id: &str) -> Result<Option<BudgetRow>, sqlx::Error> {
                 sqlx::query(SELECT_BUDGET)
                     .bind(budget_id)
@@ -94,6 +160,7 @@ macro_rules! sql_store {
                 &self,
                 organization_id: &str,
                 desired_budget_id: &str,
+                owned_budget_id: &str,
             ) -> Result<ObservedOrganization, sqlx::Error> {
                 let row = sqlx::query(
                     r#"SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend"
@@ -119,16 +186,23 @@ macro_rules! sql_store {
                     Some(b) if b.budget_id == desired_budget_id => Some(b.clone()),
                     _ => self.budget(desired_budget_id).await?,
                 };
+                let org_key = organization_key(organization_id);
+                let own_budget_key = budget_key(owned_budget_id);
+                for entry in self.ledger_by_keys([&org_key, &own_budget_key, &own_budget_key]).await? {
+                    if entry.row_key == org_key {
+                        observed.ledger = Some(entry);
+                    } else {
+                        observed.budget_ledger = Some(entry);
+                    }
+                }
                 Ok(observed)
             }
 
             async fn observe_member_inner(
                 &self,
-                organization_id: &str,
-                user_id: Option<&str>,
-                email: Option<&str>,
-                own_budget_id: &str,
+                target: &MemberLookup<'_>,
             ) -> Result<ObservedMember, sqlx::Error> {
+                let MemberLookup { organization_id, user_id, email, own_budget_id, resource, manager } = *target;
                 let mut observed = ObservedMember {
                     organization_exists: sqlx::query(
                         r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
@@ -170,6 +244,13 @@ macro_rules! sql_store {
                         _ => None,
                     })
                     .map(|u| u.user_id.clone());
+                if let Some(uid) = &resolved {
+                    let key = membership_key(organization_id, uid);
+                    observed.ledger = self.ledger_by_keys([&key, &key, &key]).await?.into_iter().next();
+                }
+                if !resource.is_empty() {
+                    observed.own_entries = self.ledger_of_resource_inner(resource, manager).await?;
+                }
                 if let Some(uid) = resolved {
                     observed.membership = sqlx::query(SELECT_MEMBERSHIP)
                         .bind(&uid)
@@ -215,12 +296,56 @@ macro_rules! sql_store {
                 Ok(observed)
             }
 
-            async fn apply_inner(&self, changes: &[Change], actor: &str) -> Result<(), sqlx::Error> {
-                let mut tx = self.pool.begin().await?;
+            async fn apply_inner(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+                let db = StoreError::from_sqlx;
+                let mut tx = self.pool.begin().await.map_err(db)?;
                 for change in changes {
-                    apply_change(&mut tx, change, actor).await?;
+                    match change {
+                        Change::Claim { entry, replaces } => {
+                            let done = sqlx::query(ledger_sql(&self.ledger.claim))
+                                .bind(&entry.row_key)
+                                .bind(&entry.manager)
+                                .bind(&entry.resource)
+                                .bind(&entry.organization_id)
+                                .bind(entry.created)
+                                .bind(&entry.deletion_policy)
+                                .bind(Json(&entry.managed))
+                                .bind(now())
+                                .bind(replaces.as_deref().unwrap_or(&entry.resource))
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db)?;
+                            if done.rows_affected() == 0 {
+                                let holder = sqlx::query(ledger_sql(&self.ledger.owner_of))
+                                    .bind(&entry.row_key)
+                                    .fetch_optional(&mut *tx)
+                                    .await
+                                    .map_err(db)?;
+                                let (manager, resource) = match holder {
+                                    Some(r) => (
+                                        r.try_get::<String, _>("manager").map_err(db)?,
+                                        r.try_get::<String, _>("resource").map_err(db)?,
+                                    ),
+                                    None => (String::new(), String::new()),
+                                };
+                                return Err(StoreError::Claimed {
+                                    row: entry.row_key.clone(),
+                                    manager,
+                                    resource,
+                                });
+                            }
+                        }
+                        Change::Release { row_key } => {
+                            sqlx::query(ledger_sql(&self.ledger.release))
+                                .bind(row_key)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db)?;
+                        }
+                        other => apply_change(&mut tx, other, actor, &self.ledger).await.map_err(db)?,
+                    }
                 }
-                tx.commit().await
+                tx.commit().await.map_err(db)
             }
         }
 
@@ -326,6 +451,7 @@ macro_rules! sql_store {
             tx: &mut Transaction<'static, $db>,
             change: &Change,
             actor: &str,
+            ledger: &LedgerSql,
         ) -> Result<(), sqlx::Error> {
             match change {
                 Change::CreateBudget(b) => upsert_budget(tx, b, actor).await,
@@ -337,16 +463,16 @@ macro_rules! sql_store {
                     organization_id,
                     owned_budget_id,
                 } => {
+                    // Hold the organization row first: a membership committed while the cascade
+                    // runs would lose its budget row to nobody.
+                    if let Some(lock) = $dialect::LOCK_ORGANIZATION {
+                        sqlx::query(lock).bind(organization_id).execute(&mut **tx).await?;
+                    }
                     // Member budgets the operator created for this organization's memberships.
-                    let member_budgets: Vec<String> = sqlx::query_scalar(
-                        r#"SELECT m."budget_id" FROM "LiteLLM_OrganizationMembership" m
-                           JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
-                           WHERE m."organization_id" = $1 AND b."created_by" = $2"#,
-                    )
-                    .bind(organization_id)
-                    .bind(actor)
-                    .fetch_all(&mut **tx)
-                    .await?;
+                    let member_budgets: Vec<String> = sqlx::query_scalar(ledger_sql(&ledger.created_member_budgets))
+                        .bind(organization_id)
+                        .fetch_all(&mut **tx)
+                        .await?;
                     // Foreign-key order: teams, memberships and keys point at the organization.
                     for sql in [
                         r#"DELETE FROM "LiteLLM_TeamTable" WHERE "organization_id" = $1"#,
@@ -365,6 +491,11 @@ macro_rules! sql_store {
                     for b in &member_budgets {
                         delete_budget(tx, b).await?;
                     }
+                    // Every ledger entry of the organization's rows goes with them.
+                    sqlx::query(ledger_sql(&ledger.release_organization))
+                        .bind(organization_id)
+                        .execute(&mut **tx)
+                        .await?;
                     Ok(())
                 }
                 Change::CreateUser { user_id, email } => {
@@ -387,6 +518,7 @@ macro_rules! sql_store {
                 }
                 Change::CreateMembership(m) => upsert_membership(tx, m).await,
                 Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await,
+                Change::Claim { .. } | Change::Release { .. } => Ok(()),
                 Change::DeleteMembership {
                     user_id,
                     organization_id,
@@ -431,20 +563,15 @@ macro_rules! sql_store {
                 &self,
                 organization_id: &str,
                 desired_budget_id: &str,
+                owned_budget_id: &str,
             ) -> Result<ObservedOrganization, StoreError> {
-                self.observe_organization_inner(organization_id, desired_budget_id)
+                self.observe_organization_inner(organization_id, desired_budget_id, owned_budget_id)
                     .await
                     .map_err(StoreError::from_sqlx)
             }
 
-            async fn observe_member(
-                &self,
-                organization_id: &str,
-                user_id: Option<&str>,
-                email: Option<&str>,
-                own_budget_id: &str,
-            ) -> Result<ObservedMember, StoreError> {
-                self.observe_member_inner(organization_id, user_id, email, own_budget_id)
+            async fn observe_member(&self, target: &MemberLookup<'_>) -> Result<ObservedMember, StoreError> {
+                self.observe_member_inner(target)
                     .await
                     .map_err(StoreError::from_sqlx)
             }
@@ -515,8 +642,43 @@ macro_rules! sql_store {
             }
 
             async fn apply(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
-                self.apply_inner(changes, actor)
+                self.apply_inner(changes, actor).await
+            }
+
+            async fn ensure_ledger(&self) -> Result<bool, StoreError> {
+                if self.ledger_known().await.map_err(StoreError::from_sqlx)? {
+                    return Ok(false);
+                }
+                let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+                for ddl in &self.ledger.ddl {
+                    sqlx::query(ledger_sql(ddl))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_ledger_ddl)?;
+                }
+                tx.commit().await.map_err(StoreError::from_ledger_ddl)?;
+                self.ledger_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(true)
+            }
+
+            async fn ledger_of_resource(&self, resource: &str, manager: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+                self.ledger_of_resource_inner(resource, manager)
                     .await
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn ledger_of_manager(&self, manager: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+                if !self.ledger_known().await.map_err(StoreError::from_sqlx)? {
+                    return Ok(Vec::new());
+                }
+                sqlx::query(ledger_sql(&self.ledger.select_manager))
+                    .bind(manager)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .iter()
+                    .map(ledger_from_row)
+                    .collect::<Result<_, _>>()
                     .map_err(StoreError::from_sqlx)
             }
 
@@ -530,18 +692,36 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::from_sqlx)?;
+                let mut owners = std::collections::HashMap::new();
+                if self.ledger_known().await.map_err(StoreError::from_sqlx)? {
+                    for r in sqlx::query(ledger_sql(&self.ledger.owners))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::from_sqlx)?
+                    {
+                        let key: String = r.try_get("row_key").map_err(StoreError::from_sqlx)?;
+                        let resource: String = r.try_get("resource").map_err(StoreError::from_sqlx)?;
+                        let manager: String = r.try_get("manager").map_err(StoreError::from_sqlx)?;
+                        owners.insert(key, format!("{resource} ({manager})"));
+                    }
+                }
                 rows.iter()
                     .map(|r| {
                         let metadata = metadata_map(r.try_get::<Json<Value>, _>("metadata")?.0);
+                        let id: String = r.try_get("organization_id")?;
+                        let owner = owners
+                            .get(&organization_key(&id))
+                            .cloned()
+                            .or_else(|| metadata_owner(&metadata).map(|o| format!("{o} (marker of an earlier version)")));
                         Ok(OrganizationSummary {
-                            organization_id: r.try_get("organization_id")?,
+                            organization_id: id,
                             alias: r.try_get("organization_alias")?,
                             budget_id: r.try_get("budget_id")?,
                             max_budget: r.try_get("max_budget")?,
                             spend: r.try_get("spend")?,
                             members: r.try_get("members")?,
                             models: $dialect::models(r)?,
-                            owner: metadata_owner(&metadata).map(str::to_string),
+                            owner,
                         })
                     })
                     .collect::<Result<_, sqlx::Error>>()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use super::ledger::LedgerSql;
 use super::sql::sql_store;
 use crate::error::StoreError;
 
@@ -15,6 +16,10 @@ use crate::error::StoreError;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The ledger's statements (see `store::ledger`).
+    ledger: std::sync::Arc<LedgerSql>,
+    /// Whether the ledger table is known to exist (reads of a missing ledger are empty).
+    ledger_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SqliteStore {
@@ -35,12 +40,16 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wrap an existing pool (tests, benchmarks).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            ledger: std::sync::Arc::new(LedgerSql::sqlite()),
+            ledger_ready: Default::default(),
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -63,6 +72,14 @@ mod dialect {
     /// The argument of [`OWNED_ORGANIZATIONS`]: the JSON path of the marker's owner.
     pub fn owner_argument() -> String {
         format!("$.\"{OWNER_KEY}\".owner")
+    }
+
+    /// SQLite serialises writers: a write transaction already excludes every other.
+    pub const LOCK_ORGANIZATION: Option<&str> = None;
+
+    /// Whether an error says the ledger table does not exist yet.
+    pub fn is_missing_table(err: &sqlx::Error) -> bool {
+        matches!(err, sqlx::Error::Database(db) if db.message().contains("no such table"))
     }
 
     /// `models` is a JSON array in text.

@@ -79,10 +79,9 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("connect to the test database");
-        Self::Postgres {
-            name,
-            store: PostgresStore::from_pool(pool),
-        }
+        let store = PostgresStore::from_pool(pool);
+        store.ensure_ledger().await.expect("create the ledger");
+        Self::Postgres { name, store }
     }
 
     /// A clone of LiteLLM's own schema (all of its migrations applied).
@@ -108,6 +107,7 @@ impl TestDb {
             .await
             .expect("open sqlite");
         store.migrate().await.expect("migrate");
+        store.ensure_ledger().await.expect("create the ledger");
         Self::Sqlite {
             _dir: dir,
             url,

@@ -1,0 +1,210 @@
+//! The operator's ledger: which rows of LiteLLM's tables it manages, for which resource, under
+//! which manager, which of their fields, and whether it created them or adopted them.
+//!
+//! It lives where LiteLLM never writes: on PostgreSQL in a schema of its own (default
+//! `litellm_org_operator`; never `public`, which `prisma db push --accept-data-loss` may clean),
+//! on SQLite in a table of the same file. Entries are written in the same transaction as the
+//! rows they describe, so the two never disagree, and a claim is one statement guarded by the
+//! primary key: two writers claiming one row cannot both win.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::StoreError;
+
+/// Default PostgreSQL schema of the ledger.
+pub const DEFAULT_LEDGER_SCHEMA: &str = "litellm_org_operator";
+
+/// One managed row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerEntry {
+    /// What row: see [`organization_key`], [`membership_key`], [`budget_key`].
+    pub row_key: String,
+    /// Who manages it: the operator of one cluster, or one named CLI manifest set.
+    pub manager: String,
+    /// The resource that declares it: `Organization/<namespace>/<name>` or
+    /// `OrganizationMember/<namespace>/<name>`.
+    pub resource: String,
+    /// The organization the row belongs to (for cascades), if any.
+    pub organization_id: Option<String>,
+    /// True when the operator created the row (a delete removes it); false when it adopted a
+    /// row made elsewhere (a delete releases it and leaves the row).
+    pub created: bool,
+    /// `Delete` or `Retain`, as the resource said when it last wrote the row.
+    pub deletion_policy: String,
+    /// Which fields the resource manages and what they held before it first set them
+    /// (see the engine's planner for the shape).
+    pub managed: Value,
+}
+
+/// The ledger key of an organization row.
+pub fn organization_key(organization_id: &str) -> String {
+    format!("organization/{organization_id}")
+}
+
+/// The ledger key of a membership row.
+pub fn membership_key(organization_id: &str, user_id: &str) -> String {
+    format!("membership/{organization_id}/{user_id}")
+}
+
+/// The ledger key of a budget row.
+pub fn budget_key(budget_id: &str) -> String {
+    format!("budget/{budget_id}")
+}
+
+/// The ledger's SQL for one table name. The name is the only identifier that is not a
+/// constant: it is checked by [`ledger_schema`] and quoted.
+#[derive(Debug)]
+pub struct LedgerSql {
+    pub ddl: Vec<Arc<str>>,
+    pub exists: Arc<str>,
+    pub select_keys: Arc<str>,
+    pub select_resource: Arc<str>,
+    pub select_manager: Arc<str>,
+    pub claim: Arc<str>,
+    pub owner_of: Arc<str>,
+    pub release: Arc<str>,
+    pub release_organization: Arc<str>,
+    pub created_member_budgets: Arc<str>,
+    pub owners: Arc<str>,
+}
+
+/// A schema name the ledger may use: a plain lower-case identifier, never `public`.
+pub fn ledger_schema(name: &str) -> Result<String, StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name != "public"
+        && !name.starts_with("pg_");
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "--ledger-schema {name:?}: use a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters) other than public"
+        )))
+    }
+}
+
+const COLUMNS: &str = r#""row_key", "manager", "resource", "organization_id", "created", "deletion_policy", "managed""#;
+
+impl LedgerSql {
+    /// The statements for a ledger table `table` (already quoted and qualified).
+    fn for_table(table: &str, ddl: Vec<String>) -> Self {
+        let s = |sql: String| -> Arc<str> { Arc::from(sql) };
+        Self {
+            ddl: ddl.into_iter().map(Arc::from).collect(),
+            exists: s(format!("SELECT 1 FROM {table} LIMIT 1")),
+            select_keys: s(format!(
+                r#"SELECT {COLUMNS} FROM {table} WHERE "row_key" = $1 OR "row_key" = $2 OR "row_key" = $3"#
+            )),
+            select_resource: s(format!(
+                r#"SELECT {COLUMNS} FROM {table} WHERE "resource" = $1 AND "manager" = $2"#
+            )),
+            select_manager: s(format!(
+                r#"SELECT {COLUMNS} FROM {table} WHERE "manager" = $1"#
+            )),
+            claim: s(format!(
+                r#"INSERT INTO {table} ({COLUMNS}, "updated_at") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   ON CONFLICT ("row_key") DO UPDATE SET
+                     "resource" = EXCLUDED."resource", "organization_id" = EXCLUDED."organization_id",
+                     "created" = EXCLUDED."created", "deletion_policy" = EXCLUDED."deletion_policy",
+                     "managed" = EXCLUDED."managed", "updated_at" = EXCLUDED."updated_at"
+                   WHERE {table}."manager" = EXCLUDED."manager"
+                     AND ({table}."resource" = EXCLUDED."resource" OR {table}."resource" = $9)"#
+            )),
+            owner_of: s(format!(
+                r#"SELECT "manager", "resource" FROM {table} WHERE "row_key" = $1"#
+            )),
+            release: s(format!(r#"DELETE FROM {table} WHERE "row_key" = $1"#)),
+            release_organization: s(format!(
+                r#"DELETE FROM {table} WHERE "organization_id" = $1"#
+            )),
+            created_member_budgets: s(format!(
+                r#"SELECT m."budget_id" FROM "LiteLLM_OrganizationMembership" m
+                   JOIN {table} l ON l."row_key" = 'budget/' || m."budget_id"
+                   WHERE m."organization_id" = $1 AND l."created""#
+            )),
+            owners: s(format!(
+                r#"SELECT "row_key", "manager", "resource" FROM {table} WHERE "row_key" LIKE 'organization/%'"#
+            )),
+        }
+    }
+
+    /// PostgreSQL: a table in schema `schema` (created with the schema when missing).
+    pub fn postgres(schema: &str) -> Self {
+        let table = format!(r#""{schema}"."ledger""#);
+        let ddl = vec![
+            format!(r#"CREATE SCHEMA IF NOT EXISTS "{schema}""#),
+            format!(
+                r#"CREATE TABLE IF NOT EXISTS {table} (
+                    "row_key" TEXT NOT NULL PRIMARY KEY,
+                    "manager" TEXT NOT NULL,
+                    "resource" TEXT NOT NULL,
+                    "organization_id" TEXT,
+                    "created" BOOLEAN NOT NULL,
+                    "deletion_policy" TEXT NOT NULL,
+                    "managed" JSONB NOT NULL DEFAULT '{{}}',
+                    "updated_at" TIMESTAMP(3) NOT NULL
+                )"#
+            ),
+            format!(
+                r#"CREATE INDEX IF NOT EXISTS "ledger_resource_idx" ON {table} ("resource", "manager")"#
+            ),
+            format!(r#"CREATE INDEX IF NOT EXISTS "ledger_manager_idx" ON {table} ("manager")"#),
+            format!(
+                r#"CREATE INDEX IF NOT EXISTS "ledger_organization_idx" ON {table} ("organization_id")"#
+            ),
+        ];
+        Self::for_table(&table, ddl)
+    }
+
+    /// SQLite: a table in the same file.
+    pub fn sqlite() -> Self {
+        let table = r#""litellm_org_operator_ledger""#;
+        let ddl = vec![
+            format!(
+                r#"CREATE TABLE IF NOT EXISTS {table} (
+                    "row_key" TEXT NOT NULL PRIMARY KEY,
+                    "manager" TEXT NOT NULL,
+                    "resource" TEXT NOT NULL,
+                    "organization_id" TEXT,
+                    "created" BOOLEAN NOT NULL,
+                    "deletion_policy" TEXT NOT NULL,
+                    "managed" TEXT NOT NULL DEFAULT '{{}}',
+                    "updated_at" TEXT NOT NULL
+                )"#
+            ),
+            format!(
+                r#"CREATE INDEX IF NOT EXISTS "litellm_org_operator_ledger_resource" ON {table} ("resource", "manager")"#
+            ),
+            format!(
+                r#"CREATE INDEX IF NOT EXISTS "litellm_org_operator_ledger_manager" ON {table} ("manager")"#
+            ),
+            format!(
+                r#"CREATE INDEX IF NOT EXISTS "litellm_org_operator_ledger_organization" ON {table} ("organization_id")"#
+            ),
+        ];
+        Self::for_table(table, ddl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(ledger_schema("litellm_org_operator").is_ok());
+        assert!(ledger_schema("ops_2").is_ok());
+        for bad in ["", "public", "Ops", "a-b", "a\"b", "1a", "pg_x", "a;drop"] {
+            assert!(ledger_schema(bad).is_err(), "{bad}");
+        }
+    }
+}
