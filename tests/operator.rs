@@ -1289,3 +1289,371 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
     op.kill().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_stall_with_the_field_named() {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    let ns = "nul";
+    emu.create_namespace(ns);
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let op = Operator::start(&emu, &db.url(), &["--resync-interval", "60s"]).await;
+    // The API accepts U+0000 in strings (JSON allows it); PostgreSQL cannot store it.
+    for (name, spec, field) in [
+        ("nul-alias", json!({"alias": "Re\u{0}search"}), "spec.alias"),
+        (
+            "nul-metadata",
+            json!({"metadata": {"note": "a\u{0}b"}}),
+            "spec.metadata",
+        ),
+    ] {
+        orgs.create(&PostParams::default(), &organization(name, spec))
+            .await
+            .expect("the API server stores it");
+        let stalled = wait_for(&orgs, name, 30, "Stalled", |o| {
+            o.status.as_ref().is_some_and(|s| {
+                condition(&s.conditions, "Stalled").is_some_and(|c| c.status == "True")
+            })
+        })
+        .await;
+        let conditions = &stalled.status.as_ref().expect("status").conditions;
+        let cond = condition(conditions, "Stalled").expect("Stalled");
+        assert_eq!(cond.reason, "InvalidSpec", "{cond:?}");
+        assert!(
+            cond.message.contains(field) && cond.message.contains("NUL"),
+            "{}",
+            cond.message
+        );
+        let reconciling = condition(conditions, "Reconciling").expect("Reconciling");
+        assert_eq!(
+            reconciling.status, "False",
+            "no retry pending: {reconciling:?}"
+        );
+        wait_event(&emu, ns, name, "Warning", "InvalidSpec").await;
+    }
+    assert_eq!(
+        db.count("LiteLLM_OrganizationTable").await,
+        0,
+        "nothing written"
+    );
+    // Not a database fault: no DatabaseUnavailable, and no retry until the object changes.
+    let before = op.metrics().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = op.metrics().await;
+    assert!(
+        !after
+            .keys()
+            .any(|k| k.contains("reconcile_errors_total") && k.contains("DatabaseUnavailable")),
+        "{after:#?}"
+    );
+    assert!(
+        org_reconciles(&after) - org_reconciles(&before) <= 1.0,
+        "{} reconciles in 6 s",
+        org_reconciles(&after) - org_reconciles(&before)
+    );
+    // Fixing the field clears it.
+    orgs.patch(
+        "nul-alias",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"alias": "Research"}})),
+    )
+    .await
+    .expect("patch");
+    wait_for(&orgs, "nul-alias", 30, "Ready", org_ready).await;
+    op.kill().await;
+    db.cleanup().await;
+}
+
+/// The committed CRDs with one property taken out of the Organization's status schema, as an
+/// older release's CRD would lack a newer field.
+fn crds_without_status_field(field: &str) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/litellm.dev.yaml"
+    ))
+    .expect("read crds/");
+    let mut out = String::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut crd: serde_json::Value = serde::Deserialize::deserialize(doc).expect("CRD YAML");
+        if crd["spec"]["names"]["kind"] == "Organization" {
+            for version in crd["spec"]["versions"].as_array_mut().expect("versions") {
+                let props =
+                    version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+                        .as_object_mut()
+                        .expect("status properties");
+                assert!(props.remove(field).is_some(), "no status.{field} to remove");
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).expect("YAML"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_crd_without_a_status_field_still_gets_status() {
+    let db = TestDb::litellm().await;
+    let crds = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        crds.path().join("litellm.dev.yaml"),
+        crds_without_status_field("memberCount"),
+    )
+    .expect("write CRDs");
+    let emu = Emulator::start_with(emulator::Options {
+        crds: Some(crds.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator");
+    let ns = "older";
+    emu.create_namespace(ns);
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let members: Api<OrganizationMember> = Api::namespaced(emu.client(), ns);
+    // The installed CRD really refuses the field: a status apply carrying it fails.
+    orgs.create(&PostParams::default(), &org_manifest("probe", 1))
+        .await
+        .expect("create");
+    let refused = orgs
+        .patch_status(
+            "probe",
+            &PatchParams::apply("probe-writer"),
+            &Patch::Apply(json!({
+                "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+                "status": {"memberCount": 1},
+            })),
+        )
+        .await
+        .expect_err("memberCount is not declared");
+    assert!(
+        refused.to_string().contains("field not declared in schema"),
+        "{refused}"
+    );
+
+    // No --install-crds: the operator runs against the older CRD.
+    let op = Operator::start(&emu, &db.url(), &["--log-format", "json"]).await;
+    for name in ["older-a", "older-b"] {
+        orgs.create(&PostParams::default(), &org_manifest(name, 100))
+            .await
+            .expect("create");
+    }
+    members
+        .create(
+            &PostParams::default(),
+            &member(
+                "older-m",
+                json!({"organizationRef": {"name": "older-a"}, "user": {"email": "o@example.com"}, "role": "internal_user"}),
+            ),
+        )
+        .await
+        .expect("create");
+    wait_all_ready(&emu, ns).await;
+    // Later status writes too (a new generation, and a resync at 3 s).
+    orgs.patch(
+        "older-a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 200}}})),
+    )
+    .await
+    .expect("patch");
+    let a = wait_for(&orgs, "older-a", 30, "the new budget in status", |o| {
+        org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(200.0)
+    })
+    .await;
+    for org in [a, orgs.get("older-b").await.expect("older-b")] {
+        let status = org.status.expect("status");
+        assert!(status.organization_id.is_some(), "{status:?}");
+        assert_eq!(status.spend, Some(0.0), "{status:?}");
+        assert!(status.max_budget.is_some(), "{status:?}");
+        assert_eq!(status.member_count, None, "not declared, not written");
+        assert!(condition(&status.conditions, "Ready").is_some());
+    }
+    let m = members.get("older-m").await.expect("member");
+    assert!(m.status.and_then(|s| s.user_id).is_some());
+    let warnings: Vec<String> = op
+        .log_lines()
+        .into_iter()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            v["level"] == "WARN" && l.contains("status.memberCount")
+        })
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one WARN naming the field: {warnings:#?}"
+    );
+    assert!(warnings[0].contains("upgrade the CRDs"), "{}", warnings[0]);
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_managers_condition_stays_its_own() {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    let ns = "shared-status";
+    emu.create_namespace(ns);
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let op = Operator::start(&emu, &db.url(), &[]).await;
+    orgs.create(&PostParams::default(), &org_manifest("shared", 10))
+        .await
+        .expect("create");
+    wait_for(&orgs, "shared", 30, "Ready", org_ready).await;
+
+    // Another controller adds a condition of its own type.
+    let other = PatchParams::apply("other-controller");
+    orgs.patch_status(
+        "shared",
+        &other,
+        &Patch::Apply(json!({
+            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+            "status": {"conditions": [{
+                "type": "Synced-by-other", "status": "True", "reason": "Checked",
+                "message": "checked by another controller",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]},
+        })),
+    )
+    .await
+    .expect("the other controller's apply");
+    // The operator writes status again (a new generation) and keeps the other condition.
+    orgs.patch(
+        "shared",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 20}}})),
+    )
+    .await
+    .expect("patch");
+    let org = wait_for(&orgs, "shared", 30, "the new generation", |o| {
+        org_ready(o) && o.metadata.generation == Some(2)
+    })
+    .await;
+    let status = org.status.as_ref().expect("status");
+    assert!(condition(&status.conditions, "Synced-by-other").is_some());
+    // managedFields: the condition is the other manager's alone.
+    let entry = |manager: &str| {
+        org.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| {
+                m.manager.as_deref() == Some(manager) && m.subresource.as_deref() == Some("status")
+            })
+            .map(|m| serde_json::to_string(&m.fields_v1).expect("fieldsV1"))
+            .collect::<Vec<_>>()
+            .concat()
+    };
+    let ours = entry("litellm-org-operator");
+    let theirs = entry("other-controller");
+    assert!(ours.contains(r#"k:{\"type\":\"Ready\"}"#), "{ours}");
+    assert!(!ours.contains("Synced-by-other"), "co-owned: {ours}");
+    assert!(theirs.contains("Synced-by-other"), "{theirs}");
+
+    // Its owner drops it by applying a status without it: it goes.
+    orgs.patch_status(
+        "shared",
+        &other,
+        &Patch::Apply(json!({
+            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "status": {},
+        })),
+    )
+    .await
+    .expect("the other controller's second apply");
+    let org = orgs.get("shared").await.expect("get");
+    let status = org.status.expect("status");
+    assert!(
+        condition(&status.conditions, "Synced-by-other").is_none(),
+        "{:#?}",
+        status.conditions
+    );
+    assert!(condition(&status.conditions, "Ready").is_some_and(|c| c.status == "True"));
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_long_names_and_long_notes_are_accepted() {
+    let db = TestDb::litellm().await;
+    // Ten users share one email, with ids of 120 characters: the Conflict message lists every
+    // id (about 1.3 KB).
+    let padding = "x".repeat(90);
+    for i in 0..10 {
+        db.exec(&format!(
+            r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models) VALUES ('a-user-sharing-one-email-{padding}-{i:04}', 'shared@example.com', 'internal_user', '{{}}')"#
+        ))
+        .await;
+    }
+    let emu = Emulator::start().await;
+    let ns = "long";
+    emu.create_namespace(ns);
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let members: Api<OrganizationMember> = Api::namespaced(emu.client(), ns);
+    let op = Operator::start(&emu, &db.url(), &[]).await;
+
+    // Names of 250 characters (the limit is 253): a Normal and a Warning event each.
+    let created = "c".repeat(250);
+    let dangling = "d".repeat(250);
+    orgs.create(&PostParams::default(), &org_manifest(&created, 10))
+        .await
+        .expect("create");
+    orgs.create(
+        &PostParams::default(),
+        &organization(
+            &dangling,
+            json!({"budgetRef": {"budgetId": "no-such-budget"}}),
+        ),
+    )
+    .await
+    .expect("create");
+    wait_for(&orgs, &created, 30, "Ready", org_ready).await;
+    let normal = wait_event(&emu, ns, &created, "Normal", "Created").await;
+    let warning = wait_event(&emu, ns, &dangling, "Warning", "InvalidSpec").await;
+    for e in [&normal, &warning] {
+        let name = e.metadata.name.as_deref().unwrap_or_default();
+        assert!(name.len() <= 253, "{name}");
+    }
+
+    // A Conflict whose message is over 1024 bytes: the event's note is cut to fit.
+    members
+        .create(
+            &PostParams::default(),
+            &member(
+                "ambiguous",
+                json!({"organizationRef": {"name": created}, "user": {"email": "shared@example.com"}, "role": "internal_user"}),
+            ),
+        )
+        .await
+        .expect("create");
+    let m = wait_for(&members, "ambiguous", 30, "Conflict", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            condition(&s.conditions, "Stalled")
+                .is_some_and(|c| c.status == "True" && c.reason == "Conflict")
+        })
+    })
+    .await;
+    let message = condition(&m.status.expect("status").conditions, "Stalled")
+        .expect("Stalled")
+        .message
+        .clone();
+    assert!(
+        message.len() > 1024,
+        "the full message: {} bytes",
+        message.len()
+    );
+    assert!(message.contains("10 users have the email"), "{message}");
+    let conflict = wait_event(&emu, ns, "ambiguous", "Warning", "Conflict").await;
+    let note = conflict.note.unwrap_or_default();
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(
+        note.starts_with("10 users have the email") && note.ends_with('…'),
+        "{note}"
+    );
+    let refused: Vec<String> = op
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("could not publish event"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    op.kill().await;
+    db.cleanup().await;
+}
