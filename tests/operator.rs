@@ -160,6 +160,16 @@ impl Operator {
             .collect()
     }
 
+    /// How much the series for which `series` holds grew, summed, over `secs` seconds.
+    async fn growth_over(&self, secs: u64, series: impl Fn(&str) -> bool) -> f64 {
+        let sum = |m: BTreeMap<String, f64>| -> f64 {
+            m.iter().filter(|(k, _)| series(k)).map(|(_, v)| v).sum()
+        };
+        let before = sum(self.metrics().await);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        sum(self.metrics().await) - before
+    }
+
     async fn kill(mut self) {
         self.child.kill().await.ok();
     }
@@ -178,6 +188,16 @@ impl Operator {
             .expect("the operator did not stop within 20 s of SIGTERM")
             .expect("exit status")
     }
+}
+
+/// A series of Organization reconciles (any result).
+fn is_org_reconcile(series: &str) -> bool {
+    series.starts_with(r#"litellm_org_operator_reconciles_total{kind="Organization""#)
+}
+
+/// A series of reconciles failed because the database was unavailable.
+fn is_unavailable_error(series: &str) -> bool {
+    series.contains("reconcile_errors_total") && series.contains("DatabaseUnavailable")
 }
 
 /// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
@@ -326,13 +346,7 @@ async fn examples_reconcile_end_to_end() {
 
     // Edit a budget and a role: the rows follow and observedGeneration advances.
     let gen_before = research.metadata.generation;
-    orgs.patch(
-        "research",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 6000}}})),
-    )
-    .await
-    .expect("patch org");
+    patch_spec(&orgs, "research", json!({"budget": {"maxBudget": 6000}})).await;
     members
         .patch(
             "research-bob",
@@ -493,12 +507,8 @@ async fn examples_reconcile_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_objects_stall_without_looping() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("bad");
+    let (db, emu, orgs, _) = world("bad").await;
     let op = Operator::start(&emu, &db.url(), &["--resync-interval", "30s"]).await;
-    let client = emu.client();
-    let orgs: Api<Organization> = Api::namespaced(client.clone(), "bad");
 
     // Refused by the emulator's schema validation: never reaches the operator.
     let invalid = organization("negative", json!({"budget": {"maxBudget": -1}}));
@@ -513,9 +523,7 @@ async fn bad_objects_stall_without_looping() {
         "dangling",
         json!({"budgetRef": {"budgetId": "no-such-budget"}}),
     );
-    orgs.create(&PostParams::default(), &dangling)
-        .await
-        .expect("create");
+    create(&orgs, &dangling).await;
     let stalled = wait_for(&orgs, "dangling", 30, "Stalled", |o| {
         o.status.as_ref().is_some_and(|s| {
             condition(&s.conditions, "Stalled").is_some_and(|c| c.status == "True")
@@ -536,32 +544,12 @@ async fn bad_objects_stall_without_looping() {
     );
 
     // No hot loop: over a 6 s window the broken object is not reconciled again.
-    let count = |m: &BTreeMap<String, f64>| -> f64 {
-        m.iter()
-            .filter(|(k, _)| {
-                k.starts_with("litellm_org_operator_reconciles_total{kind=\"Organization\"")
-            })
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let before = count(&op.metrics().await);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let after = count(&op.metrics().await);
-    assert!(
-        after - before <= 1.0,
-        "reconciled {} times in 6 s",
-        after - before
-    );
+    let reconciles = op.growth_over(6, is_org_reconcile).await;
+    assert!(reconciles <= 1.0, "reconciled {reconciles} times in 6 s");
 
     // Fixing the spec clears the stall.
     db.exec(r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, created_by, updated_by) VALUES ('no-such-budget', 'admin', 'admin')"#).await;
-    orgs.patch(
-        "dangling",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"alias": "Fixed"}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "dangling", json!({"alias": "Fixed"})).await;
     wait_for(&orgs, "dangling", 30, "Ready", org_ready).await;
     op.kill().await;
     db.cleanup().await;
@@ -583,9 +571,7 @@ async fn database_outage_backs_off_and_recovers() {
 
     proxy.down();
     let org = org_manifest("patient", 10);
-    orgs.create(&PostParams::default(), &org)
-        .await
-        .expect("create");
+    create(&orgs, &org).await;
     let waiting = wait_for(&orgs, "patient", 60, "DatabaseUnavailable", |o| {
         o.status.as_ref().is_some_and(|s| {
             condition(&s.conditions, "Reconciling")
@@ -601,23 +587,9 @@ async fn database_outage_backs_off_and_recovers() {
     .expect("ready");
     assert_eq!(ready.status, "False");
     assert!(!ready.message.contains("postgres://"), "{}", ready.message);
-    let errors = |m: &BTreeMap<String, f64>| -> f64 {
-        m.iter()
-            .filter(|(k, _)| {
-                k.contains("reconcile_errors_total") && k.contains("DatabaseUnavailable")
-            })
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let first = errors(&op.metrics().await);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let later = errors(&op.metrics().await);
+    let attempts = op.growth_over(10, is_unavailable_error).await;
     // Backoff from 2 s doubling: at most a handful of attempts in 10 s, never a hot loop.
-    assert!(
-        later - first <= 5.0,
-        "{} failed attempts in 10 s",
-        later - first
-    );
+    assert!(attempts <= 5.0, "{attempts} failed attempts in 10 s");
     proxy.restore();
     wait_for(
         &orgs,
@@ -634,26 +606,16 @@ async fn database_outage_backs_off_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_reconcile_converges_exactly() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("crash");
-    let client = emu.client();
-    let orgs: Api<Organization> = Api::namespaced(client.clone(), "crash");
-    let members: Api<OrganizationMember> = Api::namespaced(client.clone(), "crash");
+    let (db, emu, orgs, members) = world("crash").await;
     let op = Operator::start(&emu, &db.url(), &["--concurrency", "4"]).await;
     for i in 0..100 {
         let org = org_manifest(&format!("org-{i}"), i);
-        orgs.create(&PostParams::default(), &org)
-            .await
-            .expect("create org");
+        create(&orgs, &org).await;
         let m = member(
             &format!("m-{i}"),
             json!({"organizationRef": {"name": format!("org-{i}")}, "user": {"email": format!("u{i}@example.com")}, "role": "internal_user", "maxBudgetInOrganization": 1}),
         );
-        members
-            .create(&PostParams::default(), &m)
-            .await
-            .expect("create member");
+        create(&members, &m).await;
     }
     // Kill -9 while it is busy, with some deletes in flight.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -732,14 +694,9 @@ fn org_manifest(name: &str, max_budget: u32) -> Organization {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_objects_are_not_written() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("pause");
+    let (db, emu, orgs, _) = world("pause").await;
     let op = Operator::start(&emu, &db.url(), &[]).await;
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), "pause");
-    orgs.create(&PostParams::default(), &org_manifest("still", 10))
-        .await
-        .expect("create");
+    create(&orgs, &org_manifest("still", 10)).await;
     let ready = wait_for(&orgs, "still", 30, "Ready", org_ready).await;
     let org_id = ready.status.and_then(|s| s.organization_id).expect("id");
     let budget = || {
@@ -787,19 +744,14 @@ async fn paused_objects_are_not_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_fails_over_without_duplicates() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("ha");
+    let (db, emu, orgs, _) = world("ha").await;
     let args = ["--leader-elect", "--lease-namespace", "ha"];
     let mut ops = vec![
         Some(Operator::start_named(&emu, &db.url(), &args, "op-a").await),
         Some(Operator::start_named(&emu, &db.url(), &args, "op-b").await),
     ];
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), "ha");
     for i in 0..10 {
-        orgs.create(&PostParams::default(), &org_manifest(&format!("ha-{i}"), i))
-            .await
-            .expect("create");
+        create(&orgs, &org_manifest(&format!("ha-{i}"), i)).await;
     }
     for i in 0..10 {
         wait_for(&orgs, &format!("ha-{i}"), 60, "Ready", org_ready).await;
@@ -832,17 +784,9 @@ async fn leader_election_fails_over_without_duplicates() {
         op.kill().await;
     }
     for i in 10..20 {
-        orgs.create(&PostParams::default(), &org_manifest(&format!("ha-{i}"), i))
-            .await
-            .expect("create");
+        create(&orgs, &org_manifest(&format!("ha-{i}"), i)).await;
     }
-    orgs.patch(
-        "ha-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 500}}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "ha-0", json!({"budget": {"maxBudget": 500}})).await;
     for i in 0..20 {
         wait_for(
             &orgs,
@@ -1106,16 +1050,6 @@ async fn wait_event(
     }
 }
 
-/// Organization reconciles counted so far (all results).
-fn org_reconciles(m: &BTreeMap<String, f64>) -> f64 {
-    m.iter()
-        .filter(|(k, _)| {
-            k.starts_with(r#"litellm_org_operator_reconciles_total{kind="Organization""#)
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
 /// `SELECT count(*)` of organization rows with this id.
 async fn org_rows(db: &TestDb, id: &str) -> String {
     db.strings(&format!(
@@ -1125,39 +1059,65 @@ async fn org_rows(db: &TestDb, id: &str) -> String {
     .concat()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
+/// Create an object; the test fails if the API server refuses it.
+async fn create<K>(api: &Api<K>, obj: &K)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Err(e) = api.create(&PostParams::default(), obj).await {
+        panic!(
+            "create {}: {e}",
+            obj.meta().name.as_deref().unwrap_or_default()
+        );
+    }
+}
+
+/// Merge `spec` into an Organization's spec.
+async fn patch_spec(orgs: &Api<Organization>, name: &str, spec: serde_json::Value) {
+    orgs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": spec })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+}
+
+/// An `internal_user` member of the Organization `org`, by email.
+fn member_of(name: &str, org: &str, email: &str) -> OrganizationMember {
+    member(
+        name,
+        json!({"organizationRef": {"name": org}, "user": {"email": email}, "role": "internal_user"}),
+    )
+}
+
+/// A database with LiteLLM's schema, and an emulator with the namespace `ns` and both kinds'
+/// APIs in it.
+async fn world(ns: &str) -> (TestDb, Emulator, Api<Organization>, Api<OrganizationMember>) {
     let db = TestDb::litellm().await;
     let emu = Emulator::start().await;
-    let ns = "deep";
     emu.create_namespace(ns);
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
-    let members: Api<OrganizationMember> = Api::namespaced(emu.client(), ns);
-    let pp = PostParams::default();
+    let orgs = Api::namespaced(emu.client(), ns);
+    let members = Api::namespaced(emu.client(), ns);
+    (db, emu, orgs, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
+    let ns = "deep";
+    let (db, emu, orgs, members) = world(ns).await;
     // A long resync: every reconcile counted below is one the operator chose to run.
     let args = ["--resync-interval", "60s"];
     let op = Operator::start(&emu, &db.url(), &args).await;
     for (name, policy) in [("kept", "Retain"), ("gone", "Delete")] {
-        orgs.create(
-            &pp,
+        create(
+            &orgs,
             &organization(name, json!({"alias": name, "deletionPolicy": policy})),
         )
-        .await
-        .expect("create");
+        .await;
     }
-    orgs.create(&pp, &org_manifest("plain", 10))
-        .await
-        .expect("create");
-    members
-        .create(
-            &pp,
-            &member(
-                "plain-m",
-                json!({"organizationRef": {"name": "plain"}, "user": {"email": "m@example.com"}, "role": "internal_user"}),
-            ),
-        )
-        .await
-        .expect("create");
+    create(&orgs, &org_manifest("plain", 10)).await;
+    create(&members, &member_of("plain-m", "plain", "m@example.com")).await;
     wait_all_ready(&emu, ns).await;
     let id_of = |o: Organization| o.status.and_then(|s| s.organization_id).expect("id");
     let kept_id = id_of(orgs.get("kept").await.expect("kept"));
@@ -1181,23 +1141,8 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
         orgs.get("kept").await.is_err(),
         "serde_json cannot decode the planted object"
     );
-    orgs.patch(
-        "plain",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 20}}})),
-    )
-    .await
-    .expect("patch");
-    members
-        .create(
-            &pp,
-            &member(
-                "late-m",
-                json!({"organizationRef": {"name": "plain"}, "user": {"email": "late@example.com"}, "role": "internal_user"}),
-            ),
-        )
-        .await
-        .expect("create");
+    patch_spec(&orgs, "plain", json!({"budget": {"maxBudget": 20}})).await;
+    create(&members, &member_of("late-m", "plain", "late@example.com")).await;
 
     // The initial list holds the three: /readyz still turns ready (start waits for it) and
     // everything else is reconciled.
@@ -1232,14 +1177,8 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
     );
 
     // No hot loop: nothing changes, so nothing is reconciled again.
-    let before = org_reconciles(&op.metrics().await);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let after = org_reconciles(&op.metrics().await);
-    assert!(
-        after - before <= 1.0,
-        "{} reconciles in 6 s",
-        after - before
-    );
+    let reconciles = op.growth_over(6, is_org_reconcile).await;
+    assert!(reconciles <= 1.0, "{reconciles} reconciles in 6 s");
 
     // Planted while the operator runs: the watch event alone is isolated the same way.
     let mut live = support::kube::organization_json("deep-live", json!({"alias": "Live"}));
@@ -1247,13 +1186,7 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
     emu.insert_raw("litellm.dev", "v1alpha1", "organizations", ns, live);
     wait_stalled(&emu, ns, "deep-live", "InvalidSpec").await;
     wait_event(&emu, ns, "deep-live", "Warning", "InvalidSpec").await;
-    orgs.patch(
-        "plain",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 30}}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "plain", json!({"budget": {"maxBudget": 30}})).await;
     wait_for(&orgs, "plain", 30, "the next edit", |o| {
         org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(30.0)
     })
@@ -1292,11 +1225,8 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_characters_stall_with_the_field_named() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
     let ns = "nul";
-    emu.create_namespace(ns);
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let (db, emu, orgs, _) = world(ns).await;
     let op = Operator::start(&emu, &db.url(), &["--resync-interval", "60s"]).await;
     // The API accepts U+0000 in strings (JSON allows it); PostgreSQL cannot store it.
     for (name, spec, field) in [
@@ -1307,9 +1237,7 @@ async fn nul_characters_stall_with_the_field_named() {
             "spec.metadata",
         ),
     ] {
-        orgs.create(&PostParams::default(), &organization(name, spec))
-            .await
-            .expect("the API server stores it");
+        create(&orgs, &organization(name, spec)).await;
         let stalled = wait_for(&orgs, name, 30, "Stalled", |o| {
             o.status.as_ref().is_some_and(|s| {
                 condition(&s.conditions, "Stalled").is_some_and(|c| c.status == "True")
@@ -1337,28 +1265,15 @@ async fn nul_characters_stall_with_the_field_named() {
         "nothing written"
     );
     // Not a database fault: no DatabaseUnavailable, and no retry until the object changes.
-    let before = op.metrics().await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let after = op.metrics().await;
+    let reconciles = op.growth_over(6, is_org_reconcile).await;
+    assert!(reconciles <= 1.0, "{reconciles} reconciles in 6 s");
+    let metrics = op.metrics().await;
     assert!(
-        !after
-            .keys()
-            .any(|k| k.contains("reconcile_errors_total") && k.contains("DatabaseUnavailable")),
-        "{after:#?}"
-    );
-    assert!(
-        org_reconciles(&after) - org_reconciles(&before) <= 1.0,
-        "{} reconciles in 6 s",
-        org_reconciles(&after) - org_reconciles(&before)
+        !metrics.keys().any(|k| is_unavailable_error(k)),
+        "{metrics:#?}"
     );
     // Fixing the field clears it.
-    orgs.patch(
-        "nul-alias",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"alias": "Research"}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "nul-alias", json!({"alias": "Research"})).await;
     wait_for(&orgs, "nul-alias", 30, "Ready", org_ready).await;
     op.kill().await;
     db.cleanup().await;
@@ -1410,9 +1325,7 @@ async fn an_older_crd_without_a_status_field_still_gets_status() {
     let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
     let members: Api<OrganizationMember> = Api::namespaced(emu.client(), ns);
     // The installed CRD really refuses the field: a status apply carrying it fails.
-    orgs.create(&PostParams::default(), &org_manifest("probe", 1))
-        .await
-        .expect("create");
+    create(&orgs, &org_manifest("probe", 1)).await;
     let refused = orgs
         .patch_status(
             "probe",
@@ -1432,29 +1345,12 @@ async fn an_older_crd_without_a_status_field_still_gets_status() {
     // No --install-crds: the operator runs against the older CRD.
     let op = Operator::start(&emu, &db.url(), &["--log-format", "json"]).await;
     for name in ["older-a", "older-b"] {
-        orgs.create(&PostParams::default(), &org_manifest(name, 100))
-            .await
-            .expect("create");
+        create(&orgs, &org_manifest(name, 100)).await;
     }
-    members
-        .create(
-            &PostParams::default(),
-            &member(
-                "older-m",
-                json!({"organizationRef": {"name": "older-a"}, "user": {"email": "o@example.com"}, "role": "internal_user"}),
-            ),
-        )
-        .await
-        .expect("create");
+    create(&members, &member_of("older-m", "older-a", "o@example.com")).await;
     wait_all_ready(&emu, ns).await;
     // Later status writes too (a new generation, and a resync at 3 s).
-    orgs.patch(
-        "older-a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 200}}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "older-a", json!({"budget": {"maxBudget": 200}})).await;
     let a = wait_for(&orgs, "older-a", 30, "the new budget in status", |o| {
         org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(200.0)
     })
@@ -1489,15 +1385,10 @@ async fn an_older_crd_without_a_status_field_still_gets_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_managers_condition_stays_its_own() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
     let ns = "shared-status";
-    emu.create_namespace(ns);
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let (db, emu, orgs, _) = world(ns).await;
     let op = Operator::start(&emu, &db.url(), &[]).await;
-    orgs.create(&PostParams::default(), &org_manifest("shared", 10))
-        .await
-        .expect("create");
+    create(&orgs, &org_manifest("shared", 10)).await;
     wait_for(&orgs, "shared", 30, "Ready", org_ready).await;
 
     // Another controller adds a condition of its own type.
@@ -1517,13 +1408,7 @@ async fn another_managers_condition_stays_its_own() {
     .await
     .expect("the other controller's apply");
     // The operator writes status again (a new generation) and keeps the other condition.
-    orgs.patch(
-        "shared",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 20}}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "shared", json!({"budget": {"maxBudget": 20}})).await;
     let org = wait_for(&orgs, "shared", 30, "the new generation", |o| {
         org_ready(o) && o.metadata.generation == Some(2)
     })
@@ -1573,7 +1458,8 @@ async fn another_managers_condition_stays_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_for_long_names_and_long_notes_are_accepted() {
-    let db = TestDb::litellm().await;
+    let ns = "long";
+    let (db, emu, orgs, members) = world(ns).await;
     // Ten users share one email, with ids of 120 characters: the Conflict message lists every
     // id (about 1.3 KB).
     let padding = "x".repeat(90);
@@ -1583,28 +1469,20 @@ async fn events_for_long_names_and_long_notes_are_accepted() {
         ))
         .await;
     }
-    let emu = Emulator::start().await;
-    let ns = "long";
-    emu.create_namespace(ns);
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
-    let members: Api<OrganizationMember> = Api::namespaced(emu.client(), ns);
     let op = Operator::start(&emu, &db.url(), &[]).await;
 
     // Names of 250 characters (the limit is 253): a Normal and a Warning event each.
     let created = "c".repeat(250);
     let dangling = "d".repeat(250);
-    orgs.create(&PostParams::default(), &org_manifest(&created, 10))
-        .await
-        .expect("create");
-    orgs.create(
-        &PostParams::default(),
+    create(&orgs, &org_manifest(&created, 10)).await;
+    create(
+        &orgs,
         &organization(
             &dangling,
             json!({"budgetRef": {"budgetId": "no-such-budget"}}),
         ),
     )
-    .await
-    .expect("create");
+    .await;
     wait_for(&orgs, &created, 30, "Ready", org_ready).await;
     let normal = wait_event(&emu, ns, &created, "Normal", "Created").await;
     let warning = wait_event(&emu, ns, &dangling, "Warning", "InvalidSpec").await;
@@ -1614,16 +1492,10 @@ async fn events_for_long_names_and_long_notes_are_accepted() {
     }
 
     // A Conflict whose message is over 1024 bytes: the event's note is cut to fit.
-    members
-        .create(
-            &PostParams::default(),
-            &member(
+    create(&members, &member(
                 "ambiguous",
                 json!({"organizationRef": {"name": created}, "user": {"email": "shared@example.com"}, "role": "internal_user"}),
-            ),
-        )
-        .await
-        .expect("create");
+            )).await;
     let m = wait_for(&members, "ambiguous", 30, "Conflict", |m| {
         m.status.as_ref().is_some_and(|s| {
             condition(&s.conditions, "Stalled")
