@@ -16,6 +16,7 @@ use litellm_org_operator::cli::offline::{self, RunOptions};
 use litellm_org_operator::cli::output::{self, Format, escape};
 use litellm_org_operator::controller::{self, RunConfig};
 use litellm_org_operator::engine::{CLI_MANAGER, DEFAULT_ACTOR, Engine, OPERATOR_MANAGER};
+use litellm_org_operator::store::NewUserDefaults;
 use litellm_org_operator::store::Store;
 use litellm_org_operator::store::ledger::DEFAULT_LEDGER_SCHEMA;
 use litellm_org_operator::store::open::{self as database, DEFAULT_DATABASE_URL};
@@ -45,6 +46,22 @@ struct Cli {
     /// manifest set applied with the CLI its own name.
     #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", global = true)]
     manager: Option<String>,
+
+    /// Models of every user this tool creates, as LiteLLM's
+    /// `default_internal_user_params.models` (comma-separated or repeated). Existing users are
+    /// never changed.
+    #[arg(long, value_delimiter = ',', env = "NEW_USER_MODELS", global = true)]
+    new_user_models: Vec<String>,
+
+    /// `max_budget` (USD) of every user this tool creates, as LiteLLM's
+    /// `max_internal_user_budget`.
+    #[arg(long, env = "NEW_USER_MAX_BUDGET", value_parser = non_negative_usd, global = true)]
+    new_user_max_budget: Option<f64>,
+
+    /// `budget_duration` of every user this tool creates, as LiteLLM's
+    /// `internal_user_budget_duration` (30s, 30m, 24h, 30d, 2w, 1mo).
+    #[arg(long, env = "NEW_USER_BUDGET_DURATION", value_parser = budget_duration, global = true)]
+    new_user_budget_duration: Option<String>,
 
     /// PostgreSQL schema of the operator's ledger (created on first `apply` or `run`).
     #[arg(long, env = "LEDGER_SCHEMA", default_value = DEFAULT_LEDGER_SCHEMA, global = true)]
@@ -111,6 +128,14 @@ enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// Write manifests that adopt the organizations (and their members) no manager holds yet,
+    /// with exactly their current values: applying them changes nothing in LiteLLM and takes
+    /// ownership in the ledger. The way into GitOps for organizations made in LiteLLM.
+    Export {
+        /// Namespace of the manifests.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
     /// List what the database holds.
     Get {
         what: GetWhat,
@@ -132,6 +157,26 @@ struct Settings {
     actor: String,
     manager: Option<String>,
     ledger_schema: String,
+    new_user: NewUserDefaults,
+}
+
+/// `--new-user-max-budget`: a finite amount of USD, zero or more.
+fn non_negative_usd(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{text:?} is not an amount of USD: use a number, 0 or more"
+        )),
+    }
+}
+
+/// `--new-user-budget-duration`: a LiteLLM budget duration.
+fn budget_duration(text: &str) -> Result<String, String> {
+    litellm_org_operator::duration::parse_duration(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| {
+            format!("{text:?} is not a duration: use a number and a unit, such as 30s, 30m, 24h, 30d, 2w or 1mo")
+        })
 }
 
 /// Runs past this many objects get a progress bar on a terminal.
@@ -163,6 +208,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         actor: cli.actor.clone(),
         manager: cli.manager.clone(),
         ledger_schema: cli.ledger_schema.clone(),
+        new_user: NewUserDefaults {
+            models: cli.new_user_models.clone(),
+            max_budget: cli.new_user_max_budget,
+            budget_duration: cli.new_user_budget_duration.clone(),
+        },
     };
     match cli.command {
         Command::Run {
@@ -213,7 +263,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         .unwrap_or_else(|| "default".to_string()),
                 )
             });
-            operate(&url, config, http_addr, lease).await?;
+            operate(&url, config, settings.new_user, http_addr, lease).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {
@@ -229,6 +279,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Plan { paths, prune } => manifests(&url, &settings, &paths, false, prune).await,
         Command::Apply { paths, prune } => manifests(&url, &settings, &paths, true, prune).await,
+        Command::Export { namespace } => {
+            let store = database::open(&url)
+                .await?
+                .with_ledger_schema(&settings.ledger_schema)?;
+            database::ensure_schema(&store).await?;
+            print!(
+                "{}",
+                litellm_org_operator::cli::export::export(&store, &namespace).await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Get { what, output } => {
             let store = database::open(&url)
                 .await?
@@ -328,6 +389,7 @@ fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> 
 async fn operate(
     url: &SecretString,
     config: RunConfig,
+    new_user: NewUserDefaults,
     http_addr: SocketAddr,
     lease: Option<(String, String)>,
 ) -> Result<(), CliError> {
@@ -351,6 +413,7 @@ async fn operate(
     let engine = Arc::new(
         Engine::new(store, config.actor.clone())
             .with_manager(config.manager.clone())
+            .with_new_user_defaults(new_user)
             .with_observer(Arc::new(move |op| counter.count_database(op))),
     );
     let imported = engine.ensure_ledger().await?;

@@ -7,7 +7,7 @@ use litellm_org_operator::engine::{
     DesiredMember, DesiredOrganization, ObjectKey, ObjectPlan, ids,
 };
 use litellm_org_operator::error::EngineError;
-use litellm_org_operator::store::{BudgetRow, Change, OrganizationRow, Store};
+use litellm_org_operator::store::{BudgetRow, Change, NewUserDefaults, OrganizationRow, Store};
 use support::{TestDb, spec};
 
 const ACTOR: &str = "litellm-org-operator";
@@ -486,3 +486,64 @@ async fn failed_transaction_leaves_nothing(db: &TestDb) {
     assert_eq!(db.snapshot().await, before);
 }
 on_both!(failed_transaction_leaves_nothing);
+
+async fn new_users_get_the_proxys_defaults(db: &TestDb) {
+    let o = org("ns", "acme", "{}\n");
+    apply_org(db, &o).await;
+    db.exec(r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models, teams, metadata, spend) VALUES ('existing', 'old@example.com', 'internal_user', '{}', '{}', '{}', 0)"#.replace("'{}', '{}', '{}'", if db.is_postgres() { "'{}', '{}', '{}'" } else { "'[]', '[]', '{}'" }).as_str())
+        .await;
+    let engine = db.engine().with_new_user_defaults(NewUserDefaults {
+        models: vec!["gpt-4o".into(), "claude".into()],
+        max_budget: Some(25.0),
+        budget_duration: Some("30d".into()),
+    });
+    for (name, email) in [("new", "new@example.com"), ("old", "old@example.com")] {
+        let m = member(
+            "ns",
+            name,
+            &format!(
+                "organizationRef: {{name: acme}}\nuser: {{email: {email}}}\nrole: internal_user\n"
+            ),
+        );
+        let plan = engine
+            .plan_member(&m, &o.organization_id, false)
+            .await
+            .expect("plan");
+        engine.apply(&plan).await.expect("apply");
+    }
+    let new_id = ids::user_id_for_email("new@example.com");
+    let row = db
+        .strings(&format!(
+            r#"SELECT CAST(max_budget AS TEXT) || '|' || budget_duration || '|' || CAST(budget_reset_at IS NOT NULL AS TEXT) FROM "LiteLLM_UserTable" WHERE user_id = '{new_id}'"#
+        ))
+        .await;
+    let expected_reset = if db.is_postgres() { "true" } else { "1" };
+    assert_eq!(
+        row,
+        vec![format!(
+            "25{}|30d|{expected_reset}",
+            if db.is_postgres() { "" } else { ".0" }
+        )]
+    );
+    let models = if db.is_postgres() {
+        db.strings(&format!(
+            r#"SELECT array_to_string(models, ',') FROM "LiteLLM_UserTable" WHERE user_id = '{new_id}'"#
+        ))
+        .await
+    } else {
+        db.strings(&format!(
+            r#"SELECT models FROM "LiteLLM_UserTable" WHERE user_id = '{new_id}'"#
+        ))
+        .await
+    };
+    assert!(
+        models[0].contains("gpt-4o") && models[0].contains("claude"),
+        "{models:?}"
+    );
+    // An existing user is never changed.
+    let old = db
+        .strings(r#"SELECT COALESCE(CAST(max_budget AS TEXT), 'none') || '|' || COALESCE(budget_duration, 'none') FROM "LiteLLM_UserTable" WHERE user_id = 'existing'"#)
+        .await;
+    assert_eq!(old, vec!["none|none".to_string()]);
+}
+on_both!(new_users_get_the_proxys_defaults);

@@ -412,6 +412,10 @@ fn args_follow_the_values() {
             "0.0.0.0:8080",
             "--log-format",
             "json",
+            "--manager",
+            "operator",
+            "--ledger-schema",
+            "litellm_org_operator",
             "--install-crds",
         ]
     );
@@ -420,6 +424,8 @@ fn args_follow_the_values() {
         "concurrency": 16, "resyncInterval": "90s", "logFormat": "text",
         "installCRDs": false, "leaderElection": {"enabled": true},
         "watchNamespaces": ["team-a", "team-b"],
+        "manager": "cluster-eu", "ledgerSchema": "ops",
+        "newUserDefaults": {"models": ["gpt-4o", "claude"], "maxBudget": 0, "budgetDuration": "30d"},
     })))
     .args();
     assert_eq!(
@@ -436,6 +442,16 @@ fn args_follow_the_values() {
             "0.0.0.0:8080",
             "--log-format",
             "text",
+            "--manager",
+            "cluster-eu",
+            "--ledger-schema",
+            "ops",
+            "--new-user-models",
+            "gpt-4o,claude",
+            "--new-user-max-budget",
+            "0",
+            "--new-user-budget-duration",
+            "30d",
             "--leader-elect",
             "--namespace",
             "team-a",

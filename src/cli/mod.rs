@@ -3,6 +3,7 @@
 
 pub mod documents;
 pub mod error;
+pub mod export;
 pub mod files;
 pub mod manifest;
 pub mod offline;

@@ -11,7 +11,7 @@ pub use desired::{
     legacy_member_resource, member_resource, owner_string,
 };
 pub use plan::{
-    ObjectPlan, Originals, plan_delete_legacy_organization, plan_delete_member,
+    MemberContext, ObjectPlan, Originals, plan_delete_legacy_organization, plan_delete_member,
     plan_delete_organization, plan_member, plan_organization, retained_by_marker, same_limits,
 };
 
@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::error::EngineError;
 use crate::store::{
-    Change, LedgerEntry, MemberLookup, OrganizationUsage, Store, budget_key, membership_key,
-    organization_key,
+    Change, LedgerEntry, MemberLookup, NewUserDefaults, OrganizationUsage, Store, budget_key,
+    membership_key, organization_key,
 };
 
 /// `namespace/name`.
@@ -60,6 +60,7 @@ pub struct Engine<S> {
     store: S,
     actor: String,
     manager: String,
+    new_user: NewUserDefaults,
     observer: Option<OperationObserver>,
 }
 
@@ -71,8 +72,15 @@ impl<S: Store> Engine<S> {
             store,
             actor: actor.into(),
             manager: CLI_MANAGER.to_string(),
+            new_user: NewUserDefaults::default(),
             observer: None,
         }
+    }
+
+    /// Give users this engine creates the proxy's new-internal-user defaults.
+    pub fn with_new_user_defaults(mut self, defaults: NewUserDefaults) -> Self {
+        self.new_user = defaults;
+        self
     }
 
     /// Manage rows as `manager` (the ledger's owner of what this engine writes).
@@ -283,8 +291,11 @@ impl<S: Store> Engine<S> {
             organization_id,
             organization_pending,
             &observed,
-            &self.actor,
-            &self.manager,
+            &MemberContext {
+                actor: &self.actor,
+                manager: &self.manager,
+                new_user: &self.new_user,
+            },
         )
     }
 

@@ -24,8 +24,9 @@ use super::ids;
 use crate::crd::DeletionPolicy;
 use crate::error::EngineError;
 use crate::store::{
-    BudgetRow, Change, LedgerEntry, MembershipRow, OWNER_KEY, ObservedMember, ObservedOrganization,
-    OrganizationRow, budget_key, membership_key, metadata_owner, organization_key,
+    BudgetRow, Change, LedgerEntry, MembershipRow, NewUserDefaults, OWNER_KEY, ObservedMember,
+    ObservedOrganization, OrganizationRow, budget_key, membership_key, metadata_owner,
+    organization_key,
 };
 
 /// The changes for one resource and the ids it resolves to (for status).
@@ -597,16 +598,28 @@ pub fn same_limits(a: &BudgetRow, b: &BudgetRow) -> bool {
         && normalise(&a.model_max_budget) == normalise(&b.model_max_budget)
 }
 
-/// Plan one membership, as `manager`. `organization_pending` is true when the organization is
-/// not in the database yet but will be created earlier in the same run (offline `plan`).
+/// Who plans a membership: the audit label, the ledger's manager, and what new users get.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberContext<'a> {
+    pub actor: &'a str,
+    pub manager: &'a str,
+    pub new_user: &'a NewUserDefaults,
+}
+
+/// Plan one membership. `organization_pending` is true when the organization is not in the
+/// database yet but will be created earlier in the same run (offline `plan`).
 pub fn plan_member(
     desired: &DesiredMember,
     organization_id: &str,
     organization_pending: bool,
     observed: &ObservedMember,
-    actor: &str,
-    manager: &str,
+    context: &MemberContext<'_>,
 ) -> Result<ObjectPlan, EngineError> {
+    let MemberContext {
+        actor,
+        manager,
+        new_user,
+    } = *context;
     if !observed.organization_exists && !organization_pending {
         return Err(EngineError::OrganizationNotFound(format!(
             "organization {organization_id} does not exist in the database"
@@ -635,16 +648,27 @@ pub fn plan_member(
                 user_changes.push(Change::CreateUser {
                     user_id: id.clone(),
                     email: desired.email.clone(),
+                    defaults: new_user.clone(),
                 });
                 (id, true)
             }
             many => {
                 let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
+                // The store reads at most EMAIL_MATCHES_READ of them.
+                let count = if many.len() >= crate::store::EMAIL_MATCHES_READ {
+                    format!("{} or more", many.len())
+                } else {
+                    many.len().to_string()
+                };
                 return Err(EngineError::Conflict(format!(
-                    "{} users have the email {:?} ({}): set spec.user.userId to choose one",
-                    many.len(),
+                    "{count} users have the email {:?} ({}{}): set spec.user.userId to choose one",
                     desired.email.as_deref().unwrap_or_default(),
-                    ids.join(", ")
+                    ids.join(", "),
+                    if many.len() >= crate::store::EMAIL_MATCHES_READ {
+                        ", ..."
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
@@ -1520,8 +1544,18 @@ mod tests {
         }
     }
 
+    const CONTEXT: MemberContext<'static> = MemberContext {
+        actor: ACTOR,
+        manager: MANAGER,
+        new_user: &NewUserDefaults {
+            models: Vec::new(),
+            max_budget: None,
+            budget_duration: None,
+        },
+    };
+
     fn plan_m(d: &DesiredMember, observed: &ObservedMember) -> Result<ObjectPlan, EngineError> {
-        plan_member(d, "org-1", false, observed, ACTOR, MANAGER)
+        plan_member(d, "org-1", false, observed, &CONTEXT)
     }
 
     /// What the database and the ledger hold after `plan` is applied on `before`.
@@ -1566,17 +1600,7 @@ mod tests {
             plan_m(&d, &ObservedMember::default()),
             Err(EngineError::OrganizationNotFound(_))
         ));
-        assert!(
-            plan_member(
-                &d,
-                "org-1",
-                true,
-                &ObservedMember::default(),
-                ACTOR,
-                MANAGER
-            )
-            .is_ok()
-        );
+        assert!(plan_member(&d, "org-1", true, &ObservedMember::default(), &CONTEXT).is_ok());
     }
 
     #[test]
@@ -1644,6 +1668,7 @@ mod tests {
             &Change::CreateUser {
                 user_id: id.clone(),
                 email: Some("Bob@Example.com".into()),
+                defaults: NewUserDefaults::default(),
             }
         );
         assert!(plan.user_created);
@@ -1670,6 +1695,15 @@ mod tests {
             ..with_org()
         };
         is_conflict(plan_m(&d, &two), "u-1, u-2");
+        // The store reads at most EMAIL_MATCHES_READ matches: never claim an exact count then.
+        let many = ObservedMember {
+            users_by_email: (0..crate::store::EMAIL_MATCHES_READ)
+                .map(|i| user(&format!("u-{i}")))
+                .collect(),
+            ..with_org()
+        };
+        is_conflict(plan_m(&d, &many), "10 or more users");
+        is_conflict(plan_m(&d, &many), "u-9, ...)");
     }
 
     fn ui_membership() -> ObservedMember {
@@ -1787,7 +1821,7 @@ mod tests {
         // The manifest now points at another organization.
         moved.membership = None;
         moved.ledger = None;
-        let plan = plan_member(&d, "org-2", false, &moved, ACTOR, MANAGER).expect("plan");
+        let plan = plan_member(&d, "org-2", false, &moved, &CONTEXT).expect("plan");
         assert!(
             plan.changes.contains(&Change::DeleteMembership {
                 user_id: "u1".into(),

@@ -8,6 +8,18 @@ use serde_json::Value;
 
 use super::{BudgetRow, LedgerEntry, MembershipRow, OrganizationRow};
 
+/// What LiteLLM gives every internal user it creates (`get_new_internal_user_defaults`):
+/// `models` from `default_internal_user_params`, `max_budget` from
+/// `max_internal_user_budget`, `budget_duration` from `internal_user_budget_duration`. The
+/// operator applies the same values, configured with `--new-user-*`, to users it creates; it
+/// never changes users that exist.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewUserDefaults {
+    pub models: Vec<String>,
+    pub max_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+}
+
 /// One write. A list of these for one object is applied in one transaction, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
@@ -34,6 +46,8 @@ pub enum Change {
     CreateUser {
         user_id: String,
         email: Option<String>,
+        /// The proxy's defaults for new internal users, as configured.
+        defaults: NewUserDefaults,
     },
     CreateMembership(MembershipRow),
     UpdateMembership {
@@ -195,8 +209,22 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
-            Change::CreateUser { user_id, email } => {
-                writeln!(f, "  + user {} (email: {})", t(user_id), opt(email))
+            Change::CreateUser {
+                user_id,
+                email,
+                defaults,
+            } => {
+                writeln!(f, "  + user {} (email: {})", t(user_id), opt(email))?;
+                if !defaults.models.is_empty() {
+                    writeln!(f, "      models: {}", t(&format!("{:?}", defaults.models)))?;
+                }
+                if let Some(b) = defaults.max_budget {
+                    writeln!(f, "      max_budget: {b}")?;
+                }
+                if let Some(d) = &defaults.budget_duration {
+                    writeln!(f, "      budget_duration: {}", t(d))?;
+                }
+                Ok(())
             }
             Change::CreateMembership(m) => writeln!(
                 f,

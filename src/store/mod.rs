@@ -13,13 +13,17 @@ mod sqlite;
 
 use std::future::Future;
 
-pub use change::Change;
+pub use change::{Change, NewUserDefaults};
 pub use ledger::{LedgerEntry, budget_key, membership_key, organization_key};
 pub use postgres::PostgresStore;
 pub use schema::{REQUIRED_COLUMNS, SchemaState};
 pub use sqlite::SqliteStore;
 
 use crate::error::StoreError;
+
+/// How many users with one email a member lookup reads (the rest are not needed to know the
+/// email is ambiguous).
+pub const EMAIL_MATCHES_READ: usize = 10;
 
 /// The metadata key of the ownership marker the operator writes on organizations it manages.
 pub const OWNER_KEY: &str = "litellm-org-operator";

@@ -149,6 +149,7 @@ pub const POSTGRES_DDL: &[&str] = &[
         "models" TEXT[],
         "metadata" JSONB NOT NULL DEFAULT '{}',
         "budget_duration" TEXT,
+        "budget_reset_at" TIMESTAMP(3),
         "created_at" TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP,
         "updated_at" TIMESTAMP(3) DEFAULT CURRENT_TIMESTAMP)"#,
     r#"CREATE TABLE IF NOT EXISTS "LiteLLM_TeamTable" (
@@ -219,6 +220,7 @@ pub const SQLITE_DDL: &[&str] = &[
         "models" TEXT NOT NULL DEFAULT '[]',
         "metadata" TEXT NOT NULL DEFAULT '{}',
         "budget_duration" TEXT,
+        "budget_reset_at" TEXT,
         "created_at" TEXT DEFAULT CURRENT_TIMESTAMP,
         "updated_at" TEXT DEFAULT CURRENT_TIMESTAMP)"#,
     r#"CREATE TABLE IF NOT EXISTS "LiteLLM_TeamTable" (

@@ -498,22 +498,39 @@ macro_rules! sql_store {
                         .await?;
                     Ok(())
                 }
-                Change::CreateUser { user_id, email } => {
-                    // LiteLLM's new-internal-user defaults: role internal_user, no models, no budget.
+                Change::CreateUser { user_id, email, defaults } => {
+                    // LiteLLM's new-internal-user defaults: role internal_user; models, max_budget
+                    // and budget_duration as the proxy is configured (none by default). A budget
+                    // with a duration gets budget_reset_at, which LiteLLM's reset job selects on.
                     let now = now();
-                    sqlx::query(
+                    let reset_at = defaults
+                        .budget_duration
+                        .as_deref()
+                        .and_then(|d| budget_reset_at(d, now));
+                    let sql = if reset_at.is_some() {
+                        r#"INSERT INTO "LiteLLM_UserTable"
+                             ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at", "budget_reset_at")
+                           VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8, $9)
+                           ON CONFLICT ("user_id") DO NOTHING"#
+                    } else {
                         r#"INSERT INTO "LiteLLM_UserTable"
                              ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at")
-                           VALUES ($1, $2, 'internal_user', $3, $3, $4, 0.0, NULL, NULL, $5, $5)
-                           ON CONFLICT ("user_id") DO NOTHING"#,
-                    )
-                    .bind(user_id)
-                    .bind(email)
-                    .bind($dialect::models_argument(&[]))
-                    .bind(Json(Value::Object(Map::new())))
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
+                           VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8)
+                           ON CONFLICT ("user_id") DO NOTHING"#
+                    };
+                    let mut q = sqlx::query(sql)
+                        .bind(user_id)
+                        .bind(email)
+                        .bind($dialect::models_argument(&defaults.models))
+                        .bind($dialect::models_argument(&[]))
+                        .bind(Json(Value::Object(Map::new())))
+                        .bind(defaults.max_budget)
+                        .bind(&defaults.budget_duration)
+                        .bind(now);
+                    if let Some(at) = reset_at {
+                        q = q.bind(at);
+                    }
+                    q.execute(&mut **tx).await?;
                     Ok(())
                 }
                 Change::CreateMembership(m) => upsert_membership(tx, m).await,
