@@ -1512,12 +1512,12 @@ async fn events_for_long_names_and_long_notes_are_accepted() {
         "the full message: {} bytes",
         message.len()
     );
-    assert!(message.contains("10 users have the email"), "{message}");
+    assert!(message.contains("10 or more users have the email"), "{message}");
     let conflict = wait_event(&emu, ns, "ambiguous", "Warning", "Conflict").await;
     let note = conflict.note.unwrap_or_default();
     assert!(note.len() <= 1024, "{} bytes", note.len());
     assert!(
-        note.starts_with("10 users have the email") && note.ends_with('…'),
+        note.starts_with("10 or more users have the email") && note.ends_with('…'),
         "{note}"
     );
     let refused: Vec<String> = op
