@@ -1512,7 +1512,10 @@ async fn events_for_long_names_and_long_notes_are_accepted() {
         "the full message: {} bytes",
         message.len()
     );
-    assert!(message.contains("10 or more users have the email"), "{message}");
+    assert!(
+        message.contains("10 or more users have the email"),
+        "{message}"
+    );
     let conflict = wait_event(&emu, ns, "ambiguous", "Warning", "Conflict").await;
     let note = conflict.note.unwrap_or_default();
     assert!(note.len() <= 1024, "{} bytes", note.len());
@@ -1526,6 +1529,91 @@ async fn events_for_long_names_and_long_notes_are_accepted() {
         .filter(|l| l.contains("could not publish event"))
         .collect();
     assert!(refused.is_empty(), "{refused:#?}");
+    op.kill().await;
+    db.cleanup().await;
+}
+
+/// A series of OrganizationMember reconciles (any result).
+fn is_member_reconcile(series: &str) -> bool {
+    series.starts_with(r#"litellm_org_operator_reconciles_total{kind="OrganizationMember""#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_wake_only_when_what_they_read_of_their_organization_changes() {
+    let ns = "wake";
+    let (db, emu, orgs, members) = world(ns).await;
+    // A long resync: every reconcile counted below is one a watch event caused.
+    let op = Operator::start(&emu, &db.url(), &["--resync-interval", "300s"]).await;
+    create(
+        &orgs,
+        &organization("acme", json!({"budget": {"maxBudget": 100}})),
+    )
+    .await;
+    for (name, email) in [
+        ("ann", "ann@example.com"),
+        ("bob", "bob@example.com"),
+        ("cy", "cy@example.com"),
+    ] {
+        create(&members, &member_of(name, "acme", email)).await;
+    }
+    for name in ["ann", "bob", "cy"] {
+        wait_for(&members, name, 60, "Ready", member_ready).await;
+    }
+    let org = wait_for(&orgs, "acme", 30, "Ready", org_ready).await;
+    let org_id = org.status.and_then(|s| s.organization_id).expect("id");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Spend changes in LiteLLM, and an annotation makes the organization reconcile and write
+    // its status (the new spend): its members read nothing of that, so none is woken.
+    db.exec(&format!(
+        r#"UPDATE "LiteLLM_OrganizationTable" SET spend = 42 WHERE organization_id = '{org_id}'"#
+    ))
+    .await;
+    let woken = {
+        let before: f64 = op
+            .metrics()
+            .await
+            .iter()
+            .filter(|(k, _)| is_member_reconcile(k))
+            .map(|(_, v)| v)
+            .sum();
+        orgs.patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+        )
+        .await
+        .expect("annotate");
+        wait_for(&orgs, "acme", 30, "spend mirrored", |o| {
+            o.status.as_ref().and_then(|s| s.spend) == Some(42.0)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after: f64 = op
+            .metrics()
+            .await
+            .iter()
+            .filter(|(k, _)| is_member_reconcile(k))
+            .map(|(_, v)| v)
+            .sum();
+        after - before
+    };
+    assert_eq!(woken, 0.0, "a status write about spend woke members");
+
+    // Readiness is what members read: a budget reference to no budget stalls the organization
+    // and wakes all three (they report OrganizationNotReady).
+    patch_spec(
+        &orgs,
+        "acme",
+        json!({"budget": null, "budgetRef": {"budgetId": "no-such-budget"}}),
+    )
+    .await;
+    for name in ["ann", "bob", "cy"] {
+        wait_for(&members, name, 30, "OrganizationNotReady", |m| {
+            member_reason(m, "OrganizationNotReady")
+        })
+        .await;
+    }
     op.kill().await;
     db.cleanup().await;
 }

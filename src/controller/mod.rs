@@ -155,11 +155,13 @@ pub async fn run(
             .applied_objects()
             .predicate_filter(trigger_predicate(), Default::default());
 
-        // Every organization change (status included: an org becoming Ready) wakes the members
-        // that point at it. This watch keeps no cache of its own.
+        // An organization wakes the members that point at it only when what they read of it
+        // changes: its id, its readiness, its deletion (not its spend, nor any other status
+        // write). This watch keeps no cache of its own, only a hash per organization.
         let org_changes = watcher(org_api.clone(), wc.clone())
             .default_backoff()
-            .touched_objects();
+            .touched_objects()
+            .predicate_filter(member_view, Default::default());
 
         let index = MemberIndex::default();
         let follow = index.clone();
@@ -234,6 +236,24 @@ pub async fn run(
     futures::future::join_all(runs).await;
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// A hash of what a member reads of its organization (see `member::resolve_organization`).
+fn member_view(org: &Raw<Organization>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let status = org.status_as::<crate::crd::OrganizationStatus>();
+    let ready = status.as_ref().is_some_and(|s| {
+        status::is_ready(
+            &s.conditions,
+            s.observed_generation,
+            org.metadata.generation,
+        )
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    status.and_then(|s| s.organization_id).hash(&mut h);
+    ready.hash(&mut h);
+    org.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
 }
 
 /// What the caches keep of an object: not its managedFields nor kubectl's copy of the last
