@@ -639,13 +639,29 @@ pub fn plan_member(
                 (id, true)
             }
             many => {
-                let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
-                return Err(EngineError::Conflict(format!(
-                    "{} users have the email {:?} ({}): set spec.user.userId to choose one",
-                    many.len(),
-                    desired.email.as_deref().unwrap_or_default(),
-                    ids.join(", ")
-                )));
+                // The user this resource already holds its membership for stays its user: a
+                // second user with the same email (made in LiteLLM's UI, in another case) does
+                // not make an existing membership ambiguous.
+                let held = observed
+                    .own_entries
+                    .iter()
+                    .filter(|e| {
+                        e.row_key.starts_with("membership/")
+                            && e.organization_id.as_deref() == Some(organization_id)
+                    })
+                    .filter_map(|e| e.managed.get("user_id").and_then(Value::as_str))
+                    .find(|held| many.iter().any(|u| u.user_id == *held));
+                if let Some(held) = held {
+                    (held.to_string(), false)
+                } else {
+                    let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
+                    return Err(EngineError::Conflict(format!(
+                        "{} users have the email {:?} ({}): set spec.user.userId to choose one",
+                        many.len(),
+                        desired.email.as_deref().unwrap_or_default(),
+                        ids.join(", ")
+                    )));
+                }
             }
         }
     };
