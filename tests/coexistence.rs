@@ -1052,3 +1052,62 @@ async fn upgrade_then_reconcile_removes_the_marker() {
     cli.run(&["plan", "-f", "legacy"]).expect(0);
     db.cleanup().await;
 }
+
+// SQLite: the same edits on the embedded database.
+
+/// LiteLLM's organization update (alias, metadata wholesale), member_update (role, budget)
+/// and a prune, on SQLite.
+#[tokio::test]
+async fn sqlite_litellm_edits_between_applies() {
+    let db = TestDb::sqlite().await;
+    let cli = acme(&db).await;
+    let id = org_id("acme");
+    let pat = ids::user_id_for_email("pat@example.com");
+    let quinn = ids::user_id_for_email("quinn@example.com");
+    let pat_budget = member_budget("pat");
+    db.exec(&format!(
+        r#"UPDATE "LiteLLM_OrganizationTable" SET organization_alias = 'Acme (UI)', metadata = '{{"cost_center": "42"}}', updated_by = 'admin' WHERE organization_id = '{id}';
+           UPDATE "LiteLLM_OrganizationMembership" SET user_role = 'org_admin' WHERE organization_id = '{id}';
+           UPDATE "LiteLLM_BudgetTable" SET max_budget = 99, updated_by = 'admin' WHERE budget_id = '{pat_budget}';
+           INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, created_at, created_by, updated_at, updated_by) VALUES ('ui-quinn-budget', 25, '2026-01-01 00:00:00', 'admin', '2026-01-01 00:00:00', 'admin');
+           UPDATE "LiteLLM_OrganizationMembership" SET budget_id = 'ui-quinn-budget' WHERE user_id = '{quinn}' AND organization_id = '{id}';"#
+    ))
+    .await;
+    let plan = cli.run(&["plan", "-f", "acme"]).expect(2);
+    assert!(plan.stdout.contains("Acme (UI)"), "{}", plan.stdout);
+    cli.run(&["apply", "-f", "acme"]).expect(0);
+    assert_eq!(
+        one(
+            &db,
+            &format!(
+                r#"SELECT organization_alias || '|' || json_extract(metadata, '$.team') || '|' || json_extract(metadata, '$.cost_center') FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{id}'"#
+            )
+        )
+        .await,
+        "Acme|a|42"
+    );
+    let mut want = vec![
+        format!("{pat}|internal_user|{pat_budget}|10.0"),
+        format!("{quinn}|internal_user|ui-quinn-budget|25.0"),
+    ];
+    want.sort();
+    assert_eq!(
+        db.strings(&format!(
+            r#"SELECT m.user_id || '|' || m.user_role || '|' || COALESCE(m.budget_id, 'NULL') || '|' || COALESCE(CAST(b.max_budget AS TEXT), 'NULL')
+               FROM "LiteLLM_OrganizationMembership" m LEFT JOIN "LiteLLM_BudgetTable" b ON b.budget_id = m.budget_id
+               WHERE m.organization_id = '{id}' ORDER BY m.user_id"#
+        ))
+        .await,
+        want
+    );
+    cli.run(&["plan", "-f", "acme"]).expect(0);
+    cli.run(&["--actor", "ci-bot", "apply", "--prune", "-f", "empty"])
+        .expect(0);
+    assert_eq!(db.count("LiteLLM_OrganizationTable").await, 0);
+    assert_eq!(
+        db.strings(r#"SELECT budget_id FROM "LiteLLM_BudgetTable""#)
+            .await,
+        vec!["ui-quinn-budget".to_string()]
+    );
+    assert_eq!(db.count("litellm_org_operator_ledger").await, 0);
+}
