@@ -147,7 +147,7 @@ impl<S: Store> Engine<S> {
                     organization_id: Some(organization_id.clone()),
                     created,
                     deletion_policy: policy.into(),
-                    managed: serde_json::json!({}),
+                    managed: plan::legacy_managed(org),
                 },
                 replaces: None,
             }];

@@ -452,6 +452,11 @@ fn value_string(v: Value, fallback: &str) -> String {
     }
 }
 
+/// The ledger's `managed` for an organization imported from an earlier version's marker.
+pub fn legacy_managed(org: &OrganizationRow) -> Value {
+    legacy_originals(org).to_value(&[])
+}
+
 /// What an earlier version's marker says the resource manages: the metadata keys it listed,
 /// and (on the organization's own budget row) every limit, as it always managed them all.
 fn legacy_originals(org: &OrganizationRow) -> Originals {
@@ -653,23 +658,36 @@ pub fn plan_member(
                 (id, true)
             }
             many => {
-                let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
-                // The store reads at most EMAIL_MATCHES_READ of them.
-                let count = if many.len() >= crate::store::EMAIL_MATCHES_READ {
-                    format!("{} or more", many.len())
+                // The user this resource already holds its membership for stays its user: a
+                // second user with the same email (made in LiteLLM's UI, in another case) does
+                // not make an existing membership ambiguous.
+                let held = observed
+                    .own_entries
+                    .iter()
+                    .filter(|e| {
+                        e.row_key.starts_with("membership/")
+                            && e.organization_id.as_deref() == Some(organization_id)
+                    })
+                    .filter_map(|e| e.managed.get("user_id").and_then(Value::as_str))
+                    .find(|held| many.iter().any(|u| u.user_id == *held));
+                if let Some(held) = held {
+                    (held.to_string(), false)
                 } else {
-                    many.len().to_string()
-                };
-                return Err(EngineError::Conflict(format!(
-                    "{count} users have the email {:?} ({}{}): set spec.user.userId to choose one",
-                    desired.email.as_deref().unwrap_or_default(),
-                    ids.join(", "),
-                    if many.len() >= crate::store::EMAIL_MATCHES_READ {
-                        ", ..."
+                    let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
+                    // The store reads at most EMAIL_MATCHES_READ of them.
+                    let truncated = many.len() >= crate::store::EMAIL_MATCHES_READ;
+                    let count = if truncated {
+                        format!("{} or more", many.len())
                     } else {
-                        ""
-                    }
-                )));
+                        many.len().to_string()
+                    };
+                    return Err(EngineError::Conflict(format!(
+                        "{count} users have the email {:?} ({}{}): set spec.user.userId to choose one",
+                        desired.email.as_deref().unwrap_or_default(),
+                        ids.join(", "),
+                        if truncated { ", ..." } else { "" }
+                    )));
+                }
             }
         }
     };

@@ -127,9 +127,8 @@ impl LedgerSql {
                 r#"DELETE FROM {table} WHERE "organization_id" = $1"#
             )),
             created_member_budgets: s(format!(
-                r#"SELECT m."budget_id" FROM "LiteLLM_OrganizationMembership" m
-                   JOIN {table} l ON l."row_key" = 'budget/' || m."budget_id"
-                   WHERE m."organization_id" = $1 AND l."created""#
+                r#"SELECT substr("row_key", 8) FROM {table}
+                   WHERE "organization_id" = $1 AND "created" AND "row_key" LIKE 'budget/%'"#
             )),
             owners: s(format!(
                 r#"SELECT "row_key", "manager", "resource" FROM {table} WHERE "row_key" LIKE 'organization/%'"#

@@ -236,20 +236,28 @@ macro_rules! sql_store {
                     .map(user_from_row)
                     .collect::<Result<_, _>>()?;
                 }
+                if !resource.is_empty() {
+                    observed.own_entries = self.ledger_of_resource_inner(resource, manager).await?;
+                }
+                // Several users with the email: the one this resource already holds its
+                // membership for (the planner resolves it the same way).
+                let held = observed
+                    .own_entries
+                    .iter()
+                    .filter(|e| e.row_key.starts_with("membership/") && e.organization_id.as_deref() == Some(organization_id))
+                    .filter_map(|e| e.managed.get("user_id").and_then(Value::as_str))
+                    .find_map(|held| observed.users_by_email.iter().find(|u| u.user_id == held));
                 let resolved = observed
                     .user_by_id
                     .as_ref()
                     .or(match observed.users_by_email.as_slice() {
                         [one] => Some(one),
-                        _ => None,
+                        _ => held,
                     })
                     .map(|u| u.user_id.clone());
                 if let Some(uid) = &resolved {
                     let key = membership_key(organization_id, uid);
                     observed.ledger = self.ledger_by_keys([&key, &key, &key]).await?.into_iter().next();
-                }
-                if !resource.is_empty() {
-                    observed.own_entries = self.ledger_of_resource_inner(resource, manager).await?;
                 }
                 if let Some(uid) = resolved {
                     observed.membership = sqlx::query(SELECT_MEMBERSHIP)
@@ -426,6 +434,62 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// An update planned against the row as it was read (`before`): only what the plan
+        /// changes is written, onto the row as it is now (held for the rest of the
+        /// transaction), so a write LiteLLM committed in between (a metadata key, a column the
+        /// resource does not declare) is kept, never overwritten with what was read before it.
+        async fn update_organization(
+            tx: &mut Transaction<'static, $db>,
+            before: &OrganizationRow,
+            after: &OrganizationRow,
+            actor: &str,
+        ) -> Result<(), sqlx::Error> {
+            if let Some(lock) = $dialect::LOCK_ORGANIZATION {
+                sqlx::query(lock).bind(&after.organization_id).execute(&mut **tx).await?;
+            }
+            let row = sqlx::query(
+                r#"SELECT "organization_alias", "budget_id", "models", "metadata"
+                   FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
+            )
+            .bind(&after.organization_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            // Deleted in between: written as planned.
+            let Some(row) = row else {
+                return upsert_organization(tx, after, actor).await;
+            };
+            let mut metadata = metadata_map(row.try_get::<Json<Value>, _>("metadata")?.0);
+            for key in before.metadata.keys().chain(after.metadata.keys()) {
+                if before.metadata.get(key) != after.metadata.get(key) {
+                    match after.metadata.get(key) {
+                        Some(v) => metadata.insert(key.clone(), v.clone()),
+                        None => metadata.remove(key),
+                    };
+                }
+            }
+            let merged = OrganizationRow {
+                organization_id: after.organization_id.clone(),
+                organization_alias: if before.organization_alias != after.organization_alias {
+                    after.organization_alias.clone()
+                } else {
+                    row.try_get("organization_alias")?
+                },
+                budget_id: if before.budget_id != after.budget_id {
+                    after.budget_id.clone()
+                } else {
+                    row.try_get("budget_id")?
+                },
+                models: if before.models != after.models {
+                    after.models.clone()
+                } else {
+                    $dialect::models(&row)?
+                },
+                metadata,
+                spend: after.spend,
+            };
+            upsert_organization(tx, &merged, actor).await
+        }
+
         async fn upsert_membership(
             tx: &mut Transaction<'static, $db>,
             m: &MembershipRow,
@@ -458,7 +522,7 @@ macro_rules! sql_store {
                 Change::UpdateBudget { after, .. } => upsert_budget(tx, after, actor).await,
                 Change::DeleteBudget { budget_id } => delete_budget(tx, budget_id).await,
                 Change::CreateOrganization(o) => upsert_organization(tx, o, actor).await,
-                Change::UpdateOrganization { after, .. } => upsert_organization(tx, after, actor).await,
+                Change::UpdateOrganization { before, after } => update_organization(tx, before, after, actor).await,
                 Change::DeleteOrganization {
                     organization_id,
                     owned_budget_id,
