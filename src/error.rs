@@ -54,6 +54,12 @@ impl StoreError {
             sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
                 Self::Unavailable("the connection to the database broke".into())
             }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => {
+                Self::Query(format!(
+                    "{}: the operator's database user lacks a privilege; grant it access to LiteLLM's tables (GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO <user>) and to the ledger's schema (GRANT USAGE, CREATE ON SCHEMA <ledger schema> TO <user>; GRANT ALL ON ALL TABLES IN SCHEMA <ledger schema> TO <user>)",
+                    db.message()
+                ))
+            }
             sqlx::Error::Database(db) => Self::Query(db.message().to_string()),
             other => Self::Query(other.to_string()),
         }

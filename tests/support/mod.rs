@@ -127,6 +127,14 @@ impl TestDb {
         }
     }
 
+    /// The Postgres database's name (panics on SQLite).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Postgres { name, .. } => name,
+            Self::Sqlite { .. } => panic!("a SQLite test database has no server-side name"),
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres { .. })
     }
