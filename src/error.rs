@@ -145,8 +145,10 @@ impl EngineError {
     }
 }
 
-/// How long a member waits for its organization before looking again.
-pub const ORGANIZATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a member waits for its organization before looking again. The organization's
+/// watch wakes its members as soon as it turns Ready; this is the fallback for a wake-up lost
+/// while the member index was still being filled at start.
+pub const ORGANIZATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the controller does after a failed reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

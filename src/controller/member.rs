@@ -21,7 +21,7 @@ pub struct SyncedMember {
     organization_id: String,
     user_id: String,
     user_created: bool,
-    budget_id: String,
+    budget_id: Option<String>,
     role: &'static str,
 }
 
@@ -82,7 +82,7 @@ impl Reconciled for OrganizationMember {
         let synced = SyncedMember {
             user_id: plan.user_id.clone().unwrap_or_default(),
             user_created: plan.user_created,
-            budget_id: plan.budget_id.clone().unwrap_or_default(),
+            budget_id: plan.budget_id.clone(),
             role: desired.role.as_str(),
             organization_id,
         };
@@ -124,7 +124,7 @@ impl Reconciled for OrganizationMember {
                     s.organization_id.as_str(),
                     s.user_id.as_str(),
                     s.user_created,
-                    s.budget_id.as_str(),
+                    s.budget_id.as_deref(),
                 )
             }),
         )

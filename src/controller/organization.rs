@@ -39,7 +39,12 @@ impl Reconciled for Organization {
         let plan = ctx.engine.plan_organization(&desired).await?;
         let synced = SyncedOrganization {
             organization_id: desired.organization_id.clone(),
-            budget_id: desired.budget.budget_id().to_string(),
+            // The budget the organization points at after the plan (an adopted organization
+            // keeps its own when the spec declares none).
+            budget_id: plan
+                .budget_id
+                .clone()
+                .unwrap_or_else(|| desired.budget.budget_id().to_string()),
             usage: None,
         };
         Ok((plan, synced))

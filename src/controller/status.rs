@@ -175,7 +175,7 @@ pub fn member_status(
     current: Option<&OrganizationMemberStatus>,
     generation: Option<i64>,
     outcome: &Outcome,
-    ids: Option<(&str, &str, bool, &str)>,
+    ids: Option<(&str, &str, bool, Option<&str>)>,
 ) -> OrganizationMemberStatus {
     let mut status = current.cloned().unwrap_or_default();
     apply_outcome(&mut status.conditions, outcome, generation);
@@ -187,7 +187,8 @@ pub fn member_status(
         status.user_id = Some(user_id.to_string());
         // Once the operator created the user, that stays true on later reconciles.
         status.user_created = Some(created || status.user_created == Some(true));
-        status.budget_id = Some(budget_id.to_string());
+        // The membership's budget, when it has one (a member that declares none may have none).
+        status.budget_id = budget_id.map(str::to_string);
     }
     status
 }
