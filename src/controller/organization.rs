@@ -83,13 +83,10 @@ impl Reconciled for Organization {
         outcome: &Outcome,
         synced: Option<&SyncedOrganization>,
     ) -> OrganizationStatus {
-        organization_status(
-            self.status.as_ref(),
-            self.metadata.generation,
-            outcome,
-            synced.map(|s| (s.organization_id.as_str(), s.budget_id.as_str())),
-            synced.and_then(|s| s.usage.as_ref()),
-        )
+        let ids = synced.map(|s| (s.organization_id.as_str(), s.budget_id.as_str()));
+        let usage = synced.and_then(|s| s.usage.as_ref());
+        let current = self.status.as_ref();
+        organization_status(current, self.metadata.generation, outcome, ids, usage)
     }
 
     async fn plan_delete(
