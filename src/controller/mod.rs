@@ -145,23 +145,29 @@ pub async fn run(
         let wc = watcher::Config::default();
         let controller_config = ControllerConfig::default().concurrency(config.concurrency);
 
-        // Organizations: one cache, shared by the organization controller and the member
-        // lookups; triggered by their own spec/finalizer/annotation/deletion changes.
+        // Organizations: one watch and one cache, shared by the organization controller and
+        // the member lookups. The organization controller is triggered by their own
+        // spec/finalizer/annotation/deletion changes. Members are woken from the same stream,
+        // after the cache has the change (so a woken member never reads the organization as it
+        // was), and only when what they read of it changes: its id, its readiness, its
+        // deletion (not its spend, nor any other status write).
         let (org_reader, org_writer) = reflector::store::<Raw<Organization>>();
+        let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded::<Raw<Organization>>();
+        let mut seen = OrganizationViews::default();
         let org_trigger = watcher(org_api.clone(), wc.clone())
             .default_backoff()
             .modify(slim)
             .reflect(org_writer)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    for org in seen.changed(event) {
+                        let _ = wake_tx.unbounded_send(org);
+                    }
+                }
+            })
             .applied_objects()
             .predicate_filter(trigger_predicate(), Default::default());
-
-        // An organization wakes the members that point at it only when what they read of it
-        // changes: its id, its readiness, its deletion (not its spend, nor any other status
-        // write). This watch keeps no cache of its own, only a hash per organization.
-        let org_changes = watcher(org_api.clone(), wc.clone())
-            .default_backoff()
-            .touched_objects()
-            .predicate_filter(member_view, Default::default());
+        let org_changes = wake_rx.map(Ok::<_, watcher::Error>);
 
         let index = MemberIndex::default();
         let follow = index.clone();
@@ -238,8 +244,8 @@ pub async fn run(
     Ok(())
 }
 
-/// A hash of what a member reads of its organization (see `member::resolve_organization`).
-fn member_view(org: &Raw<Organization>) -> Option<u64> {
+/// What a member reads of its organization (see `member::resolve_organization`), hashed.
+fn member_view(org: &Raw<Organization>) -> u64 {
     use std::hash::{Hash, Hasher};
     let status = org.status_as::<crate::crd::OrganizationStatus>();
     let ready = status.as_ref().is_some_and(|s| {
@@ -253,7 +259,33 @@ fn member_view(org: &Raw<Organization>) -> Option<u64> {
     status.and_then(|s| s.organization_id).hash(&mut h);
     ready.hash(&mut h);
     org.metadata.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
+    h.finish()
+}
+
+/// The last member view of every organization, to wake members only on a change of it.
+#[derive(Default)]
+struct OrganizationViews(std::collections::HashMap<(String, String), u64>);
+
+impl OrganizationViews {
+    /// The organizations whose members this watch event should wake: those whose member view
+    /// changed, and those deleted.
+    fn changed(&mut self, event: &watcher::Event<Raw<Organization>>) -> Vec<Raw<Organization>> {
+        let key = |o: &Raw<Organization>| (o.namespace().unwrap_or_default(), o.name_any());
+        match event {
+            watcher::Event::Apply(org) | watcher::Event::InitApply(org) => {
+                let view = member_view(org);
+                (self.0.insert(key(org), view) != Some(view))
+                    .then(|| org.clone())
+                    .into_iter()
+                    .collect()
+            }
+            watcher::Event::Delete(org) => {
+                self.0.remove(&key(org));
+                vec![org.clone()]
+            }
+            watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
+        }
+    }
 }
 
 /// What the caches keep of an object: not its managedFields nor kubectl's copy of the last
