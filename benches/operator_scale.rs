@@ -28,7 +28,8 @@
 //! Environment: DATABASE_TEST_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 //! LITELLM_TEMPLATE_DB, OPBENCH_SIZES, OPBENCH_RESYNC (e.g. 30s), OPBENCH_TIMEOUT (seconds to
 //! wait for Ready per size, default 600), OPBENCH_CONCURRENCY (the operator's --concurrency,
-//! default its own), OPERATOR_BIN (another operator binary).
+//! default its own), OPBENCH_RUST_LOG (the operator's RUST_LOG, default warn; its stderr goes to
+//! target/bench/operator-<objects>.log), OPERATOR_BIN (another operator binary).
 #[path = "../tests/support/emulator/mod.rs"]
 mod emulator;
 
@@ -247,6 +248,7 @@ impl Tally {
         let lagged = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (w, l, s) = (writes.clone(), lagged.clone(), stop.clone());
+        let trace = std::env::var_os("OPBENCH_TRACE").is_some();
         std::thread::spawn(move || {
             use tokio::sync::broadcast::error::RecvError;
             loop {
@@ -270,6 +272,18 @@ impl Tally {
                 if group != GROUP {
                     w.elsewhere += 1;
                     continue;
+                }
+                if trace {
+                    let o = &change.object;
+                    eprintln!(
+                        "change {} {} {}/{} finalizers={} status={}",
+                        change.rv,
+                        change.event_type,
+                        plural,
+                        o["metadata"]["name"].as_str().unwrap_or(""),
+                        o["metadata"]["finalizers"],
+                        o["status"]
+                    );
                 }
                 match (change.event_type, &change.prev) {
                     ("ADDED", _) | (_, None) => w.created += 1,
@@ -313,7 +327,9 @@ fn organization(o: usize) -> Value {
         "spec": {
             "models": ["gpt-4o"],
             "budget": {"maxBudget": 100 + o, "budgetDuration": "30d"},
+            "deletionPolicy": "Delete",
         },
+        "status": {"observedGeneration": -1},
     })
 }
 
@@ -327,7 +343,9 @@ fn member(o: usize, m: usize) -> Value {
             "user": {"email": format!("user{m}-org{o}@example.com")},
             "role": "internal_user",
             "maxBudgetInOrganization": 10,
+            "deletionPolicy": "Delete",
         },
+        "status": {"observedGeneration": -1},
     })
 }
 
@@ -542,7 +560,10 @@ impl Operator {
             .args(&args)
             .env("KUBECONFIG", emu.kubeconfig_path())
             .env("DATABASE_URL", database_url(db))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("OPBENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("POD_NAME", "litellm-org-operator-bench")
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -581,17 +602,42 @@ async fn run_size(n: usize, resync: Duration, timeout: Duration, ticks: f64) -> 
         .await
         .expect("start the emulator");
     emu.create_namespace(NS);
+    // The first of each kind goes through admission (schema, defaults, CEL); the rest are
+    // stored as fast as `insert_raw` can, in exactly the admitted form.
+    for (plural, object) in [
+        ("organizations", organization(0)),
+        ("organizationmembers", member(0, 0)),
+    ] {
+        let mut st = emu.state();
+        let rd = st
+            .find(GROUP, VERSION, plural)
+            .expect("the CRDs are loaded");
+        let admitted = st
+            .create(&rd, NS, object.clone(), &Default::default())
+            .unwrap_or_else(|e| panic!("create {plural}: {}", e.message))
+            .object;
+        for part in ["spec", "status"] {
+            assert_eq!(
+                admitted[part], object[part],
+                "the bench's {plural} must be stored as admission stores them (defaults included)"
+            );
+        }
+    }
     for o in 0..orgs {
-        emu.insert_raw(GROUP, VERSION, "organizations", NS, organization(o));
+        if o > 0 {
+            emu.insert_raw(GROUP, VERSION, "organizations", NS, organization(o));
+        }
         for m in 0..MEMBERS_PER_ORG {
-            emu.insert_raw(GROUP, VERSION, "organizationmembers", NS, member(o, m));
+            if o > 0 || m > 0 {
+                emu.insert_raw(GROUP, VERSION, "organizationmembers", NS, member(o, m));
+            }
         }
     }
     let tally = Tally::start(&emu);
     let me = std::process::id().to_string();
     let bench_cpu0 = cpu_seconds(&me, ticks);
     let db0 = db_stats(&admin, &name).await;
-    let log = emu.dir().join("operator.log");
+    let log = bench_dir().join(format!("operator-{objects}.log"));
 
     let started = Instant::now();
     let op = Operator::start(&emu, &name, resync, &log).await;
@@ -721,6 +767,13 @@ fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// target/bench: the JSON report and each size's operator log (stderr).
+fn bench_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).expect("create target/bench");
+    dir
 }
 
 fn uptime() -> String {
@@ -924,8 +977,7 @@ fn main() {
     if benchmarking {
         print_table(&results);
         println!("load: before {load_before}; after {load_after}");
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-        std::fs::create_dir_all(&dir).expect("create target/bench");
+        let dir = bench_dir();
         let report = json!({
             "operator": bin,
             "load_before": load_before,
