@@ -653,6 +653,10 @@ async fn run_size(n: usize, resync: Duration, timeout: Duration, ticks: f64) -> 
         tokio::time::sleep(Duration::from_millis(250)).await;
         let ready = count_ready(&emu);
         result.ready = ready;
+        let peak = vm_mib(&op.pid, "VmHWM:");
+        if !peak.is_nan() {
+            result.peak_rss_mib = peak;
+        }
         if ready == objects {
             result.finished = true;
             break;
@@ -680,7 +684,10 @@ async fn run_size(n: usize, resync: Duration, timeout: Duration, ticks: f64) -> 
     result.cold_seconds = started.elapsed().as_secs_f64();
     result.operator_cpu_cold = cpu_seconds(&op.pid, ticks);
     result.bench_cpu_cold = cpu_seconds(&me, ticks) - bench_cpu0;
-    result.peak_rss_mib = vm_mib(&op.pid, "VmHWM:");
+    let peak = vm_mib(&op.pid, "VmHWM:");
+    if !peak.is_nan() {
+        result.peak_rss_mib = peak;
+    }
     result.ready_rss_mib = vm_mib(&op.pid, "VmRSS:");
     result.cold_writes = tally.now();
 
@@ -699,6 +706,9 @@ async fn run_size(n: usize, resync: Duration, timeout: Duration, ticks: f64) -> 
         let rows1 = row_fingerprint(&admin, &name).await;
         // One full resync: every object requeues within resync × 1.1 of its last reconcile.
         let window = resync.mul_f64(1.1) + Duration::from_secs(1);
+        if std::env::var_os("OPBENCH_TRACE").is_some() {
+            eprintln!("idle resync window starts");
+        }
         tokio::time::sleep(window).await;
         let m1 = metrics(&op.http).await;
         let w1 = tally.now();
