@@ -328,17 +328,16 @@ impl<'a, S: Store> Run<'a, S> {
                 })
                 .collect();
             // Each group with the plan its first member already has.
-            let work: Vec<Vec<(usize, Option<Result<ObjectPlan, EngineError>>)>> =
-                groups(&user_keys)
-                    .into_iter()
-                    .map(|group| {
-                        group
-                            .into_iter()
-                            .enumerate()
-                            .map(|(n, i)| (i, if n == 0 { first[i].take() } else { None }))
-                            .collect()
-                    })
-                    .collect();
+            let work: Vec<Vec<(usize, Option<Planned>)>> = groups(&user_keys)
+                .into_iter()
+                .map(|group| {
+                    group
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, i)| (i, if n == 0 { first[i].take() } else { None }))
+                        .collect()
+                })
+                .collect();
             let targets_ref = &targets;
             let mut done = futures::stream::iter(work.into_iter().map(|group| {
                 let progress = progress.clone();
@@ -473,6 +472,9 @@ impl<'a, S: Store> Run<'a, S> {
             .push(object_error(None, &format!("prune {what}"), err));
     }
 }
+
+/// A plan, or why there is none.
+type Planned = Result<ObjectPlan, EngineError>;
 
 /// A member ready to plan: its desired state and its organization.
 struct MemberTarget {
