@@ -5,7 +5,9 @@
 //!
 //! The statements are read from `src/store/sql.rs` itself (its named constants), so the text
 //! checked is the text the stores run. Each is prepared once and explained twice, with a custom
-//! plan and with the generic plan the driver's prepared statements switch to after a few runs.
+//! plan and with the generic plan the driver's prepared statements switch to after a few runs;
+//! and once more on a connection that prepared and ran it while the tables were still empty
+//! (the plan a long-lived pooled connection may keep).
 //!
 //! Statements that cannot use an index on LiteLLM's schema are not listed here, and are not on
 //! the path of a member or organization that is already in sync:
@@ -81,21 +83,35 @@ fn violations(node: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// `args` as the SQL literals of an `EXECUTE` (which takes no bound parameters; the arguments
+/// are this file's own constants, quoted).
+fn literals(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| format!("'{}'", a.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The plan of prepared statement `hot` with `args`, under `mode` (`plan_cache_mode`).
 async fn explain(conn: &mut PgConnection, mode: &str, args: &[&str]) -> Value {
+    explain_named(conn, mode, "hot", args).await
+}
+
+/// The plan of prepared statement `statement` (a name of this file's own) with `args`.
+async fn explain_named(
+    conn: &mut PgConnection,
+    mode: &str,
+    statement: &str,
+    args: &[&str],
+) -> Value {
     sqlx::query("SELECT set_config('plan_cache_mode', $1, false)")
         .bind(mode)
         .execute(&mut *conn)
         .await
         .expect("set plan_cache_mode");
-    // EXECUTE takes no bound parameters; the arguments are this file's own constants, quoted.
-    let literals: Vec<String> = args
-        .iter()
-        .map(|a| format!("'{}'", a.replace('\'', "''")))
-        .collect();
     let q = sqlx::query_scalar::<_, sqlx::types::Json<Value>>(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN (FORMAT JSON) EXECUTE hot({})",
-        literals.join(", ")
+        "EXPLAIN (FORMAT JSON) EXECUTE {statement}({})",
+        literals(args)
     )));
     let plan = q.fetch_one(&mut *conn).await.expect("explain").0;
     plan[0]["Plan"].clone()
@@ -133,6 +149,26 @@ async fn load(conn: &mut PgConnection) {
 async fn hot_statements_use_an_index_without_statistics() {
     let db = TestDb::litellm().await;
     let mut conn = PgConnection::connect(&db.url()).await.expect("connect");
+    // A long-lived connection (as in the operator's pool) that prepared and ran every
+    // statement while the tables were empty: Postgres may keep a generic plan made then, and
+    // nothing (no ANALYZE) makes it plan again as the tables grow.
+    let mut early = PgConnection::connect(&db.url()).await.expect("connect");
+    for (n, (name, args)) in HOT.iter().enumerate() {
+        let sql = statement(name);
+        sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE early_{n} AS {sql}")))
+            .execute(&mut early)
+            .await
+            .unwrap_or_else(|e| panic!("prepare {name}: {e}"));
+        for _ in 0..8 {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "EXECUTE early_{n}({})",
+                literals(args)
+            )))
+            .execute(&mut early)
+            .await
+            .unwrap_or_else(|e| panic!("execute {name}: {e}"));
+        }
+    }
     load(&mut conn).await;
 
     // The check itself catches a full walk: the old form of the email lookup with its index
@@ -177,6 +213,17 @@ async fn hot_statements_use_an_index_without_statistics() {
             .await
             .expect("deallocate");
     }
+    for (n, (name, args)) in HOT.iter().enumerate() {
+        let plan = explain_named(&mut early, "auto", &format!("early_{n}"), args).await;
+        let mut found = Vec::new();
+        violations(&plan, &mut found);
+        if !found.is_empty() {
+            failures.push(format!(
+                "{name} {args:?} (prepared on empty tables): {found:?}\n{plan:#}"
+            ));
+        }
+    }
+    early.close().await.ok();
     conn.close().await.ok();
     db.cleanup().await;
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
