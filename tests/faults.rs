@@ -874,6 +874,7 @@ async fn api_faults_lose_and_duplicate_nothing() {
     }
     let op = Operator::start(&emu, &url).await;
     pop.converge(&db, 120, "before the faults").await;
+    let errors_before = op.metric("reconcile_errors_total", "").await;
 
     // Faults on what the operator does (this test only creates, patches specs and lists
     // through the API; the faults below hit status and finalizer writes and watches).
@@ -894,6 +895,12 @@ async fn api_faults_lose_and_duplicate_nothing() {
     emu.fail_next(Some("patch"), Some("organizations"), 2, 429);
     emu.fail_next(Some("list"), Some("organizationmembers"), 1, 500);
     pop.converge(&db, 180, "after the API faults").await;
+    // The faults reached the operator (and were retried): its failed reconciles went up.
+    let errors_after = op.metric("reconcile_errors_total", "").await;
+    assert!(
+        errors_after > errors_before,
+        "no injected fault reached the operator ({errors_before} -> {errors_after})"
+    );
     drop(op);
     db_handle.cleanup().await;
 }
