@@ -267,6 +267,7 @@ impl<'a, S: Store> Run<'a, S> {
         self.organizations.insert(key.clone(), outcome);
         self.record(&loaded.source, "Organization", key, result);
     }
+
     /// Every member: validation and organization lookup in manifest order, every member
     /// planned at once against the database as the organizations left it, then (with
     /// `apply`) the groups of members that share a user applied concurrently, each group in
