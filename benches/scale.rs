@@ -5,6 +5,11 @@
 //!     cargo bench --bench scale                       # 1,000 orgs × 5 members, concurrency 8
 //!     ORGS=10000 MEMBERS=5 CONCURRENCY=8 cargo bench --bench scale
 //!
+//! Then the same population through the CLI (`litellm-org-operator apply`, the release build,
+//! cold on a fresh clone and again with nothing to change), compared with the same pgbench
+//! figures. Every database starts as a clone of the template: no statistics on any table.
+//! Prints a table and writes `target/bench/scale.json`.
+//!
 //! Needs the LiteLLM template database built by scripts/test.sh (LITELLM_TEMPLATE_DB) and
 //! pgbench on PATH. Under `cargo test` it runs a tiny population as a smoke test and
 //! reports nothing about time.
@@ -206,14 +211,25 @@ INSERT INTO "LiteLLM_OrganizationTable" ("organization_id", "organization_alias"
 COMMIT;
 "#;
 
-fn pgbench(database: &str, script: &str, transactions: usize, concurrency: usize) -> Duration {
+fn pgbench(
+    database: &str,
+    script: &str,
+    transactions: usize,
+    concurrency: usize,
+    vars: &[(&str, usize)],
+) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("script.sql");
     std::fs::write(&path, script).expect("write script");
     let url = url::Url::parse(&admin_url()).expect("url");
     let per_client = transactions.div_ceil(concurrency).max(1);
+    let vars: Vec<String> = vars
+        .iter()
+        .map(|(k, v)| format!("--define={k}={v}"))
+        .collect();
     let t = Instant::now();
     let out = Command::new("pgbench")
+        .args(&vars)
         .args([
             "-n",
             "-h",
@@ -246,6 +262,84 @@ fn pgbench(database: &str, script: &str, transactions: usize, concurrency: usize
     );
     elapsed
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
+
+/// The population as manifests (the same objects `engine_run` reconciles).
+fn write_manifests(dir: &std::path::Path, orgs: usize, members: usize) {
+    let mut text = String::new();
+    for o in 0..orgs {
+        text.push_str(&format!(
+            "---\napiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {{name: org-{o}, namespace: bench}}\nspec: {{models: [gpt-4o], budget: {{maxBudget: {}, budgetDuration: 30d}}}}\n",
+            100 + o
+        ));
+        for m in 0..members {
+            text.push_str(&format!(
+                "---\napiVersion: litellm.dev/v1alpha1\nkind: OrganizationMember\nmetadata: {{name: org-{o}-m{m}, namespace: bench}}\nspec: {{organizationRef: {{name: org-{o}}}, user: {{email: user{m}-org{o}@example.com}}, role: internal_user, maxBudgetInOrganization: 10}}\n"
+            ));
+        }
+    }
+    std::fs::write(dir.join("population.yaml"), text).expect("write manifests");
+}
+
+/// `apply -f population.yaml` against `database`: its wall time and its standard output.
+fn cli_apply(dir: &std::path::Path, database: &str) -> (Duration, String) {
+    let mut url = url::Url::parse(&admin_url()).expect("url");
+    url.set_path(database);
+    let t = Instant::now();
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(["apply", "-f", "population.yaml"])
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .expect("run the CLI");
+    let elapsed = t.elapsed();
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (elapsed, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Cold apply, then the second apply (nothing to write), on a fresh clone.
+async fn cli_run(orgs: usize, members: usize) -> (Duration, Duration, String) {
+    let name = format!("lorgbench_cli_{}", std::process::id());
+    fresh_database(&name).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_manifests(dir.path(), orgs, members);
+    let (cold, _) = cli_apply(dir.path(), &name);
+    let (second, second_out) = cli_apply(dir.path(), &name);
+    drop_database(&name).await;
+    (cold, second, second_out)
+}
+
+/// The reads of a second pass with nothing to change: per organization its row and budget,
+/// per member the organization, the user, the membership and two budget rows, on rows that
+/// exist (loaded by `seed_reads`).
+const PGBENCH_READS_ORG: &str = r#"\set o random(1, :orgs)
+SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend" FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = 'o' || :o;
+SELECT "budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit", "budget_duration", "model_max_budget", "created_by" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = 'ob' || :o;
+"#;
+
+const PGBENCH_READS_MEMBER: &str = r#"\set o random(1, :orgs)
+\set u random(1, :users)
+SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = 'o' || :o;
+WITH "matches" AS MATERIALIZED (SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE lower("user_email") = lower('u' || :u || '@example.com')) SELECT "user_id", "user_email" FROM "matches" ORDER BY "user_id" LIMIT 10;
+SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = 'u' || :u AND "organization_id" = 'o' || :o;
+SELECT "budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit", "budget_duration", "model_max_budget", "created_by" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = 'mb' || :u;
+SELECT "budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit", "budget_duration", "model_max_budget", "created_by" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = 'mb' || :u;
+"#;
+
+/// Rows for the read floor: `orgs` organizations with budgets, `users` users with budgets and
+/// memberships, each table filled by one statement (no ANALYZE).
+const SEED_READS: &str = r#"
+INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "max_budget", "created_by", "updated_by") SELECT 'ob' || g, 100, 'b', 'b' FROM generate_series(1, $ORGS) g;
+INSERT INTO "LiteLLM_OrganizationTable" ("organization_id", "organization_alias", "budget_id", "created_by", "updated_by") SELECT 'o' || g, 'o', 'ob' || g, 'b', 'b' FROM generate_series(1, $ORGS) g;
+INSERT INTO "LiteLLM_UserTable" ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "created_at", "updated_at") SELECT 'u' || g, 'u' || g || '@example.com', 'internal_user', '{}', '{}', '{}', 0, now(), now() FROM generate_series(1, $USERS) g;
+INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "max_budget", "created_by", "updated_by") SELECT 'mb' || g, 10, 'b', 'b' FROM generate_series(1, $USERS) g;
+INSERT INTO "LiteLLM_OrganizationMembership" ("user_id", "organization_id", "user_role", "budget_id") SELECT 'u' || g, 'o' || (g % $ORGS + 1), 'internal_user', 'mb' || g FROM generate_series(1, $USERS) g;
+"#;
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
@@ -290,19 +384,71 @@ fn main() {
                 .await
                 .expect("seed");
             conn.close().await.ok();
-            let pg_orgs = pgbench(&pg_name, PGBENCH_ORG, orgs, concurrency);
-            let pg_members = pgbench(&pg_name, PGBENCH_MEMBER, orgs * members, concurrency);
+            let pg_orgs = pgbench(&pg_name, PGBENCH_ORG, orgs, concurrency, &[]);
+            let pg_members = pgbench(&pg_name, PGBENCH_MEMBER, orgs * members, concurrency, &[]);
+            let pg1_orgs = pgbench(&pg_name, PGBENCH_ORG, orgs, 1, &[]);
+            let pg1_members = pgbench(&pg_name, PGBENCH_MEMBER, orgs * members, 1, &[]);
             drop_database(&pg_name).await;
+
+            // The read floor of a second pass, on a clone holding the same number of rows.
+            let read_name = format!("lorgbench_read_{}", std::process::id());
+            fresh_database(&read_name).await;
+            let admin = PgConnectOptions::from_str(&admin_url()).expect("url").database(&read_name);
+            let mut conn = admin.connect().await.expect("connect");
+            let seed = SEED_READS
+                .replace("$ORGS", &orgs.to_string())
+                .replace("$USERS", &(orgs * members).to_string());
+            sqlx::raw_sql(sqlx::AssertSqlSafe(seed)).execute(&mut conn).await.expect("seed reads");
+            conn.close().await.ok();
+            let vars = [("orgs", orgs), ("users", orgs * members)];
+            let read_orgs = pgbench(&read_name, PGBENCH_READS_ORG, orgs, concurrency, &vars);
+            let read_members =
+                pgbench(&read_name, PGBENCH_READS_MEMBER, orgs * members, concurrency, &vars);
+            drop_database(&read_name).await;
+
+            let (cli_cold, cli_second, second_out) = cli_run(orgs, members).await;
+
             let engine_total = run.orgs + run.members;
             let pg_total = pg_orgs + pg_members;
+            let pg1_total = pg1_orgs + pg1_members;
+            let read_total = read_orgs + read_members;
+            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
             println!("population: {orgs} organizations, {} members, concurrency {concurrency}", orgs * members);
-            println!("engine cold reconcile: orgs {:.2?}, members {:.2?}, total {:.2?} ({:.0} objects/s)",
-                run.orgs, run.members, engine_total,
-                (orgs * (members + 1)) as f64 / engine_total.as_secs_f64());
-            println!("engine idle pass (no changes): {:.2?}", run.idle);
-            println!("pgbench same transactions: orgs {:.2?}, members {:.2?}, total {:.2?}", pg_orgs, pg_members, pg_total);
-            println!("ratio engine / pgbench: {:.2}", engine_total.as_secs_f64() / pg_total.as_secs_f64());
+            println!("| what | time | ratio |");
+            println!("|---|---|---|");
+            println!("| pgbench, the same transactions, {concurrency} clients (floor) | {pg_total:.2?} | 1.00 |");
+            println!("| pgbench, the same transactions, 1 client | {pg1_total:.2?} | {:.2} |", ratio(pg1_total, pg_total));
+            println!("| engine cold reconcile, concurrency {concurrency} (orgs {:.2?}, members {:.2?}) | {engine_total:.2?} | {:.2} |", run.orgs, run.members, ratio(engine_total, pg_total));
+            println!("| CLI `apply`, cold | {cli_cold:.2?} | {:.2} |", ratio(cli_cold, pg_total));
+            println!("| pgbench, the reads of a second pass, {concurrency} clients (read floor) | {read_total:.2?} | 1.00 (read floor) |");
+            println!("| engine idle pass (no changes) | {:.2?} | {:.2} of the read floor |", run.idle, ratio(run.idle, read_total));
+            println!("| CLI `apply`, second run (no changes) | {cli_second:.2?} | {:.2} of the read floor |", ratio(cli_second, read_total));
             println!("peak RSS of the benchmark process: {} MiB", engine_rss / 1024);
+            println!("CLI second run said: {}", second_out.lines().last().unwrap_or_default());
+            let json = serde_json::json!({
+                "organizations": orgs,
+                "members": orgs * members,
+                "concurrency": concurrency,
+                "seconds": {
+                    "pgbench_floor": pg_total.as_secs_f64(),
+                    "pgbench_one_client": pg1_total.as_secs_f64(),
+                    "pgbench_read_floor": read_total.as_secs_f64(),
+                    "engine_cold": engine_total.as_secs_f64(),
+                    "engine_idle": run.idle.as_secs_f64(),
+                    "cli_cold": cli_cold.as_secs_f64(),
+                    "cli_second": cli_second.as_secs_f64(),
+                },
+                "ratios": {
+                    "engine_cold_to_floor": ratio(engine_total, pg_total),
+                    "cli_cold_to_floor": ratio(cli_cold, pg_total),
+                    "cli_second_to_read_floor": ratio(cli_second, read_total),
+                },
+                "peak_rss_mib": engine_rss / 1024,
+            });
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+            std::fs::create_dir_all(&dir).expect("target/bench");
+            std::fs::write(dir.join("scale.json"), serde_json::to_string_pretty(&json).expect("json"))
+                .expect("write target/bench/scale.json");
         } else {
             println!("scale smoke run: {orgs} orgs × {members} members reconciled and re-checked");
         }

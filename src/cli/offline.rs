@@ -1,13 +1,30 @@
 //! `plan` and `apply` on a folder of manifests, without a cluster: the same engine the
 //! controller uses, one transaction per object, organizations before members.
 //!
-//! [`run`] takes a [`ManifestSet`] that has been read, then for each object plans it and
-//! (with `apply`) applies it before the next is planned (a member planned after an earlier
-//! one created its user sees that user), records the outcome in the report, and finally
-//! prunes, but only when every input was read, planned and applied without error.
+//! [`run`] takes a [`ManifestSet`] that has been read and plans the whole set first (claims
+//! and conflicts in manifest order, organizations before their members), then plans and
+//! applies independent objects concurrently ([`CONCURRENCY`] in flight, one transaction
+//! each), and records every outcome in manifest order; finally it prunes, but only when every
+//! input was read, planned and applied without error.
+//!
+//! The outcome is the one a sequential run (each object planned after the previous one was
+//! applied) would have: objects that can read what another one writes are applied one after
+//! the other, in manifest order, in one group:
+//! - organizations that name the same budget row (one owns it, another references it);
+//! - members that name or resolve to the same user (by `userId`, by email without regard to
+//!   case, or by the user id the member's plan found or would create), so a member sees the
+//!   user an earlier member of the run created, and of two members claiming one membership
+//!   the earlier one wins.
+//!
+//! Objects in different groups read and write disjoint rows (their own budget row, their own
+//! organization, their own users' memberships), so their order does not matter. Members are
+//! first planned all at once against the database as the organizations left it; the first
+//! member of each group keeps that plan, later ones are planned again after the earlier ones
+//! were applied.
 
 use std::collections::HashMap;
 
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::manifest::{DEFAULT_NAMESPACE, Loaded, ManifestError, ManifestSet, Source};
@@ -18,6 +35,10 @@ use crate::engine::{
 };
 use crate::error::EngineError;
 use crate::store::{Change, Store};
+
+/// Objects planned or applied at a time. The PostgreSQL store's pool has as many connections;
+/// the SQLite store's has fewer, and waits for one (SQLite writes one transaction at a time).
+pub const CONCURRENCY: usize = 8;
 
 /// What to do with the plans.
 #[derive(Clone, Copy, Debug, Default)]
@@ -79,12 +100,8 @@ pub async fn run<S: Store>(
     options: RunOptions,
 ) -> RunReport {
     let mut run = Run::new(engine, options, set.len());
-    for loaded in &set.organizations {
-        run.organization(loaded).await;
-    }
-    for loaded in &set.members {
-        run.member(loaded).await;
-    }
+    run.organizations(&set.organizations).await;
+    run.members(&set.members).await;
     run.progress.finish_and_clear();
     if options.prune {
         match prune_refusal(set, &run.report) {
@@ -123,7 +140,6 @@ struct Run<'a, S> {
     progress: ProgressBar,
     organizations: HashMap<ObjectKey, OrgOutcome>,
     claimed_organization_ids: HashMap<String, ObjectKey>,
-    claimed_memberships: HashMap<(String, String), ObjectKey>,
 }
 
 impl<'a, S: Store> Run<'a, S> {
@@ -149,18 +165,92 @@ impl<'a, S: Store> Run<'a, S> {
             progress,
             organizations: HashMap::new(),
             claimed_organization_ids: HashMap::new(),
-            claimed_memberships: HashMap::new(),
         }
     }
 
-    /// Plan, apply and record one organization.
-    async fn organization(&mut self, loaded: &Loaded<Organization>) {
-        self.progress.inc(1);
-        let key = key_of(&loaded.object.metadata);
-        let result = match self.plan_organization(&key, loaded).await {
-            Ok(plan) => self.apply(plan).await,
-            Err(e) => Err(e),
-        };
+    /// Every organization: claims in manifest order, then plan and apply, groups of
+    /// organizations sharing a budget row one after the other, the rest concurrently.
+    async fn organizations(&mut self, loaded: &[Loaded<Organization>]) {
+        let keys: Vec<ObjectKey> = loaded.iter().map(|l| key_of(&l.object.metadata)).collect();
+        let desired: Vec<Result<DesiredOrganization, EngineError>> = loaded
+            .iter()
+            .zip(&keys)
+            .map(|(l, key)| self.claim_organization(key, l))
+            .collect();
+        let budget_keys: Vec<Vec<String>> = desired
+            .iter()
+            .map(|d| match d {
+                Ok(d) => vec![d.budget.budget_id().to_string()],
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        let (engine, apply, progress) = (self.engine, self.options.apply, self.progress.clone());
+        let desired_ref = &desired;
+        let mut results: Vec<Option<Result<ObjectPlan, EngineError>>> =
+            (0..loaded.len()).map(|_| None).collect();
+        let mut done = futures::stream::iter(groups(&budget_keys).into_iter().map(|group| {
+            let progress = progress.clone();
+            async move {
+                let mut out = Vec::with_capacity(group.len());
+                for i in group {
+                    if let Ok(d) = &desired_ref[i] {
+                        let result = match engine.plan_organization(d).await {
+                            Ok(plan) => write(engine, apply, plan).await,
+                            Err(e) => Err(e),
+                        };
+                        out.push((i, result));
+                    }
+                    progress.inc(1);
+                }
+                out
+            }
+        }))
+        .buffer_unordered(CONCURRENCY);
+        while let Some(out) = done.next().await {
+            for (i, result) in out {
+                results[i] = Some(result);
+            }
+        }
+        drop(done);
+        for ((l, key), (d, result)) in loaded
+            .iter()
+            .zip(&keys)
+            .zip(desired.into_iter().zip(results))
+        {
+            let result = match d {
+                Err(e) => Err(e),
+                Ok(_) => result.expect("every organization has a result"),
+            };
+            self.record_organization(l, key, result);
+        }
+    }
+
+    /// Validate one organization and claim its id, in manifest order.
+    fn claim_organization(
+        &mut self,
+        key: &ObjectKey,
+        loaded: &Loaded<Organization>,
+    ) -> Result<DesiredOrganization, EngineError> {
+        let desired =
+            DesiredOrganization::from_spec(key.clone(), &loaded.object.spec, self.engine.actor())?;
+        if let Some(other) = self.claimed_organization_ids.get(&desired.organization_id) {
+            return Err(EngineError::Conflict(format!(
+                "organization {} is already claimed by Organization {other} in these manifests",
+                desired.organization_id
+            )));
+        }
+        self.claimed_organization_ids
+            .insert(desired.organization_id.clone(), key.clone());
+        Ok(desired)
+    }
+
+    /// Record an organization's outcome, and where it stands for its members.
+    fn record_organization(
+        &mut self,
+        loaded: &Loaded<Organization>,
+        key: &ObjectKey,
+        result: Result<ObjectPlan, EngineError>,
+    ) {
         let outcome = match &result {
             Ok(plan) => OrgOutcome {
                 organization_id: plan.organization_id.clone().unwrap_or_default(),
@@ -178,43 +268,133 @@ impl<'a, S: Store> Run<'a, S> {
             },
         };
         self.organizations.insert(key.clone(), outcome);
-        self.record(&loaded.source, "Organization", &key, result);
+        self.record(&loaded.source, "Organization", key, result);
     }
 
-    async fn plan_organization(
-        &mut self,
-        key: &ObjectKey,
-        loaded: &Loaded<Organization>,
-    ) -> Result<ObjectPlan, EngineError> {
-        let desired =
-            DesiredOrganization::from_spec(key.clone(), &loaded.object.spec, self.engine.actor())?;
-        if let Some(other) = self.claimed_organization_ids.get(&desired.organization_id) {
-            return Err(EngineError::Conflict(format!(
-                "organization {} is already claimed by Organization {other} in these manifests",
-                desired.organization_id
-            )));
+    /// Every member: validation and organization lookup in manifest order, every member
+    /// planned at once against the database as the organizations left it, then (with
+    /// `apply`) the groups of members that share a user applied concurrently, each group in
+    /// manifest order (see the module documentation).
+    async fn members(&mut self, loaded: &[Loaded<OrganizationMember>]) {
+        let keys: Vec<ObjectKey> = loaded.iter().map(|l| key_of(&l.object.metadata)).collect();
+        let targets: Vec<Result<MemberTarget, EngineError>> = loaded
+            .iter()
+            .zip(&keys)
+            .map(|(l, key)| self.member_target(key, l))
+            .collect();
+        let (engine, apply, progress) = (self.engine, self.options.apply, self.progress.clone());
+        let mut first: Vec<Option<Result<ObjectPlan, EngineError>>> =
+            futures::stream::iter(targets.iter().map(|t| async move {
+                match t {
+                    Ok(t) => Some(
+                        engine
+                            .plan_member(&t.desired, &t.organization_id, t.pending)
+                            .await,
+                    ),
+                    Err(_) => None,
+                }
+            }))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut results: Vec<Option<Result<ObjectPlan, EngineError>>> =
+            (0..loaded.len()).map(|_| None).collect();
+        if !apply {
+            // Nothing is written: every plan is final; claims in manifest order.
+            let mut claims = HashMap::new();
+            for (i, plan) in first.iter_mut().enumerate() {
+                if let (Some(plan), Ok(t)) = (plan.take(), &targets[i]) {
+                    results[i] = Some(plan.and_then(|p| claim(&mut claims, p, t)));
+                }
+                progress.inc(1);
+            }
+        } else {
+            let user_keys: Vec<Vec<String>> = targets
+                .iter()
+                .zip(&first)
+                .map(|(t, plan)| {
+                    let mut k = Vec::new();
+                    if let Ok(t) = t {
+                        if let Some(id) = &t.desired.user_id {
+                            k.push(format!("id:{id}"));
+                        }
+                        if let Some(email) = &t.desired.email {
+                            k.push(format!("email:{}", email.to_lowercase()));
+                        }
+                    }
+                    if let Some(Ok(plan)) = plan
+                        && let Some(id) = &plan.user_id
+                    {
+                        k.push(format!("id:{id}"));
+                    }
+                    k
+                })
+                .collect();
+            // Each group with the plan its first member already has.
+            let work: Vec<Vec<(usize, Option<Planned>)>> = groups(&user_keys)
+                .into_iter()
+                .map(|group| {
+                    group
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, i)| (i, if n == 0 { first[i].take() } else { None }))
+                        .collect()
+                })
+                .collect();
+            let targets_ref = &targets;
+            let mut done = futures::stream::iter(work.into_iter().map(|group| {
+                let progress = progress.clone();
+                async move {
+                    let mut claims = HashMap::new();
+                    let mut out = Vec::with_capacity(group.len());
+                    for (i, planned) in group {
+                        if let Ok(t) = &targets_ref[i] {
+                            let plan = match planned {
+                                Some(plan) => plan,
+                                None => {
+                                    engine
+                                        .plan_member(&t.desired, &t.organization_id, t.pending)
+                                        .await
+                                }
+                            };
+                            let result = match plan.and_then(|p| claim(&mut claims, p, t)) {
+                                Ok(p) => write(engine, true, p).await,
+                                Err(e) => Err(e),
+                            };
+                            out.push((i, result));
+                        }
+                        progress.inc(1);
+                    }
+                    out
+                }
+            }))
+            .buffer_unordered(CONCURRENCY);
+            while let Some(out) = done.next().await {
+                for (i, result) in out {
+                    results[i] = Some(result);
+                }
+            }
         }
-        self.claimed_organization_ids
-            .insert(desired.organization_id.clone(), key.clone());
-        self.engine.plan_organization(&desired).await
+        for ((l, key), (t, result)) in loaded
+            .iter()
+            .zip(&keys)
+            .zip(targets.into_iter().zip(results))
+        {
+            let result = match t {
+                Err(e) => Err(e),
+                Ok(_) => result.expect("every member has a result"),
+            };
+            self.record(&l.source, "OrganizationMember", key, result);
+        }
     }
 
-    /// Plan, apply and record one member.
-    async fn member(&mut self, loaded: &Loaded<OrganizationMember>) {
-        self.progress.inc(1);
-        let key = key_of(&loaded.object.metadata);
-        let result = match self.plan_member(&key, loaded).await {
-            Ok(plan) => self.apply(plan).await,
-            Err(e) => Err(e),
-        };
-        self.record(&loaded.source, "OrganizationMember", &key, result);
-    }
-
-    async fn plan_member(
-        &mut self,
+    /// Validate one member and find its organization's outcome, in manifest order.
+    fn member_target(
+        &self,
         key: &ObjectKey,
         loaded: &Loaded<OrganizationMember>,
-    ) -> Result<ObjectPlan, EngineError> {
+    ) -> Result<MemberTarget, EngineError> {
         let desired = DesiredMember::from_spec(key.clone(), &loaded.object.spec)?;
         let (organization_id, pending) = match &desired.organization {
             OrganizationTarget::Id(id) => (id.clone(), false),
@@ -235,22 +415,11 @@ impl<'a, S: Store> Run<'a, S> {
                 }
             }
         };
-        let plan = self
-            .engine
-            .plan_member(&desired, &organization_id, pending)
-            .await?;
-        let pair = (
-            plan.user_id.clone().unwrap_or_default(),
-            organization_id.clone(),
-        );
-        if let Some(other) = self.claimed_memberships.get(&pair) {
-            return Err(EngineError::Conflict(format!(
-                "user {} in organization {} is already claimed by OrganizationMember {other}",
-                pair.0, pair.1
-            )));
-        }
-        self.claimed_memberships.insert(pair, key.clone());
-        Ok(plan)
+        Ok(MemberTarget {
+            desired,
+            organization_id,
+            pending,
+        })
     }
 
     /// Write a plan when the run applies; a plan-only run passes it through.
@@ -308,6 +477,91 @@ impl<'a, S: Store> Run<'a, S> {
     }
 }
 
+/// A plan, or why there is none.
+type Planned = Result<ObjectPlan, EngineError>;
+
+/// A member ready to plan: its desired state and its organization.
+struct MemberTarget {
+    desired: DesiredMember,
+    organization_id: String,
+    pending: bool,
+}
+
+/// Claim the membership a member's plan writes (user and organization) for that member: of
+/// two members of a run claiming one membership, the earlier one in manifest order wins
+/// (callers claim in manifest order among members that can share a user).
+fn claim(
+    claims: &mut HashMap<(String, String), ObjectKey>,
+    plan: ObjectPlan,
+    target: &MemberTarget,
+) -> Result<ObjectPlan, EngineError> {
+    let pair = (
+        plan.user_id.clone().unwrap_or_default(),
+        target.organization_id.clone(),
+    );
+    if let Some(other) = claims.get(&pair) {
+        return Err(EngineError::Conflict(format!(
+            "user {} in organization {} is already claimed by OrganizationMember {other}",
+            pair.0, pair.1
+        )));
+    }
+    claims.insert(pair, target.desired.key.clone());
+    Ok(plan)
+}
+
+/// Write a plan when the run applies (one transaction); a plan-only run passes it through.
+async fn write<S: Store>(
+    engine: &Engine<S>,
+    apply: bool,
+    plan: ObjectPlan,
+) -> Result<ObjectPlan, EngineError> {
+    if apply {
+        engine.apply(&plan).await?;
+    }
+    Ok(plan)
+}
+
+/// Objects that must run one after the other: indexes grouped by shared keys (connected
+/// components: two objects sharing any key are in one group), each group in ascending order,
+/// groups in the order of their first object. Objects without keys are alone.
+fn groups(keys: &[Vec<String>]) -> Vec<Vec<usize>> {
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..keys.len()).collect();
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    for (i, ks) in keys.iter().enumerate() {
+        for k in ks {
+            match owner.get(k.as_str()) {
+                Some(&j) => {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    if a != b {
+                        parent[a.max(b)] = a.min(b);
+                    }
+                }
+                None => {
+                    owner.insert(k, i);
+                }
+            }
+        }
+    }
+    let mut by_root: HashMap<usize, usize> = HashMap::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for i in 0..keys.len() {
+        let root = find(&mut parent, i);
+        let slot = *by_root.entry(root).or_insert_with(|| {
+            out.push(Vec::new());
+            out.len() - 1
+        });
+        out[slot].push(i);
+    }
+    out
+}
+
 /// What a prune plan deletes, for an error that must name it.
 fn prune_subject(plan: &ObjectPlan) -> String {
     if let Some(key) = &plan.key {
@@ -356,5 +610,37 @@ fn object_error(source: Option<&Source>, object: &str, err: &EngineError) -> Man
         object: Some(object.to_string()),
         field,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::groups;
+
+    fn keys(k: &[&[&str]]) -> Vec<Vec<String>> {
+        k.iter()
+            .map(|ks| ks.iter().map(|s| s.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn objects_sharing_a_key_are_grouped_in_order() {
+        // 0 and 2 share "a"; 2 and 4 share "c", so 0, 2, 4 are one group; 1 and 3 have no
+        // shared key; 5 has none at all.
+        let g = groups(&keys(&[
+            &["a"],
+            &["b"],
+            &["a", "c"],
+            &["d"],
+            &["c", "e"],
+            &[],
+        ]));
+        assert_eq!(g, vec![vec![0, 2, 4], vec![1], vec![3], vec![5]]);
+    }
+
+    #[test]
+    fn a_late_key_joins_two_earlier_groups() {
+        let g = groups(&keys(&[&["x"], &["y"], &["y", "x"], &["z"]]));
+        assert_eq!(g, vec![vec![0, 1, 2], vec![3]]);
     }
 }

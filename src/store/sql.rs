@@ -65,6 +65,18 @@ macro_rules! sql_store {
 
         const SELECT_MEMBERSHIP: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#;
 
+        const SELECT_ORGANIZATION: &str = r#"SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend" FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#;
+
+        const ORGANIZATION_EXISTS: &str = r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#;
+
+        const SELECT_USER_BY_ID: &str = r#"SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE "user_id" = $1"#;
+
+        // The match is materialised before it is ordered: with `ORDER BY "user_id" LIMIT 10`
+        // on the bare table, a planner without statistics may walk the primary key in order and
+        // filter every row (a full walk when the email is new), instead of using LiteLLM's index
+        // on lower("user_email"). The fence leaves it only the index or a scan of the table.
+        const SELECT_USERS_BY_EMAIL: &str = r#"WITH "matches" AS MATERIALIZED (SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE lower("user_email") = lower($1)) SELECT "user_id", "user_email" FROM "matches" ORDER BY "user_id" LIMIT 10"#;
+
         fn membership_from_row(row: &$row) -> Result<MembershipRow, sqlx::Error> {
             Ok(MembershipRow {
                 user_id: row.try_get("user_id")?,
@@ -162,10 +174,7 @@ macro_rules! sql_store {
                 desired_budget_id: &str,
                 owned_budget_id: &str,
             ) -> Result<ObservedOrganization, sqlx::Error> {
-                let row = sqlx::query(
-                    r#"SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend"
-                       FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
-                )
+                let row = sqlx::query(SELECT_ORGANIZATION)
                 .bind(organization_id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -204,9 +213,7 @@ macro_rules! sql_store {
             ) -> Result<ObservedMember, sqlx::Error> {
                 let MemberLookup { organization_id, user_id, email, own_budget_id, resource, manager } = *target;
                 let mut observed = ObservedMember {
-                    organization_exists: sqlx::query(
-                        r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
-                    )
+                    organization_exists: sqlx::query(ORGANIZATION_EXISTS)
                     .bind(organization_id)
                     .fetch_optional(&self.pool)
                     .await?
@@ -214,9 +221,7 @@ macro_rules! sql_store {
                     ..Default::default()
                 };
                 if let Some(id) = user_id {
-                    observed.user_by_id = sqlx::query(
-                        r#"SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE "user_id" = $1"#,
-                    )
+                    observed.user_by_id = sqlx::query(SELECT_USER_BY_ID)
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?
@@ -226,9 +231,7 @@ macro_rules! sql_store {
                 if observed.user_by_id.is_none()
                     && let Some(email) = email
                 {
-                    observed.users_by_email = sqlx::query(
-                        r#"SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE lower("user_email") = lower($1) ORDER BY "user_id" LIMIT 10"#,
-                    )
+                    observed.users_by_email = sqlx::query(SELECT_USERS_BY_EMAIL)
                     .bind(email)
                     .fetch_all(&self.pool)
                     .await?
