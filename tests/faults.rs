@@ -505,25 +505,28 @@ impl Db<'_> {
         Ok(rows)
     }
 
-    /// Differences between the database and `desired` (every statement takes the marker key
-    /// as `$1`).
+    /// Differences between the database and `desired`: rows as LiteLLM holds them, owners as
+    /// the ledger records them (every statement takes one unused text argument, `$1`).
     async fn differences(&self, desired: &Desired) -> Vec<String> {
         let mut diffs = Vec::new();
         let checks: [(&str, &'static str, Vec<String>); 4] = [
             (
                 "organizations",
-                r#"SELECT (o."metadata" -> $1 ->> 'owner') || '|' || b."max_budget"::text
+                r#"SELECT l."resource" || '|' || b."max_budget"::text
                    FROM "LiteLLM_OrganizationTable" o LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = o."budget_id"
+                   LEFT JOIN litellm_org_operator.ledger l ON l."row_key" = 'organization/' || o."organization_id"
+                   WHERE $1::text IS NOT NULL
                    ORDER BY 1"#,
                 desired.expected_orgs(),
             ),
             (
                 "memberships",
-                r#"SELECT coalesce(m."budget_id", '-') || '|' || coalesce(o."metadata" -> $1 ->> 'owner', '-') || '|' || lower(u."user_email") || '|' || coalesce(b."max_budget"::text, '-')
+                r#"SELECT coalesce(m."budget_id", '-') || '|' || coalesce(l."resource", '-') || '|' || lower(u."user_email") || '|' || coalesce(b."max_budget"::text, '-')
                    FROM "LiteLLM_OrganizationMembership" m
-                   JOIN "LiteLLM_OrganizationTable" o ON o."organization_id" = m."organization_id"
                    JOIN "LiteLLM_UserTable" u ON u."user_id" = m."user_id"
+                   LEFT JOIN litellm_org_operator.ledger l ON l."row_key" = 'organization/' || m."organization_id"
                    LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
+                   WHERE $1::text IS NOT NULL
                    ORDER BY 1"#,
                 desired.expected_memberships(),
             ),
