@@ -692,8 +692,11 @@ async fn run_size(n: usize, resync: Duration, timeout: Duration, ticks: f64) -> 
     result.cold_writes = tally.now();
 
     if result.finished {
-        // Let the last status writes and the organizations' member counts settle.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Let the last status writes settle, and one full resync pass: member counts are read
+        // once per resync period, so the first resync after Ready brings the counts of
+        // members that turned Ready after their organization up to date (a real change, one
+        // status write each). The window measured below is the one after: nothing changed.
+        tokio::time::sleep(resync.mul_f64(1.1) + Duration::from_secs(3)).await;
         result.steady_rss_mib = vm_mib(&op.pid, "VmRSS:");
         // Backends flush their statistics at most once a second when busy, within 10 s when idle.
         let db_ready = db_stats(&admin, &name).await;

@@ -414,6 +414,7 @@ async fn operate(
         Engine::new(store, config.actor.clone())
             .with_manager(config.manager.clone())
             .with_new_user_defaults(new_user)
+            .with_member_counts_every(config.resync)
             .with_observer(Arc::new(move |op| counter.count_database(op))),
     );
     let imported = engine.ensure_ledger().await?;

@@ -15,7 +15,7 @@ pub use plan::{
     plan_delete_organization, plan_member, plan_organization, retained_by_marker, same_limits,
 };
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::EngineError;
 use crate::store::{
@@ -62,6 +62,10 @@ pub struct Engine<S> {
     manager: String,
     new_user: NewUserDefaults,
     observer: Option<OperationObserver>,
+    /// Members per organization, read at most once per `counts_max_age`.
+    member_counts:
+        tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<HashMap<String, i64>>)>>,
+    counts_max_age: std::time::Duration,
 }
 
 impl<S: Store> Engine<S> {
@@ -74,7 +78,16 @@ impl<S: Store> Engine<S> {
             manager: CLI_MANAGER.to_string(),
             new_user: NewUserDefaults::default(),
             observer: None,
+            member_counts: tokio::sync::Mutex::new(None),
+            counts_max_age: std::time::Duration::ZERO,
         }
+    }
+
+    /// Read members per organization at most once per `max_age` (the operator's resync
+    /// period): one grouped read serves every organization's status.
+    pub fn with_member_counts_every(mut self, max_age: std::time::Duration) -> Self {
+        self.counts_max_age = max_age;
+        self
     }
 
     /// Give users this engine creates the proxy's new-internal-user defaults.
@@ -404,12 +417,29 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Spend, budget and member count, for status.
+    /// Spend, budget and member count, for status. The counts come from one grouped read,
+    /// shared by every organization until it is older than the configured age.
     pub async fn organization_usage(
         &self,
         organization_id: &str,
     ) -> Result<Option<OrganizationUsage>, EngineError> {
         self.count("usage");
-        Ok(self.store.organization_usage(organization_id).await?)
+        let Some(mut usage) = self.store.organization_usage(organization_id).await? else {
+            return Ok(None);
+        };
+        let counts = {
+            let mut cached = self.member_counts.lock().await;
+            match cached.as_ref() {
+                Some((at, counts)) if at.elapsed() < self.counts_max_age => counts.clone(),
+                _ => {
+                    self.count("member_counts");
+                    let counts = std::sync::Arc::new(self.store.member_counts().await?);
+                    *cached = Some((std::time::Instant::now(), counts.clone()));
+                    counts
+                }
+            }
+        };
+        usage.member_count = counts.get(organization_id).copied().unwrap_or(0);
+        Ok(Some(usage))
     }
 }

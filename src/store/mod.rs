@@ -191,7 +191,13 @@ pub trait Store: Send + Sync {
         &self,
         target: &MemberLookup<'_>,
     ) -> impl Future<Output = Result<ObservedMember, StoreError>> + Send;
-    /// Spend, max budget and member count of an organization, for status.
+    /// Members per organization id, in one read (for status; organizations with none are
+    /// absent).
+    fn member_counts(
+        &self,
+    ) -> impl Future<Output = Result<std::collections::HashMap<String, i64>, StoreError>> + Send;
+    /// Spend and max budget of an organization, for status (`member_count` is left 0: see
+    /// [`Store::member_counts`]).
     fn organization_usage(
         &self,
         organization_id: &str,
@@ -284,6 +290,9 @@ impl Store for AnyStore {
     }
     async fn ensure_ledger(&self) -> Result<bool, StoreError> {
         delegate!(self, s => s.ensure_ledger())
+    }
+    async fn member_counts(&self) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        delegate!(self, s => s.member_counts())
     }
     async fn ledger_of_resource(
         &self,

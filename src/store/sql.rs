@@ -665,8 +665,7 @@ macro_rules! sql_store {
                 organization_id: &str,
             ) -> Result<Option<OrganizationUsage>, StoreError> {
                 let row = sqlx::query(
-                    r#"SELECT o."spend", b."max_budget",
-                              (SELECT count(*) FROM "LiteLLM_OrganizationMembership" m WHERE m."organization_id" = o."organization_id") AS "member_count"
+                    r#"SELECT o."spend", b."max_budget"
                        FROM "LiteLLM_OrganizationTable" o LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = o."budget_id"
                        WHERE o."organization_id" = $1"#,
                 )
@@ -678,10 +677,25 @@ macro_rules! sql_store {
                     Ok(OrganizationUsage {
                         spend: r.try_get("spend")?,
                         max_budget: r.try_get("max_budget")?,
-                        member_count: r.try_get("member_count")?,
+                        member_count: 0,
                     })
                 })
                 .transpose()
+                .map_err(StoreError::from_sqlx)
+            }
+
+            async fn member_counts(&self) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+                // One scan for every organization (LiteLLM has no index on organization_id
+                // alone, so a count per organization would scan once each).
+                sqlx::query(
+                    r#"SELECT "organization_id", count(*) AS "members" FROM "LiteLLM_OrganizationMembership" GROUP BY "organization_id""#,
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .iter()
+                .map(|r| Ok((r.try_get("organization_id")?, r.try_get("members")?)))
+                .collect::<Result<_, sqlx::Error>>()
                 .map_err(StoreError::from_sqlx)
             }
 
