@@ -55,6 +55,9 @@ pub const OPERATOR_MANAGER: &str = "operator";
 /// Called once per database operation (`observe`, `apply`, `usage`), for metrics.
 pub type OperationObserver = std::sync::Arc<dyn Fn(&'static str) + Send + Sync>;
 
+/// Members per organization id, and when they were read.
+type MemberCounts = (std::time::Instant, std::sync::Arc<HashMap<String, i64>>);
+
 /// Drives planning and applying against one store.
 pub struct Engine<S> {
     store: S,
@@ -63,8 +66,7 @@ pub struct Engine<S> {
     new_user: NewUserDefaults,
     observer: Option<OperationObserver>,
     /// Members per organization, read at most once per `counts_max_age`.
-    member_counts:
-        tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<HashMap<String, i64>>)>>,
+    member_counts: tokio::sync::Mutex<Option<MemberCounts>>,
     counts_max_age: std::time::Duration,
 }
 
