@@ -3,7 +3,8 @@
 //! `INSERT ... SELECT generate_series` and never analysed (autovacuum is off on these machines,
 //! and a freshly loaded LiteLLM database is in the same state).
 //!
-//! The statements are read from `src/store/sql.rs` itself (its named constants), so the text
+//! The statements are read from `src/store/sql.rs` itself (its named constants) and from the
+//! ledger's own statements (`LedgerSql`, built the same way the store builds them), so the text
 //! checked is the text the stores run. Each is prepared once and explained twice, with a custom
 //! plan and with the generic plan the driver's prepared statements switch to after a few runs;
 //! and once more on a connection that prepared and ran it while the tables were still empty
@@ -14,11 +15,13 @@
 //! - memberships by `budget_id` (a member that moved or is deleted): LiteLLM has no index on
 //!   `LiteLLM_OrganizationMembership.budget_id`; deleting the budget row scans for it anyway
 //!   (its foreign key is `ON DELETE SET NULL`);
-//! - memberships by `organization_id` (member count for an organization's status, organization
-//!   deletion): the only index is `(user_id, organization_id)`.
+//! - memberships by `organization_id` (organization deletion; the member counts of status are
+//!   one grouped read per resync period for all organizations): the only index is
+//!   `(user_id, organization_id)`.
 
 mod support;
 
+use litellm_org_operator::store::ledger::{DEFAULT_LEDGER_SCHEMA, LedgerSql};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use support::TestDb;
@@ -32,6 +35,7 @@ const BIG_TABLES: &[&str] = &[
     "LiteLLM_OrganizationMembership",
     "LiteLLM_OrganizationTable",
     "LiteLLM_BudgetTable",
+    "ledger",
 ];
 
 /// The hot statements by constant name, with the arguments to explain them with (an id or
@@ -46,6 +50,26 @@ const HOT: &[(&str, &[&str])] = &[
     ("SELECT_USERS_BY_EMAIL", &["User123@Example.com"]),
     ("SELECT_USERS_BY_EMAIL", &["new-person@example.com"]),
 ];
+
+/// Every hot statement: `(name, text, arguments)`.
+fn hot() -> Vec<(String, String, Vec<&'static str>)> {
+    let mut all: Vec<(String, String, Vec<&'static str>)> = HOT
+        .iter()
+        .map(|(name, args)| (name.to_string(), statement(name), args.to_vec()))
+        .collect();
+    let ledger = LedgerSql::postgres(DEFAULT_LEDGER_SCHEMA);
+    all.push((
+        "ledger select_key".into(),
+        ledger.select_key.to_string(),
+        vec!["organization/org-12"],
+    ));
+    all.push((
+        "ledger select_resource".into(),
+        ledger.select_resource.to_string(),
+        vec!["OrganizationMember/ns/m-123", "operator"],
+    ));
+    all
+}
 
 /// The text of `const NAME: &str = r#"..."#;` in `src/store/sql.rs`.
 fn statement(name: &str) -> String {
@@ -131,12 +155,14 @@ async fn load(conn: &mut PgConnection) {
            SELECT 'user-' || g, 'user' || g || '@example.com', 'internal_user', '{}', '{}', '{}', 0, now(), now() FROM generate_series(1, 50000) g"#,
         r#"INSERT INTO "LiteLLM_OrganizationMembership" ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at", "updated_at")
            SELECT 'user-' || g, 'org-' || (g % 10000 + 1), 'internal_user', 0, 'budget-member-' || g, now(), now() FROM generate_series(1, 50000) g"#,
+        r#"INSERT INTO litellm_org_operator.ledger ("row_key", "manager", "resource", "organization_id", "created", "deletion_policy", "managed", "updated_at")
+           SELECT 'membership/org-' || (g % 10000 + 1) || '/user-' || g, 'operator', 'OrganizationMember/ns/m-' || g, 'org-' || (g % 10000 + 1), true, 'Delete', '{}', now() FROM generate_series(1, 50000) g"#,
     ] {
         sqlx::query(sql).execute(&mut *conn).await.expect("load");
     }
     // The point of the test: no statistics on the loaded tables.
     let analysed: i64 = sqlx::query_scalar(
-        r#"SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('LiteLLM_UserTable', 'LiteLLM_OrganizationMembership', 'LiteLLM_OrganizationTable', 'LiteLLM_BudgetTable')
+        r#"SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('LiteLLM_UserTable', 'LiteLLM_OrganizationMembership', 'LiteLLM_OrganizationTable', 'LiteLLM_BudgetTable', 'ledger')
            AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)"#,
     )
     .fetch_one(&mut *conn)
@@ -153,8 +179,8 @@ async fn hot_statements_use_an_index_without_statistics() {
     // statement while the tables were empty: Postgres may keep a generic plan made then, and
     // nothing (no ANALYZE) makes it plan again as the tables grow.
     let mut early = PgConnection::connect(&db.url()).await.expect("connect");
-    for (n, (name, args)) in HOT.iter().enumerate() {
-        let sql = statement(name);
+    let hot = hot();
+    for (n, (name, sql, args)) in hot.iter().enumerate() {
         sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE early_{n} AS {sql}")))
             .execute(&mut early)
             .await
@@ -194,8 +220,7 @@ async fn hot_statements_use_an_index_without_statistics() {
         .expect("deallocate");
 
     let mut failures = Vec::new();
-    for (name, args) in HOT {
-        let sql = statement(name);
+    for (name, sql, args) in &hot {
         sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE hot AS {sql}")))
             .execute(&mut conn)
             .await
@@ -213,7 +238,7 @@ async fn hot_statements_use_an_index_without_statistics() {
             .await
             .expect("deallocate");
     }
-    for (n, (name, args)) in HOT.iter().enumerate() {
+    for (n, (name, _, args)) in hot.iter().enumerate() {
         let plan = explain_named(&mut early, "auto", &format!("early_{n}"), args).await;
         let mut found = Vec::new();
         violations(&plan, &mut found);

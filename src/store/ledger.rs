@@ -59,7 +59,7 @@ pub fn budget_key(budget_id: &str) -> String {
 pub struct LedgerSql {
     pub ddl: Vec<Arc<str>>,
     pub exists: Arc<str>,
-    pub select_keys: Arc<str>,
+    pub select_key: Arc<str>,
     pub select_resource: Arc<str>,
     pub select_manager: Arc<str>,
     pub claim: Arc<str>,
@@ -101,8 +101,10 @@ impl LedgerSql {
         Self {
             ddl: ddl.into_iter().map(Arc::from).collect(),
             exists: s(format!("SELECT 1 FROM {table} LIMIT 1")),
-            select_keys: s(format!(
-                r#"SELECT {COLUMNS} FROM {table} WHERE "row_key" = $1 OR "row_key" = $2 OR "row_key" = $3"#
+            // One key per statement: an equality on the primary key keeps its index even in a
+            // plan made while the table was empty (an `OR` of keys does not).
+            select_key: s(format!(
+                r#"SELECT {COLUMNS} FROM {table} WHERE "row_key" = $1"#
             )),
             select_resource: s(format!(
                 r#"SELECT {COLUMNS} FROM {table} WHERE "resource" = $1 AND "manager" = $2"#

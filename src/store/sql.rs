@@ -129,20 +129,17 @@ macro_rules! sql_store {
                 }
             }
 
-            /// The entries of up to three rows.
-            async fn ledger_by_keys(&self, keys: [&str; 3]) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+            /// The entry of one row, if any manager holds it.
+            async fn ledger_by_key(&self, key: &str) -> Result<Option<LedgerEntry>, sqlx::Error> {
                 if !self.ledger_known().await? {
-                    return Ok(Vec::new());
+                    return Ok(None);
                 }
-                sqlx::query(ledger_sql(&self.ledger.select_keys))
-                    .bind(keys[0])
-                    .bind(keys[1])
-                    .bind(keys[2])
-                    .fetch_all(&self.pool)
+                sqlx::query(ledger_sql(&self.ledger.select_key))
+                    .bind(key)
+                    .fetch_optional(&self.pool)
                     .await?
-                    .iter()
-                    .map(ledger_from_row)
-                    .collect()
+                    .map(|r| ledger_from_row(&r))
+                    .transpose()
             }
 
             async fn ledger_of_resource_inner(&self, resource: &str, manager: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
@@ -197,13 +194,8 @@ macro_rules! sql_store {
                 };
                 let org_key = organization_key(organization_id);
                 let own_budget_key = budget_key(owned_budget_id);
-                for entry in self.ledger_by_keys([&org_key, &own_budget_key, &own_budget_key]).await? {
-                    if entry.row_key == org_key {
-                        observed.ledger = Some(entry);
-                    } else {
-                        observed.budget_ledger = Some(entry);
-                    }
-                }
+                observed.ledger = self.ledger_by_key(&org_key).await?;
+                observed.budget_ledger = self.ledger_by_key(&own_budget_key).await?;
                 Ok(observed)
             }
 
@@ -260,7 +252,7 @@ macro_rules! sql_store {
                     .map(|u| u.user_id.clone());
                 if let Some(uid) = &resolved {
                     let key = membership_key(organization_id, uid);
-                    observed.ledger = self.ledger_by_keys([&key, &key, &key]).await?.into_iter().next();
+                    observed.ledger = self.ledger_by_key(&key).await?;
                 }
                 if let Some(uid) = resolved {
                     observed.membership = sqlx::query(SELECT_MEMBERSHIP)
