@@ -45,55 +45,19 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const GROUP: &str = "litellm.dev";
-const VERSION: &str = "v1alpha1";
-const NS: &str = "bench";
-const MEMBERS_PER_ORG: usize = 5;
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_TEST_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{admin_url, drop_database, fresh_database};
 
 fn operator_bin() -> String {
     std::env::var("OPERATOR_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_litellm-org-operator").to_string())
 }
 
-async fn fresh_database(name: &str) -> PgConnectOptions {
-    let template =
-        std::env::var("LITELLM_TEMPLATE_DB").unwrap_or_else(|_| "litellm_template_0_4_110".into());
-    assert!(
-        template
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "LITELLM_TEMPLATE_DB must be a plain database name"
-    );
-    let admin = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_TEST_URL");
-    let mut conn = admin.connect().await.expect("connect to DATABASE_TEST_URL");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .expect("create the bench database from the LiteLLM template (scripts/litellm-template-db.sh)");
-    }
-    conn.close().await.ok();
-    admin.database(name)
-}
-
-async fn drop_database(name: &str) {
-    let admin = PgConnectOptions::from_str(&admin_url()).expect("url");
-    if let Ok(mut conn) = admin.connect().await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .ok();
-    }
-}
+const GROUP: &str = "litellm.dev";
+const VERSION: &str = "v1alpha1";
+const NS: &str = "bench";
+const MEMBERS_PER_ORG: usize = 5;
 
 /// The database URL the operator gets (the admin URL with the bench database's name).
 fn database_url(name: &str) -> String {

@@ -28,50 +28,15 @@ use litellm_org_operator::store::{PostgresStore, Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{admin_url, drop_database, fresh_database};
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_TEST_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
-
-async fn fresh_database(name: &str) -> PgConnectOptions {
-    let template =
-        std::env::var("LITELLM_TEMPLATE_DB").unwrap_or_else(|_| "litellm_template_0_4_110".into());
-    assert!(
-        template
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    );
-    let admin = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_TEST_URL");
-    let mut conn = admin.connect().await.expect("connect");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .expect("create bench database");
-    }
-    conn.close().await.ok();
-    admin.database(name)
-}
-
-async fn drop_database(name: &str) {
-    let admin = PgConnectOptions::from_str(&admin_url()).expect("url");
-    if let Ok(mut conn) = admin.connect().await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .ok();
-    }
 }
 
 fn rss_kib() -> u64 {
