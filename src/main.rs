@@ -22,6 +22,10 @@ use litellm_org_operator::store::ledger::DEFAULT_LEDGER_SCHEMA;
 use litellm_org_operator::store::open::{self as database, DEFAULT_DATABASE_URL};
 use litellm_org_operator::telemetry::{self, LogFormat};
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 /// Declarative LiteLLM organizations and members.
 #[derive(Parser)]
 #[command(name = "litellm-org-operator", version, about)]
@@ -184,6 +188,8 @@ const PROGRESS_THRESHOLD: usize = 300;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     match &cli.command {
         Command::Run { log_format, .. } => telemetry::init(*log_format, "info"),
