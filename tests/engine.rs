@@ -547,3 +547,72 @@ async fn new_users_get_the_proxys_defaults(db: &TestDb) {
     assert_eq!(old, vec!["none|none".to_string()]);
 }
 on_both!(new_users_get_the_proxys_defaults);
+
+async fn member_count(
+    engine: &litellm_org_operator::engine::Engine<litellm_org_operator::store::AnyStore>,
+    org_id: &str,
+) -> i64 {
+    engine
+        .organization_usage(org_id)
+        .await
+        .expect("usage")
+        .expect("the organization exists")
+        .member_count
+}
+
+/// Member counts for status come from one grouped read kept for a resync period; after the
+/// engine itself adds or removes a membership the read is repeated once it is 2 s old, so an
+/// organization's next status shows its new members (and not a resync period later).
+async fn member_counts_follow_the_engines_own_writes(db: &TestDb) {
+    let engine = db
+        .engine()
+        .with_member_counts_every(std::time::Duration::from_secs(600));
+    let d = org("counts", "acme", "budget: {maxBudget: 10}\n");
+    let plan = engine.plan_organization(&d).await.expect("plan org");
+    engine.apply(&plan).await.expect("apply org");
+    let org_id = plan.organization_id.clone().expect("org id");
+    assert_eq!(member_count(&engine, &org_id).await, 0);
+
+    for (name, email) in [("ann", "ann@example.com"), ("bob", "bob@example.com")] {
+        let m = member(
+            "counts",
+            name,
+            &format!(
+                "organizationRef: {{name: acme}}\nuser: {{email: {email}}}\nrole: internal_user\n"
+            ),
+        );
+        let plan = engine
+            .plan_member(&m, &org_id, false)
+            .await
+            .expect("plan member");
+        engine.apply(&plan).await.expect("apply member");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        member_count(&engine, &org_id).await,
+        2,
+        "the engine's own member writes are counted"
+    );
+
+    // A membership LiteLLM adds is seen at the next read, which the cached counts put off
+    // until they are a resync period old (600 s here): still 2.
+    db.exec(
+        r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models, spend) VALUES ('ui-user', 'ui@example.com', 'internal_user', '{}', 0)"#,
+    )
+    .await;
+    db.exec(&format!(
+        r#"INSERT INTO "LiteLLM_OrganizationMembership" (user_id, organization_id, user_role, spend) VALUES ('ui-user', '{org_id}', 'internal_user', 0)"#
+    ))
+    .await;
+    assert_eq!(
+        member_count(&engine, &org_id).await,
+        2,
+        "counts are read once per period"
+    );
+    // A fresh engine (a new period) reads them again.
+    let fresh = db
+        .engine()
+        .with_member_counts_every(std::time::Duration::from_secs(600));
+    assert_eq!(member_count(&fresh, &org_id).await, 3);
+}
+on_both!(member_counts_follow_the_engines_own_writes);

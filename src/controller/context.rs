@@ -96,9 +96,15 @@ pub struct Context {
     /// Only the leader writes.
     pub leadership: Leadership,
     failures: Mutex<HashMap<String, u32>>,
+    /// When each object without a status first waited for its organization.
+    quiet_waits: Mutex<HashMap<String, std::time::Instant>>,
     /// Status properties the installed CRD does not declare (see [`Context::apply_status`]).
     undeclared_status_fields: Mutex<std::collections::BTreeSet<String>>,
 }
+
+/// How long a member with no status yet may wait for its organization before the wait is
+/// written to its status.
+pub const QUIET_WAIT: Duration = Duration::from_secs(30);
 
 /// Backoff bounds for transient failures.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
@@ -124,6 +130,7 @@ impl Context {
             organizations,
             leadership,
             failures: Mutex::new(HashMap::new()),
+            quiet_waits: Mutex::new(HashMap::new()),
             undeclared_status_fields: Mutex::default(),
         }
     }
@@ -132,6 +139,27 @@ impl Context {
     pub fn reset_failures(&self, key: &str) {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(key);
+        }
+    }
+
+    /// The object `key` no longer waits for its organization (synced, or deleted).
+    pub fn done_waiting(&self, key: &str) {
+        if let Ok(mut w) = self.quiet_waits.lock() {
+            w.remove(key);
+        }
+    }
+
+    /// True while the object `key` has waited for its organization for less than
+    /// [`QUIET_WAIT`] since its first wait (which this call records).
+    pub fn quiet_wait(&self, key: &str) -> bool {
+        match self.quiet_waits.lock() {
+            Ok(mut w) => {
+                w.entry(key.to_string())
+                    .or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    < QUIET_WAIT
+            }
+            Err(_) => false,
         }
     }
 

@@ -45,6 +45,10 @@ pub trait Reconciled:
     type Synced: Send + Sync;
 
     fn current_status(&self) -> Option<&Self::Status>;
+    /// True while the operator has written no status for this object yet.
+    fn no_status_yet(&self) -> bool {
+        false
+    }
     /// True when this generation was synced before: a write now corrects drift.
     fn synced_before(&self) -> bool;
     /// Validate, resolve and plan against the database (reads only).
@@ -232,6 +236,7 @@ async fn apply<K: Reconciled>(raw: Arc<Raw<K>>, ctx: &Context) -> Result<Action,
         message: obj.synced_message(&synced),
     };
     write_status(&api, &obj, ctx, &outcome, Some(&synced)).await?;
+    ctx.done_waiting(&failure_key::<K>(&obj));
     Ok(resync_action(ctx.resync))
 }
 
@@ -246,6 +251,16 @@ async fn fail<K: Reconciled>(
 ) -> Result<Action, ControllerError> {
     let outcome = Outcome::from_error(&err);
     let step = err.next_step();
+    if matches!(err, EngineError::OrganizationNotReady(_))
+        && obj.no_status_yet()
+        && ctx.quiet_wait(&failure_key::<K>(obj))
+    {
+        // A member applied together with its organization: the organization's Ready wakes it
+        // in a moment, so one status write (Ready) says it all. Its status stays the
+        // admission default (observedGeneration -1: in progress to kstatus and Argo CD) for
+        // at most QUIET_WAIT; after that the wait is written as usual.
+        return Ok(Action::requeue(crate::error::ORGANIZATION_WAIT));
+    }
     if step == NextStep::Backoff {
         // Best effort: the API may be down too.
         if let Err(e) = write_status(api, obj, ctx, &outcome, None).await {
@@ -335,6 +350,7 @@ async fn cleanup<K: Reconciled>(
     // Delete removes what the operator created and releases what it adopted.
     let plan = K::plan_delete(&key, &target, ctx).await?;
     ctx.engine.apply(&plan).await?;
+    ctx.done_waiting(&failure_key::<K>(raw.as_ref()));
     if target.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
             raw.as_ref(),

@@ -134,6 +134,12 @@ impl Reconciled for OrganizationMember {
         self.status.as_ref()
     }
 
+    fn no_status_yet(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_none_or(|s| s.conditions.is_empty() && s.observed_generation.unwrap_or(-1) < 0)
+    }
+
     async fn plan_delete(
         key: &ObjectKey,
         target: &DeleteTarget,

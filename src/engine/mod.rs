@@ -55,8 +55,18 @@ pub const OPERATOR_MANAGER: &str = "operator";
 /// Called once per database operation (`observe`, `apply`, `usage`), for metrics.
 pub type OperationObserver = std::sync::Arc<dyn Fn(&'static str) + Send + Sync>;
 
-/// Members per organization id, and when they were read.
-type MemberCounts = (std::time::Instant, std::sync::Arc<HashMap<String, i64>>);
+/// Members per organization id, when they were read, and how many membership writes of this
+/// engine they include.
+struct MemberCounts {
+    read_at: std::time::Instant,
+    writes_seen: u64,
+    counts: std::sync::Arc<HashMap<String, i64>>,
+}
+
+/// After this engine adds or removes a membership, the counts are read again once they are
+/// this old, so an organization's status shows its members within seconds of their creation
+/// rather than a resync period later (one grouped read at most this often during churn).
+const COUNTS_AFTER_WRITES: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Drives planning and applying against one store.
 pub struct Engine<S> {
@@ -68,6 +78,8 @@ pub struct Engine<S> {
     /// Members per organization, read at most once per `counts_max_age`.
     member_counts: tokio::sync::Mutex<Option<MemberCounts>>,
     counts_max_age: std::time::Duration,
+    /// Memberships this engine created or deleted (see [`COUNTS_AFTER_WRITES`]).
+    membership_writes: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Store> Engine<S> {
@@ -82,6 +94,7 @@ impl<S: Store> Engine<S> {
             observer: None,
             member_counts: tokio::sync::Mutex::new(None),
             counts_max_age: std::time::Duration::ZERO,
+            membership_writes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -416,6 +429,15 @@ impl<S: Store> Engine<S> {
         }
         self.count("apply");
         self.store.apply(&plan.changes, &self.actor).await?;
+        if plan.changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::CreateMembership(_) | Change::DeleteMembership { .. }
+            )
+        }) {
+            self.membership_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -431,12 +453,26 @@ impl<S: Store> Engine<S> {
         };
         let counts = {
             let mut cached = self.member_counts.lock().await;
+            let writes = self
+                .membership_writes
+                .load(std::sync::atomic::Ordering::Relaxed);
             match cached.as_ref() {
-                Some((at, counts)) if at.elapsed() < self.counts_max_age => counts.clone(),
+                Some(c)
+                    if c.read_at.elapsed() < self.counts_max_age
+                        && (c.writes_seen == writes
+                            || c.read_at.elapsed() < COUNTS_AFTER_WRITES) =>
+                {
+                    c.counts.clone()
+                }
                 _ => {
                     self.count("member_counts");
+                    let read_at = std::time::Instant::now();
                     let counts = std::sync::Arc::new(self.store.member_counts().await?);
-                    *cached = Some((std::time::Instant::now(), counts.clone()));
+                    *cached = Some(MemberCounts {
+                        read_at,
+                        writes_seen: writes,
+                        counts: counts.clone(),
+                    });
                     counts
                 }
             }
