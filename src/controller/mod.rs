@@ -288,11 +288,14 @@ impl OrganizationViews {
     }
 }
 
-/// What the caches keep of an object: not its managedFields nor kubectl's copy of the last
-/// applied manifest, which together are most of its size and which no reconcile reads.
+/// What the caches keep of an object: not its managedFields, labels nor kubectl's copy of the
+/// last applied manifest, which together are most of its metadata and which no reconcile
+/// reads. (Annotations stay: one of them pauses an object, and any change to them asks for a
+/// reconcile, as `kubectl annotate` users expect.)
 fn slim<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
