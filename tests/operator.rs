@@ -6,10 +6,7 @@ mod emulator;
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use emulator::Emulator;
@@ -19,176 +16,10 @@ use litellm_org_operator::crd::{Organization, OrganizationMember};
 use serde_json::json;
 use support::TestDb;
 use support::kube::{Kubectl, member, organization};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::operator::{DbProxy, Operator, Options, http_get, member_ready, org_ready, wait_for};
+use tokio::io::AsyncWriteExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
 const NS: &str = "ai-platform";
-
-/// A free port on 127.0.0.1 (bound, read, released).
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A TCP proxy in front of PostgreSQL that a test can cut, to take the database away from
-/// the operator without stopping the server other tests share.
-struct DbProxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    generation: tokio::sync::watch::Sender<u64>,
-}
-
-impl DbProxy {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (generation, _) = tokio::sync::watch::channel(0u64);
-        let flag = up.clone();
-        let cuts = generation.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !flag.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Self {
-            port,
-            up,
-            generation,
-        }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The operator as a child process; killed (SIGKILL) when dropped. Its log (stderr) is
-/// passed through to the test's stderr and kept for [`Operator::log_lines`].
-struct Operator {
-    child: tokio::process::Child,
-    http: SocketAddr,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Operator {
-    async fn start(emu: &Emulator, database_url: &str, extra: &[&str]) -> Self {
-        Self::start_named(emu, database_url, extra, "litellm-org-operator-0").await
-    }
-
-    async fn start_named(emu: &Emulator, database_url: &str, extra: &[&str], pod: &str) -> Self {
-        let port = free_port().await;
-        let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let mut args = vec!["run".to_string(), "--http-addr".into(), http.to_string()];
-        if !extra.contains(&"--resync-interval") {
-            args.extend(["--resync-interval".to_string(), "3s".to_string()]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = tokio::process::Command::new(BIN)
-            .args(&args)
-            .env("KUBECONFIG", emu.kubeconfig_path())
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn,litellm_org_operator=info")
-            .env("POD_NAME", pod)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the operator");
-        let mut child = child;
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("{line}");
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let op = Self { child, http, log };
-        op.wait_ready().await;
-        op
-    }
-
-    /// Every line the operator logged so far.
-    fn log_lines(&self) -> Vec<String> {
-        self.log.lock().expect("log").clone()
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok((200, _)) = http_get(self.http, "/readyz").await {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the operator never became ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn metrics(&self) -> BTreeMap<String, f64> {
-        let (code, body) = http_get(self.http, "/metrics")
-            .await
-            .expect("scrape /metrics");
-        assert_eq!(code, 200);
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect()
-    }
-
-    /// How much the series for which `series` holds grew, summed, over `secs` seconds.
-    async fn growth_over(&self, secs: u64, series: impl Fn(&str) -> bool) -> f64 {
-        let sum = |m: BTreeMap<String, f64>| -> f64 {
-            m.iter().filter(|(k, _)| series(k)).map(|(_, v)| v).sum()
-        };
-        let before = sum(self.metrics().await);
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        sum(self.metrics().await) - before
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.ok();
-    }
-
-    /// SIGTERM, then the exit status (in-flight reconciles finish first).
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill -TERM");
-        assert!(sent.success());
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .expect("the operator did not stop within 20 s of SIGTERM")
-            .expect("exit status")
-    }
-}
 
 /// A series of Organization reconciles (any result).
 fn is_org_reconcile(series: &str) -> bool {
@@ -200,23 +31,13 @@ fn is_unavailable_error(series: &str) -> bool {
     series.contains("reconcile_errors_total") && series.contains("DatabaseUnavailable")
 }
 
-/// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
-async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+/// An operator with the tests' defaults and the Lease identity `pod`.
+async fn start_named(emu: &Emulator, database_url: &str, extra: &[&str], pod: &str) -> Operator {
+    Operator::start_with(
+        emu.kubeconfig_path(),
+        Options::new(database_url).args(extra).pod_name(Some(pod)),
+    )
+    .await
 }
 
 /// The real kubectl against this emulator.
@@ -243,27 +64,6 @@ fn condition<'a>(
     conditions.iter().find(|c| c.type_ == t)
 }
 
-/// Poll until `check` holds for the object, or fail after `secs`.
-async fn wait_for<K, F>(api: &Api<K>, name: &str, secs: u64, what: &str, check: F) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    F: Fn(&K) -> bool,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Ok(Some(obj)) = api.get_opt(name).await
-            && check(&obj)
-        {
-            return obj;
-        }
-        if Instant::now() > deadline {
-            let current = api.get_opt(name).await.ok().flatten();
-            panic!("{name}: timed out waiting for {what}; now {current:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Poll until the object is gone (its finalizer removed), or fail after `secs`.
 async fn wait_gone<K>(api: &Api<K>, name: &str, secs: u64)
 where
@@ -274,20 +74,6 @@ where
         assert!(Instant::now() < deadline, "{name} stuck terminating");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn org_ready(o: &Organization) -> bool {
-    o.status.as_ref().is_some_and(|s| {
-        s.observed_generation == o.metadata.generation
-            && condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
-    })
-}
-
-fn member_ready(m: &OrganizationMember) -> bool {
-    m.status.as_ref().is_some_and(|s| {
-        s.observed_generation == m.metadata.generation
-            && condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
-    })
 }
 
 fn member_reason(m: &OrganizationMember, reason: &str) -> bool {
@@ -304,7 +90,7 @@ async fn examples_reconcile_end_to_end() {
     db.exec(r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models) VALUES ('existing-carol', 'Carol@Example.COM', 'internal_user', '{}')"#).await;
     let emu = Emulator::start().await;
     emu.create_namespace(NS);
-    let op = Operator::start(&emu, &db.url(), &["--install-crds"]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &["--install-crds"]).await;
 
     kubectl(&emu).apply_examples(false).await;
     wait_all_ready(&emu, NS).await;
@@ -508,7 +294,12 @@ async fn examples_reconcile_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_objects_stall_without_looping() {
     let (db, emu, orgs, _) = world("bad").await;
-    let op = Operator::start(&emu, &db.url(), &["--resync-interval", "30s"]).await;
+    let op = Operator::start(
+        emu.kubeconfig_path(),
+        &db.url(),
+        &["--resync-interval", "30s"],
+    )
+    .await;
 
     // Refused by the emulator's schema validation: never reaches the operator.
     let invalid = organization("negative", json!({"budget": {"maxBudget": -1}}));
@@ -559,14 +350,10 @@ async fn bad_objects_stall_without_looping() {
 async fn database_outage_backs_off_and_recovers() {
     let db = TestDb::litellm().await;
     let proxy = DbProxy::start().await;
-    let url = {
-        let mut u = url::Url::parse(&db.url()).expect("url");
-        u.set_port(Some(proxy.port)).expect("port");
-        u.to_string()
-    };
+    let url = proxy.url(&db.url());
     let emu = Emulator::start().await;
     emu.create_namespace("outage");
-    let op = Operator::start(&emu, &url, &[]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &url, &[]).await;
     let orgs: Api<Organization> = Api::namespaced(emu.client(), "outage");
 
     proxy.down();
@@ -607,7 +394,7 @@ async fn database_outage_backs_off_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_reconcile_converges_exactly() {
     let (db, emu, orgs, members) = world("crash").await;
-    let op = Operator::start(&emu, &db.url(), &["--concurrency", "4"]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &["--concurrency", "4"]).await;
     for i in 0..100 {
         let org = org_manifest(&format!("org-{i}"), i);
         create(&orgs, &org).await;
@@ -629,7 +416,7 @@ async fn killed_mid_reconcile_converges_exactly() {
             .expect("delete");
     }
     op.kill().await;
-    let op = Operator::start(&emu, &db.url(), &["--concurrency", "4"]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &["--concurrency", "4"]).await;
     for i in 0..90 {
         wait_for(&orgs, &format!("org-{i}"), 120, "Ready", org_ready).await;
         wait_for(&members, &format!("m-{i}"), 120, "Ready", member_ready).await;
@@ -695,7 +482,7 @@ fn org_manifest(name: &str, max_budget: u32) -> Organization {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_objects_are_not_written() {
     let (db, emu, orgs, _) = world("pause").await;
-    let op = Operator::start(&emu, &db.url(), &[]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &[]).await;
     create(&orgs, &org_manifest("still", 10)).await;
     let ready = wait_for(&orgs, "still", 30, "Ready", org_ready).await;
     let org_id = ready.status.and_then(|s| s.organization_id).expect("id");
@@ -747,8 +534,8 @@ async fn leader_election_fails_over_without_duplicates() {
     let (db, emu, orgs, _) = world("ha").await;
     let args = ["--leader-elect", "--lease-namespace", "ha"];
     let mut ops = vec![
-        Some(Operator::start_named(&emu, &db.url(), &args, "op-a").await),
-        Some(Operator::start_named(&emu, &db.url(), &args, "op-b").await),
+        Some(start_named(&emu, &db.url(), &args, "op-a").await),
+        Some(start_named(&emu, &db.url(), &args, "op-b").await),
     ];
     for i in 0..10 {
         create(&orgs, &org_manifest(&format!("ha-{i}"), i)).await;
@@ -892,7 +679,6 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
     let url_file = empty.path().join("url");
     std::fs::write(&url_file, db.url()).expect("write url file");
-    let port = free_port().await;
     let mut local: Vec<String> = Vec::new();
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -901,44 +687,36 @@ async fn chart_crds_and_arguments_work_against_the_emulator() {
                 it.next();
                 local.extend(["--database-url-file".into(), url_file.display().to_string()]);
             }
+            // Replaced by the local address `Operator` gives every process.
             "--http-addr" => {
                 it.next();
-                local.extend(["--http-addr".into(), format!("127.0.0.1:{port}")]);
             }
             other => local.push(other.to_string()),
         }
     }
     assert!(local.iter().any(|a| a == "--install-crds"), "{local:?}");
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("run")
-        .args(&local)
-        .env("KUBECONFIG", emu.kubeconfig_path())
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the operator");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok((200, _)) = http_get(addr, "/readyz").await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the operator with the chart's arguments never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(
+        args.iter().any(|a| a == "--http-addr"),
+        "the chart sets the listen address: {args:?}"
+    );
+    let op = Operator::start_with(
+        emu.kubeconfig_path(),
+        Options::default()
+            .args(&local)
+            .resync_interval(None)
+            .rust_log("warn")
+            .pod_name(None)
+            .inherit_log(),
+    )
+    .await;
     wait_all_ready(&emu, NS).await;
-    let (code, metrics) = http_get(addr, "/metrics").await.expect("metrics");
+    let (code, metrics) = http_get(op.http(), "/metrics").await.expect("metrics");
     assert_eq!(code, 200);
     assert!(
         metrics.contains("litellm_org_operator_reconciles_total"),
         "{metrics}"
     );
-    child.kill().await.ok();
+    op.kill().await;
     db.cleanup().await;
 }
 
@@ -1108,7 +886,7 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
     let (db, emu, orgs, members) = world(ns).await;
     // A long resync: every reconcile counted below is one the operator chose to run.
     let args = ["--resync-interval", "60s"];
-    let op = Operator::start(&emu, &db.url(), &args).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &args).await;
     for (name, policy) in [("kept", "Retain"), ("gone", "Delete")] {
         create(
             &orgs,
@@ -1146,7 +924,7 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
 
     // The initial list holds the three: /readyz still turns ready (start waits for it) and
     // everything else is reconciled.
-    let op = Operator::start(&emu, &db.url(), &args).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &args).await;
     wait_for(&orgs, "plain", 30, "the edit made while down", |o| {
         org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(20.0)
     })
@@ -1227,7 +1005,12 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
 async fn nul_characters_stall_with_the_field_named() {
     let ns = "nul";
     let (db, emu, orgs, _) = world(ns).await;
-    let op = Operator::start(&emu, &db.url(), &["--resync-interval", "60s"]).await;
+    let op = Operator::start(
+        emu.kubeconfig_path(),
+        &db.url(),
+        &["--resync-interval", "60s"],
+    )
+    .await;
     // The API accepts U+0000 in strings (JSON allows it); PostgreSQL cannot store it.
     for (name, spec, field) in [
         ("nul-alias", json!({"alias": "Re\u{0}search"}), "spec.alias"),
@@ -1343,7 +1126,7 @@ async fn an_older_crd_without_a_status_field_still_gets_status() {
     );
 
     // No --install-crds: the operator runs against the older CRD.
-    let op = Operator::start(&emu, &db.url(), &["--log-format", "json"]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &["--log-format", "json"]).await;
     for name in ["older-a", "older-b"] {
         create(&orgs, &org_manifest(name, 100)).await;
     }
@@ -1387,7 +1170,7 @@ async fn an_older_crd_without_a_status_field_still_gets_status() {
 async fn another_managers_condition_stays_its_own() {
     let ns = "shared-status";
     let (db, emu, orgs, _) = world(ns).await;
-    let op = Operator::start(&emu, &db.url(), &[]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &[]).await;
     create(&orgs, &org_manifest("shared", 10)).await;
     wait_for(&orgs, "shared", 30, "Ready", org_ready).await;
 
@@ -1469,7 +1252,7 @@ async fn events_for_long_names_and_long_notes_are_accepted() {
         ))
         .await;
     }
-    let op = Operator::start(&emu, &db.url(), &[]).await;
+    let op = Operator::start(emu.kubeconfig_path(), &db.url(), &[]).await;
 
     // Names of 250 characters (the limit is 253): a Normal and a Warning event each.
     let created = "c".repeat(250);
@@ -1543,7 +1326,12 @@ async fn members_wake_only_when_what_they_read_of_their_organization_changes() {
     let ns = "wake";
     let (db, emu, orgs, members) = world(ns).await;
     // A long resync: every reconcile counted below is one a watch event caused.
-    let op = Operator::start(&emu, &db.url(), &["--resync-interval", "300s"]).await;
+    let op = Operator::start(
+        emu.kubeconfig_path(),
+        &db.url(),
+        &["--resync-interval", "300s"],
+    )
+    .await;
     create(
         &orgs,
         &organization("acme", json!({"budget": {"maxBudget": 100}})),

@@ -7,10 +7,7 @@
 mod emulator;
 mod support;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use emulator::Emulator;
 use kube::Api;
@@ -20,150 +17,21 @@ use litellm_org_operator::engine::ids;
 use serde_json::json;
 use support::TestDb;
 use support::kube::{Kubectl, member, organization};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::operator::{Operator, member_ready, org_ready, poll, wait_for};
 
-const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
 const NS: &str = "coexistence";
-
-/// The operator as a child process, killed when dropped; its log is kept.
-struct Operator {
-    _child: tokio::process::Child,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Operator {
-    async fn start(emu: &Emulator, database_url: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let mut child = tokio::process::Command::new(BIN)
-            .args([
-                "run",
-                "--http-addr",
-                &http.to_string(),
-                "--resync-interval",
-                "2s",
-                "--install-crds",
-            ])
-            .env("KUBECONFIG", emu.kubeconfig_path())
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn,litellm_org_operator=info")
-            .env("POD_NAME", "litellm-org-operator-0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the operator");
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("{line}");
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(http, "/readyz").await.ok() != Some(200) {
-            assert!(Instant::now() < deadline, "the operator never became ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Self { _child: child, log }
-    }
-
-    fn log_lines(&self) -> Vec<String> {
-        self.log.lock().expect("log").clone()
-    }
-}
-
-/// The status code of a minimal HTTP/1.0 GET.
-async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    Ok(buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
-}
-
-fn ready(
-    status: Option<(
-        Option<i64>,
-        &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    )>,
-    generation: Option<i64>,
-) -> bool {
-    status.is_some_and(|(observed, conditions)| {
-        observed == generation
-            && conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
-
-fn org_ready(o: &Organization) -> bool {
-    ready(
-        o.status
-            .as_ref()
-            .map(|s| (s.observed_generation, s.conditions.as_slice())),
-        o.metadata.generation,
-    )
-}
-
-fn member_ready(m: &OrganizationMember) -> bool {
-    ready(
-        m.status
-            .as_ref()
-            .map(|s| (s.observed_generation, s.conditions.as_slice())),
-        m.metadata.generation,
-    )
-}
-
-/// Poll until `check` holds for the object, or fail after `secs`.
-async fn wait_for<K, F>(api: &Api<K>, name: &str, secs: u64, what: &str, check: F) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    F: Fn(&K) -> bool,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Ok(Some(obj)) = api.get_opt(name).await
-            && check(&obj)
-        {
-            return obj;
-        }
-        if Instant::now() > deadline {
-            let current = api.get_opt(name).await.ok().flatten();
-            panic!("{name}: timed out waiting for {what}; now {current:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Poll a query until it returns `want`, or fail after `secs`.
 async fn wait_rows(db: &TestDb, sql: &str, want: &[String], secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    poll(secs, sql, || async {
         let rows = db.strings(sql).await;
         if rows == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("still {rows:?}, waiting for {want:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}\nstill {rows:?}, waiting for {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +39,12 @@ async fn litellm_updates_between_reconciles() {
     let db = TestDb::litellm().await;
     let emu = Emulator::start().await;
     emu.create_namespace(NS);
-    let op = Operator::start(&emu, &db.url()).await;
+    let op = Operator::start(
+        emu.kubeconfig_path(),
+        &db.url(),
+        &["--resync-interval", "2s", "--install-crds"],
+    )
+    .await;
     let client = emu.client();
     let orgs: Api<Organization> = Api::namespaced(client.clone(), NS);
     let members: Api<OrganizationMember> = Api::namespaced(client.clone(), NS);

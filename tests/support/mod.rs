@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kube;
+pub mod operator;
 
 use std::str::FromStr;
 
