@@ -1405,3 +1405,77 @@ async fn members_wake_only_when_what_they_read_of_their_organization_changes() {
     op.kill().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_applied_with_their_organization_write_status_once() {
+    let ns = "together";
+    let (db, emu, orgs, members) = world(ns).await;
+    let mut rx = emu.state().events.subscribe();
+    let op = Operator::start(
+        emu.kubeconfig_path(),
+        &db.url(),
+        &["--resync-interval", "300s"],
+    )
+    .await;
+    // The organization exists but is not Ready (paused) when its members are first reconciled.
+    let mut acme = organization("acme", json!({"budget": {"maxBudget": 100}}));
+    acme.metadata.annotations =
+        Some([("litellm.dev/paused".to_string(), "true".to_string())].into());
+    create(&orgs, &acme).await;
+    let mut stuck = organization("stuck", json!({"budget": {"maxBudget": 5}}));
+    stuck.metadata.annotations = acme.metadata.annotations.clone();
+    create(&orgs, &stuck).await;
+    for (name, org, email) in [
+        ("ann", "acme", "ann@example.com"),
+        ("bob", "acme", "bob@example.com"),
+        ("cy", "acme", "cy@example.com"),
+        ("dan", "stuck", "dan@example.com"),
+    ] {
+        create(&members, &member_of(name, org, email)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["ann", "bob", "cy", "dan"] {
+        let m = members.get(name).await.expect("get member");
+        assert!(
+            m.status.as_ref().is_none_or(|s| s.conditions.is_empty()),
+            "{name} wrote a status while its organization was on its way: {:?}",
+            m.status
+        );
+    }
+    orgs.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"litellm.dev/paused": null}}})),
+    )
+    .await
+    .expect("unpause");
+    for name in ["ann", "bob", "cy"] {
+        wait_for(&members, name, 60, "Ready", member_ready).await;
+    }
+    // A member whose organization stays not Ready says so after the quiet wait (30 s).
+    wait_for(&members, "dan", 90, "OrganizationNotReady", |m| {
+        member_reason(m, "OrganizationNotReady")
+    })
+    .await;
+    // Every change to a member that changed its status: (name, changed).
+    let mut status_writes: BTreeMap<String, usize> = BTreeMap::new();
+    while let Ok(change) = rx.try_recv() {
+        let changed = change
+            .prev
+            .as_ref()
+            .is_some_and(|p| p["status"] != change.object["status"]);
+        if change.key.1 == "organizationmembers" && changed {
+            let name = change.object["metadata"]["name"].as_str().unwrap_or("");
+            *status_writes.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    for name in ["ann", "bob", "cy", "dan"] {
+        assert_eq!(
+            status_writes.get(name).copied().unwrap_or(0),
+            1,
+            "{name}: one status write (Ready, or the wait once it lasted)"
+        );
+    }
+    op.kill().await;
+    db.cleanup().await;
+}

@@ -225,13 +225,18 @@ impl Context {
             });
             match (field, dropped) {
                 (Some(field), true) => {
-                    tracing::warn!(
-                        kind,
-                        field = %format!("status.{field}"),
-                        "the installed CRD does not declare this status field: it is not written; upgrade the CRDs (kubectl apply --server-side -f crds/)"
-                    );
-                    if let Ok(mut u) = self.undeclared_status_fields.lock() {
-                        u.insert(field);
+                    // Reconciles running at once may each be refused before the first one
+                    // records the field: only the one that records it warns.
+                    let first = self
+                        .undeclared_status_fields
+                        .lock()
+                        .is_ok_and(|mut u| u.insert(field.clone()));
+                    if first {
+                        tracing::warn!(
+                            kind,
+                            field = %format!("status.{field}"),
+                            "the installed CRD does not declare this status field: it is not written; upgrade the CRDs (kubectl apply --server-side -f crds/)"
+                        );
                     }
                 }
                 _ => return result.map(|_| ()),
