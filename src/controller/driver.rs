@@ -45,8 +45,8 @@ pub trait Reconciled:
     type Synced: Send + Sync;
 
     fn current_status(&self) -> Option<&Self::Status>;
-    /// True while the operator has written no status for this object yet.
-    fn no_status_yet(&self) -> bool {
+    /// True when `err` is a wait worth not writing to status yet (see the member's).
+    fn waits_quietly(&self, _err: &EngineError, _ctx: &Context) -> bool {
         false
     }
     /// True when this generation was synced before: a write now corrects drift.
@@ -84,7 +84,7 @@ pub fn key_of<K: Resource>(obj: &K) -> ObjectKey {
     ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
+pub(super) fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
     format!("{}/{}", K::KIND, key_of(obj))
 }
 
@@ -251,14 +251,7 @@ async fn fail<K: Reconciled>(
 ) -> Result<Action, ControllerError> {
     let outcome = Outcome::from_error(&err);
     let step = err.next_step();
-    if matches!(err, EngineError::OrganizationNotReady(_))
-        && obj.no_status_yet()
-        && ctx.quiet_wait(&failure_key::<K>(obj))
-    {
-        // A member applied together with its organization: the organization's Ready wakes it
-        // in a moment, so one status write (Ready) says it all. Its status stays the
-        // admission default (observedGeneration -1: in progress to kstatus and Argo CD) for
-        // at most QUIET_WAIT; after that the wait is written as usual.
+    if obj.waits_quietly(&err, ctx) {
         return Ok(Action::requeue(crate::error::ORGANIZATION_WAIT));
     }
     if step == NextStep::Backoff {

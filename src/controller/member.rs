@@ -6,7 +6,7 @@ use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::controller::context::Context;
-use crate::controller::driver::{Reconciled, key_of};
+use crate::controller::driver::{Reconciled, failure_key, key_of};
 use crate::controller::raw::{DeleteTarget, Raw};
 use crate::controller::status::{Outcome, is_ready, member_status};
 use crate::crd::{
@@ -134,10 +134,32 @@ impl Reconciled for OrganizationMember {
         self.status.as_ref()
     }
 
-    fn no_status_yet(&self) -> bool {
-        self.status
+    /// A member applied together with its organization: the organization's Ready wakes it in
+    /// a moment, so one status write (Ready) says it all. Until then its status stays the
+    /// admission default (observedGeneration -1: in progress to kstatus and Argo CD). The wait
+    /// is written as usual once the organization has a status of its own that is not Ready
+    /// (paused, stalled, failing) and the member has waited QUIET_WAIT.
+    fn waits_quietly(&self, err: &EngineError, ctx: &Context) -> bool {
+        let no_status_yet = self
+            .status
             .as_ref()
-            .is_none_or(|s| s.conditions.is_empty() && s.observed_generation.unwrap_or(-1) < 0)
+            .is_none_or(|s| s.conditions.is_empty() && s.observed_generation.unwrap_or(-1) < 0);
+        if !matches!(err, EngineError::OrganizationNotReady(_)) || !no_status_yet {
+            return false;
+        }
+        let queued = match &self.spec.organization_ref {
+            Some(r) => {
+                let reference =
+                    ObjectRef::<Raw<Organization>>::new(&r.name).within(&key_of(self).namespace);
+                ctx.organizations
+                    .get(&reference)
+                    .is_some_and(|org| org.conditions().is_empty())
+            }
+            None => false,
+        };
+        // Recorded either way, so the bound counts from the first wait.
+        let within_bound = ctx.quiet_wait(&failure_key::<Self>(self));
+        queued || within_bound
     }
 
     async fn plan_delete(
