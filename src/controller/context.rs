@@ -34,8 +34,28 @@ pub enum ControllerError {
 }
 
 impl ControllerError {
+    /// True when the finalizer patch was refused because the cached object was older than
+    /// the stored one: its `test` of the finalizer list failed (422: the watch had not yet
+    /// brought this operator's own earlier finalizer write), or the object is already gone
+    /// (404). Common at a cold start of many objects; the retry reads the newer object.
+    pub fn is_stale_cache(&self) -> bool {
+        let Self::Finalizer(inner) = self else {
+            return false;
+        };
+        match inner.as_ref() {
+            finalizer::Error::AddFinalizer(kube::Error::Api(e))
+            | finalizer::Error::RemoveFinalizer(kube::Error::Api(e)) => {
+                e.code == 422 || e.code == 404
+            }
+            _ => false,
+        }
+    }
+
     /// Label for the errors metric.
     pub fn class(&self) -> &'static str {
+        if self.is_stale_cache() {
+            return "StaleCache";
+        }
         match self {
             Self::Engine(e) => e.reason().as_str(),
             Self::Kube(_) => "KubernetesApi",
@@ -394,6 +414,29 @@ mod tests {
         assert_eq!(backoff_delay(40, 0.5), Duration::from_secs(300));
         assert!(backoff_delay(1, 0.0) >= Duration::from_millis(1600));
         assert!(backoff_delay(1, 0.999) <= Duration::from_millis(2400));
+    }
+
+    #[test]
+    fn refused_finalizer_patches_on_a_stale_cache_are_told_apart() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        let add =
+            |code| ControllerError::Finalizer(Box::new(finalizer::Error::AddFinalizer(api(code))));
+        let remove = |code| {
+            ControllerError::Finalizer(Box::new(finalizer::Error::RemoveFinalizer(api(code))))
+        };
+        assert!(add(422).is_stale_cache());
+        assert!(remove(404).is_stale_cache());
+        assert_eq!(add(422).class(), "StaleCache");
+        // Anything else is a failure as before.
+        assert!(!add(403).is_stale_cache());
+        assert!(!add(500).is_stale_cache());
+        assert!(!ControllerError::Kube(api(422)).is_stale_cache());
+        assert_eq!(add(403).class(), "KubernetesApi");
     }
 
     #[test]

@@ -140,7 +140,11 @@ pub fn error_policy<K: Reconciled>(
     err: &ControllerError,
     ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(kind = K::KIND, namespace = %raw.namespace().unwrap_or_default(), name = %raw.name_any(), error = %err, "reconcile failed");
+    if err.is_stale_cache() {
+        tracing::debug!(kind = K::KIND, namespace = %raw.namespace().unwrap_or_default(), name = %raw.name_any(), error = %err, "finalizer patch on a stale cached object: retried");
+    } else {
+        tracing::warn!(kind = K::KIND, namespace = %raw.namespace().unwrap_or_default(), name = %raw.name_any(), error = %err, "reconcile failed");
+    }
     ctx.backoff(&failure_key::<K>(raw.as_ref()))
 }
 
