@@ -26,6 +26,12 @@ use litellm_org_operator::telemetry::{self, LogFormat};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+/// jemalloc: glibc's malloc fragments under the watch caches' churn (every watch event
+/// replaces one cached object), keeping about a third more resident at 60,000 objects.
+#[cfg(not(feature = "dhat-heap"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Declarative LiteLLM organizations and members.
 #[derive(Parser)]
 #[command(name = "litellm-org-operator", version, about)]
