@@ -43,10 +43,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "common/mod.rs"]
 mod common;
+/// The tests' operator helpers: the bench uses their HTTP GET and free port.
+#[path = "../tests/support/operator.rs"]
+mod operator_support;
 use common::{admin_url, drop_database, fresh_database};
 
 fn operator_bin() -> String {
@@ -339,27 +341,12 @@ fn count_ready(emu: &emulator::Emulator) -> usize {
         .count()
 }
 
-async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
 /// The operator's /metrics, series → value.
 async fn metrics(addr: &str) -> BTreeMap<String, f64> {
-    match http_get(addr, "/metrics").await {
+    let Ok(addr) = addr.parse() else {
+        return BTreeMap::new();
+    };
+    match operator_support::http_get(addr, "/metrics").await {
         Ok((200, body)) => body
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -501,12 +488,7 @@ impl Operator {
         resync: Duration,
         log: &std::path::Path,
     ) -> Operator {
-        let port = {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let port = operator_support::free_port().await;
         let http = format!("127.0.0.1:{port}");
         let mut args = vec![
             "run".to_string(),
