@@ -71,7 +71,7 @@ async fn start_operator(emu: &Emulator, database_url: &str) -> Operator {
         emu.kubeconfig_path(),
         Options::new(database_url)
             .args(&["--concurrency", "4"])
-            .rust_log("error")
+            .rust_log(&std::env::var("FAULT_LOG").unwrap_or_else(|_| "error".into()))
             .inherit_log(),
     )
     .await

@@ -1479,3 +1479,42 @@ async fn members_applied_with_their_organization_write_status_once() {
     op.kill().await;
     db.cleanup().await;
 }
+
+/// More work than the slots can take (one slot, a resync every second, a slow database):
+/// every object still gets its turn, in the order it became due. (kube-runtime's own limit
+/// serves the objects it holds back in the order of a hash set, so under such a load the same
+/// few were reconciled again and again and the others never.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_gets_its_turn_when_reconciles_cannot_keep_up() {
+    let ns = "queue";
+    let (db, emu, orgs, _) = world(ns).await;
+    let proxy = DbProxy::start().await;
+    // Each statement's round trip takes at least 40 ms: a reconcile takes about half a second,
+    // one slot does two a second, and twelve organizations ask for twelve.
+    proxy.set_delay(Duration::from_millis(20));
+    let op = Operator::start(
+        emu.kubeconfig_path(),
+        &proxy.url(&db.url()),
+        &["--concurrency", "1", "--resync-interval", "1s"],
+    )
+    .await;
+    let names: Vec<String> = (0..12).map(|i| format!("org-{i:02}")).collect();
+    for name in &names {
+        create(&orgs, &org_manifest(name, 10)).await;
+    }
+    let waiting = r#"litellm_org_operator_reconciles_waiting{kind="Organization"}"#;
+    let seen = support::operator::poll(60, "organizations waiting for the slot", || async {
+        let now = op.metrics().await;
+        match now.get(waiting) {
+            Some(n) if *n > 0.0 => Ok(*n),
+            other => Err(format!("{waiting} = {other:?}")),
+        }
+    })
+    .await;
+    eprintln!("{seen} organizations waiting for the slot at once");
+    for name in &names {
+        wait_for(&orgs, name, 120, "Ready", org_ready).await;
+    }
+    op.kill().await;
+    db.cleanup().await;
+}

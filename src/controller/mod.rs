@@ -28,6 +28,7 @@ use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
+use context::{Caches, Queue};
 pub use context::{Context, ControllerError, Leadership};
 pub use driver::Reconciled;
 use index::MemberIndex;
@@ -143,7 +144,12 @@ pub async fn run(
                 None => (Api::all(client.clone()), Api::all(client.clone())),
             };
         let wc = watcher::Config::default();
-        let controller_config = ControllerConfig::default().concurrency(config.concurrency);
+        // No limit in kube-runtime's runner: once its limit is reached, it keeps the objects
+        // that are due in a set and serves them in the set's order, so under a sustained load
+        // (a resync shorter than a pass over every object, a slow database) the same few are
+        // served again and again and the rest never. The slots are the context's instead,
+        // first come, first served (see `driver::reconcile`).
+        let controller_config = ControllerConfig::default().concurrency(0);
 
         // Organizations: one watch and one cache, shared by the organization controller and
         // the member lookups. The organization controller is triggered by their own
@@ -188,9 +194,15 @@ pub async fn run(
             client.clone(),
             engine.clone(),
             reporter.clone(),
-            config.resync,
             metrics.clone(),
-            org_reader.clone(),
+            Caches {
+                organizations: org_reader.clone(),
+                members: member_reader.clone(),
+            },
+            Queue {
+                resync: config.resync,
+                concurrency: config.concurrency,
+            },
             leadership.clone(),
         ));
 
