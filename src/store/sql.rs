@@ -34,6 +34,9 @@ macro_rules! sql_store {
             Store, UserRow, budget_key, membership_key, metadata_owner, organization_key,
         };
 
+        /// A connection of the store's driver.
+        type Conn = <$db as sqlx::Database>::Connection;
+
         fn now() -> NaiveDateTime {
             Utc::now().naive_utc()
         }
@@ -114,12 +117,12 @@ macro_rules! sql_store {
         impl $store {
             /// Whether the ledger table exists; a missing ledger reads as empty (a `plan` or
             /// `get` before the first `apply` creates nothing).
-            async fn ledger_known(&self) -> Result<bool, sqlx::Error> {
+            async fn ledger_known(&self, conn: &mut Conn) -> Result<bool, sqlx::Error> {
                 use std::sync::atomic::Ordering;
                 if self.ledger_ready.load(Ordering::Relaxed) {
                     return Ok(true);
                 }
-                match sqlx::query(ledger_sql(&self.ledger.exists)).fetch_optional(&self.pool).await {
+                match sqlx::query(ledger_sql(&self.ledger.exists)).fetch_optional(&mut *conn).await {
                     Ok(_) => {
                         self.ledger_ready.store(true, Ordering::Relaxed);
                         Ok(true)
@@ -130,36 +133,36 @@ macro_rules! sql_store {
             }
 
             /// The entry of one row, if any manager holds it.
-            async fn ledger_by_key(&self, key: &str) -> Result<Option<LedgerEntry>, sqlx::Error> {
-                if !self.ledger_known().await? {
+            async fn ledger_by_key(&self, conn: &mut Conn, key: &str) -> Result<Option<LedgerEntry>, sqlx::Error> {
+                if !self.ledger_known(conn).await? {
                     return Ok(None);
                 }
                 sqlx::query(ledger_sql(&self.ledger.select_key))
                     .bind(key)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
                     .map(|r| ledger_from_row(&r))
                     .transpose()
             }
 
-            async fn ledger_of_resource_inner(&self, resource: &str, manager: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-                if !self.ledger_known().await? {
+            async fn ledger_of_resource_inner(&self, conn: &mut Conn, resource: &str, manager: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+                if !self.ledger_known(conn).await? {
                     return Ok(Vec::new());
                 }
                 sqlx::query(ledger_sql(&self.ledger.select_resource))
                     .bind(resource)
                     .bind(manager)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
                     .iter()
                     .map(ledger_from_row)
                     .collect()
             }
 
-            async fn budget(&self, budget_id: &str) -> Result<Option<BudgetRow>, sqlx::Error> {
+            async fn budget(conn: &mut Conn, budget_id: &str) -> Result<Option<BudgetRow>, sqlx::Error> {
                 sqlx::query(SELECT_BUDGET)
                     .bind(budget_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
                     .map(|r| budget_from_row(&r))
                     .transpose()
@@ -171,9 +174,12 @@ macro_rules! sql_store {
                 desired_budget_id: &str,
                 owned_budget_id: &str,
             ) -> Result<ObservedOrganization, sqlx::Error> {
+                // One connection for every read: each checkout from the pool costs a round trip
+                // (its liveness check), as much as a statement.
+                let conn = &mut *self.pool.acquire().await?;
                 let row = sqlx::query(SELECT_ORGANIZATION)
                 .bind(organization_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?;
                 let mut observed = ObservedOrganization::default();
                 if let Some(row) = row {
@@ -185,17 +191,17 @@ macro_rules! sql_store {
                         metadata: metadata_map(row.try_get::<Json<Value>, _>("metadata")?.0),
                         spend: row.try_get("spend")?,
                     };
-                    observed.current_budget = self.budget(&org.budget_id).await?;
+                    observed.current_budget = Self::budget(conn, &org.budget_id).await?;
                     observed.organization = Some(org);
                 }
                 observed.desired_budget = match &observed.current_budget {
                     Some(b) if b.budget_id == desired_budget_id => Some(b.clone()),
-                    _ => self.budget(desired_budget_id).await?,
+                    _ => Self::budget(conn, desired_budget_id).await?,
                 };
                 let org_key = organization_key(organization_id);
                 let own_budget_key = budget_key(owned_budget_id);
-                observed.ledger = self.ledger_by_key(&org_key).await?;
-                observed.budget_ledger = self.ledger_by_key(&own_budget_key).await?;
+                observed.ledger = self.ledger_by_key(conn, &org_key).await?;
+                observed.budget_ledger = self.ledger_by_key(conn, &own_budget_key).await?;
                 Ok(observed)
             }
 
@@ -204,10 +210,12 @@ macro_rules! sql_store {
                 target: &MemberLookup<'_>,
             ) -> Result<ObservedMember, sqlx::Error> {
                 let MemberLookup { organization_id, user_id, email, own_budget_id, resource, manager } = *target;
+                // One connection for every read (see `observe_organization_inner`).
+                let conn = &mut *self.pool.acquire().await?;
                 let mut observed = ObservedMember {
                     organization_exists: sqlx::query(ORGANIZATION_EXISTS)
                     .bind(organization_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
                     .is_some(),
                     ..Default::default()
@@ -215,7 +223,7 @@ macro_rules! sql_store {
                 if let Some(id) = user_id {
                     observed.user_by_id = sqlx::query(SELECT_USER_BY_ID)
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
                     .map(|r| user_from_row(&r))
                     .transpose()?;
@@ -225,14 +233,14 @@ macro_rules! sql_store {
                 {
                     observed.users_by_email = sqlx::query(SELECT_USERS_BY_EMAIL)
                     .bind(email)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
                     .iter()
                     .map(user_from_row)
                     .collect::<Result<_, _>>()?;
                 }
                 if !resource.is_empty() {
-                    observed.own_entries = self.ledger_of_resource_inner(resource, manager).await?;
+                    observed.own_entries = self.ledger_of_resource_inner(conn, resource, manager).await?;
                 }
                 // Several users with the email: the one this resource already holds its
                 // membership for (the planner resolves it the same way).
@@ -252,13 +260,13 @@ macro_rules! sql_store {
                     .map(|u| u.user_id.clone());
                 if let Some(uid) = &resolved {
                     let key = membership_key(organization_id, uid);
-                    observed.ledger = self.ledger_by_key(&key).await?;
+                    observed.ledger = self.ledger_by_key(conn, &key).await?;
                 }
                 if let Some(uid) = resolved {
                     observed.membership = sqlx::query(SELECT_MEMBERSHIP)
                         .bind(&uid)
                         .bind(organization_id)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *conn)
                         .await?
                         .map(|r| membership_from_row(&r))
                         .transpose()?;
@@ -268,11 +276,11 @@ macro_rules! sql_store {
                     .as_ref()
                     .and_then(|m| m.budget_id.clone())
                 {
-                    observed.membership_budget = self.budget(&bid).await?;
+                    observed.membership_budget = Self::budget(conn, &bid).await?;
                 }
                 observed.own_budget = match &observed.membership_budget {
                     Some(b) if b.budget_id == own_budget_id => Some(b.clone()),
-                    _ => self.budget(own_budget_id).await?,
+                    _ => Self::budget(conn, own_budget_id).await?,
                 };
                 // Every transaction keeps at most one membership on a member's own budget, so when
                 // the current membership holds it there is nothing else to find; otherwise (the
@@ -290,7 +298,7 @@ macro_rules! sql_store {
                         r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "budget_id" = $1"#,
                     )
                     .bind(own_budget_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
                     .iter()
                     .map(membership_from_row)
@@ -736,10 +744,11 @@ macro_rules! sql_store {
             }
 
             async fn ensure_ledger(&self) -> Result<bool, StoreError> {
-                if self.ledger_known().await.map_err(StoreError::from_sqlx)? {
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                if self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
                     return Ok(false);
                 }
-                let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(StoreError::from_sqlx)?;
                 for ddl in &self.ledger.ddl {
                     sqlx::query(ledger_sql(ddl))
                         .execute(&mut *tx)
@@ -752,18 +761,20 @@ macro_rules! sql_store {
             }
 
             async fn ledger_of_resource(&self, resource: &str, manager: &str) -> Result<Vec<LedgerEntry>, StoreError> {
-                self.ledger_of_resource_inner(resource, manager)
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                self.ledger_of_resource_inner(&mut conn, resource, manager)
                     .await
                     .map_err(StoreError::from_sqlx)
             }
 
             async fn ledger_of_manager(&self, manager: &str) -> Result<Vec<LedgerEntry>, StoreError> {
-                if !self.ledger_known().await.map_err(StoreError::from_sqlx)? {
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                if !self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
                     return Ok(Vec::new());
                 }
                 sqlx::query(ledger_sql(&self.ledger.select_manager))
                     .bind(manager)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(StoreError::from_sqlx)?
                     .iter()
@@ -783,9 +794,10 @@ macro_rules! sql_store {
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 let mut owners = std::collections::HashMap::new();
-                if self.ledger_known().await.map_err(StoreError::from_sqlx)? {
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                if self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
                     for r in sqlx::query(ledger_sql(&self.ledger.owners))
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?
                     {
