@@ -1515,6 +1515,15 @@ async fn every_object_gets_its_turn_when_reconciles_cannot_keep_up() {
     for name in &names {
         wait_for(&orgs, name, 120, "Ready", org_ready).await;
     }
-    op.kill().await;
+    // SIGTERM with a long queue: the reconcile in flight finishes, the waiting ones do not
+    // start (at 200 ms a chunk, working through twelve would take about a minute).
+    proxy.set_delay(Duration::from_millis(200));
+    support::operator::poll(60, "a queue before SIGTERM", || async {
+        let n = op.metric(waiting, "").await;
+        (n >= 6.0).then_some(()).ok_or(format!("{n} waiting"))
+    })
+    .await;
+    let status = op.terminate().await;
+    assert!(status.success(), "{status:?}");
     db.cleanup().await;
 }

@@ -184,6 +184,12 @@ impl Context {
         }
     }
 
+    /// No more reconciles start: those waiting for a slot end (at shutdown).
+    pub fn close_slots(&self) {
+        self.organization_slots.close();
+        self.member_slots.close();
+    }
+
     /// Record a success: the next failure starts the backoff from the bottom again.
     pub fn reset_failures(&self, key: &str) {
         if let Ok(mut f) = self.failures.lock() {

@@ -105,7 +105,7 @@ pub async fn reconcile<K: Reconciled>(
     let waiting = Waiting::new(ctx.metrics.waiting(K::KIND));
     let slots = ctx.clone();
     let Ok(_slot) = K::slots(&slots).acquire().await else {
-        // The slots are never closed.
+        // Closed: the operator is shutting down.
         return Ok(Action::await_change());
     };
     drop(waiting);

@@ -206,6 +206,10 @@ pub async fn run(
             leadership.clone(),
         ));
 
+        // Beside kube-runtime's own graceful shutdown on the same signals (its trigger
+        // futures race, so this one cannot be one of them).
+        tokio::spawn(close_slots_on_signal(ctx.clone()));
+
         let member_controller = Controller::for_stream(member_trigger, member_reader.clone())
             .with_config(controller_config.clone())
             .watches_stream(org_changes, move |org: Raw<Organization>| {
@@ -254,6 +258,28 @@ pub async fn run(
     futures::future::join_all(runs).await;
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// On SIGTERM or Ctrl-C (the signals of kube-runtime's graceful shutdown), close the
+/// reconcile slots: reconciles in flight finish, those still waiting for a slot end at once
+/// instead of holding the shutdown until the whole queue has been worked through.
+async fn close_slots_on_signal(ctx: Arc<Context>) {
+    let ctrl_c = Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    #[cfg(unix)]
+    let term = Box::pin(async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    });
+    #[cfg(not(unix))]
+    let term = Box::pin(futures::future::pending::<()>());
+    futures::future::select(ctrl_c, term).await;
+    ctx.close_slots();
 }
 
 /// What a member reads of its organization (see `member::resolve_organization`), hashed.

@@ -33,9 +33,14 @@ impl PostgresStore {
                 )
             })?
             .application_name("litellm-org-operator");
+        // No liveness ping before each checkout: it is a round trip on every transaction and
+        // every object's reads. The pool still pings each connection as it is returned and
+        // drops it if it fails, so a connection that died idle (a server restart) fails one
+        // statement, whose reconcile backs off, and is then replaced.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
