@@ -55,7 +55,6 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     objects: Family<ConditionLabels, Gauge>,
-    waiting: Family<KindLabels, Gauge>,
     writes: Family<KindLabels, Counter>,
     database: Family<OperationLabels, Counter>,
     spend: Family<OrganizationLabels, FloatGauge>,
@@ -83,7 +82,6 @@ impl Metrics {
             duration_histogram as fn() -> Histogram,
         );
         let objects = Family::<ConditionLabels, Gauge>::default();
-        let waiting = Family::<KindLabels, Gauge>::default();
         let writes = Family::<KindLabels, Counter>::default();
         let database = Family::<OperationLabels, Counter>::default();
         let spend = Family::<OrganizationLabels, FloatGauge>::default();
@@ -107,11 +105,6 @@ impl Metrics {
             "objects",
             "Objects by kind and condition (Ready, Reconciling, Stalled, Paused)",
             objects.clone(),
-        );
-        registry.register(
-            "reconciles_waiting",
-            "Objects due for a reconcile that wait for a free slot (--concurrency), by kind",
-            waiting.clone(),
         );
         registry.register(
             "database_writes",
@@ -139,7 +132,6 @@ impl Metrics {
             errors,
             duration,
             objects,
-            waiting,
             writes,
             database,
             spend,
@@ -163,13 +155,6 @@ impl Metrics {
         self.duration
             .get_or_create(&KindLabels { kind: kind.into() })
             .observe(elapsed.as_secs_f64());
-    }
-
-    /// The gauge of objects of `kind` waiting for a reconcile slot.
-    pub fn waiting(&self, kind: &str) -> Gauge {
-        self.waiting
-            .get_or_create(&KindLabels { kind: kind.into() })
-            .clone()
     }
 
     /// Count an error by class (also for errors handled without failing the reconcile).

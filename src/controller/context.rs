@@ -16,7 +16,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::raw::Raw;
-use crate::crd::{API_VERSION, FIELD_MANAGER, Organization, OrganizationMember};
+use crate::crd::{API_VERSION, FIELD_MANAGER, Organization};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::metrics::Metrics;
@@ -113,11 +113,6 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Organizations in scope, for member lookups.
     pub organizations: Store<Raw<Organization>>,
-    /// Members in scope: a reconcile reads the newest cached copy once it has a slot.
-    pub members: Store<Raw<OrganizationMember>>,
-    /// Reconcile slots per kind (`--concurrency`), handed out first come, first served.
-    pub organization_slots: tokio::sync::Semaphore,
-    pub member_slots: tokio::sync::Semaphore,
     /// Only the leader writes.
     pub leadership: Leadership,
     failures: Mutex<HashMap<String, u32>>,
@@ -135,37 +130,16 @@ pub const QUIET_WAIT: Duration = Duration::from_secs(30);
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
-/// The watch caches of one namespace scope.
-pub struct Caches {
-    pub organizations: Store<Raw<Organization>>,
-    pub members: Store<Raw<OrganizationMember>>,
-}
-
-/// How often objects come back (the resync) and how many reconciles of a kind run at once.
-pub struct Queue {
-    pub resync: Duration,
-    pub concurrency: u16,
-}
-
 impl Context {
     pub fn new(
         client: Client,
         engine: Arc<Engine<AnyStore>>,
         reporter: Reporter,
+        resync: Duration,
         metrics: Arc<Metrics>,
-        caches: Caches,
-        queue: Queue,
+        organizations: Store<Raw<Organization>>,
         leadership: Leadership,
     ) -> Self {
-        let Caches {
-            organizations,
-            members,
-        } = caches;
-        let Queue {
-            resync,
-            concurrency,
-        } = queue;
-        let slots = usize::from(concurrency.max(1));
         Self {
             recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
@@ -174,20 +148,11 @@ impl Context {
             resync,
             metrics,
             organizations,
-            members,
-            organization_slots: tokio::sync::Semaphore::new(slots),
-            member_slots: tokio::sync::Semaphore::new(slots),
             leadership,
             failures: Mutex::new(HashMap::new()),
             quiet_waits: Mutex::new(HashMap::new()),
             undeclared_status_fields: Mutex::default(),
         }
-    }
-
-    /// No more reconciles start: those waiting for a slot end (at shutdown).
-    pub fn close_slots(&self) {
-        self.organization_slots.close();
-        self.member_slots.close();
     }
 
     /// Record a success: the next failure starts the backoff from the bottom again.

@@ -44,10 +44,6 @@ pub trait Reconciled:
     /// What a successful reconcile reports in status (ids, figures read back).
     type Synced: Send + Sync;
 
-    /// The kind's reconcile slots in `ctx`.
-    fn slots(ctx: &Context) -> &tokio::sync::Semaphore;
-    /// The newest cached copy of `obj`, `None` once it has left the cache.
-    fn cached(ctx: &Context, obj: &Raw<Self>) -> Option<Arc<Raw<Self>>>;
     fn current_status(&self) -> Option<&Self::Status>;
     /// True when `err` is a wait worth not writing to status yet (see the member's).
     fn waits_quietly(&self, _err: &EngineError, _ctx: &Context) -> bool {
@@ -92,52 +88,11 @@ pub(super) fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
     format!("{}/{}", K::KIND, key_of(obj))
 }
 
-/// Entry point for both controllers. kube-runtime starts it as soon as the object is due
-/// (its runner has no limit, see `controller::run`); it waits here for one of the kind's
-/// slots, which are handed out in the order asked for, so every object due is reconciled
-/// in turn however long the queue. Once it has a slot it reconciles the newest cached copy
-/// of the object (it may have changed during the wait). While it waits it holds only the
-/// object's handle: the reconcile's own state is allocated when it runs.
-pub async fn reconcile<K: Reconciled>(
-    raw: Arc<Raw<K>>,
-    ctx: Arc<Context>,
-) -> Result<Action, ControllerError> {
-    let waiting = Waiting::new(ctx.metrics.waiting(K::KIND));
-    let slots = ctx.clone();
-    let Ok(_slot) = K::slots(&slots).acquire().await else {
-        // Closed: the operator is shutting down.
-        return Ok(Action::await_change());
-    };
-    drop(waiting);
-    let Some(raw) = K::cached(&ctx, &raw) else {
-        // It left the cache while it waited (deleted, its finalizer gone): nothing to do.
-        return Ok(Action::await_change());
-    };
-    Box::pin(reconcile_now(raw, ctx)).await
-}
-
-/// One object counted in the waiting gauge until dropped (a wait ends, or is cancelled at
-/// shutdown).
-struct Waiting(prometheus_client::metrics::gauge::Gauge);
-
-impl Waiting {
-    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// A reconcile with a slot: leadership and pause checks, then the finalizer helper. The
-/// object arrives as the watches cache it ([`Raw`]) and is decoded here, so one object that
-/// cannot be decoded is reported on its own.
+/// Entry point for both controllers: leadership and pause checks, then the finalizer helper.
+/// The object arrives as the watches cache it ([`Raw`]) and is decoded here, so one object
+/// that cannot be decoded is reported on its own.
 #[tracing::instrument(skip_all, fields(kind = K::KIND, namespace = %raw.namespace().unwrap_or_default(), name = %raw.name_any()))]
-async fn reconcile_now<K: Reconciled>(
+pub async fn reconcile<K: Reconciled>(
     raw: Arc<Raw<K>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {

@@ -130,14 +130,6 @@ impl Reconciled for OrganizationMember {
         )
     }
 
-    fn slots(ctx: &Context) -> &tokio::sync::Semaphore {
-        &ctx.member_slots
-    }
-
-    fn cached(ctx: &Context, obj: &Raw<Self>) -> Option<std::sync::Arc<Raw<Self>>> {
-        ctx.members.get(&ObjectRef::from_obj(obj))
-    }
-
     fn current_status(&self) -> Option<&OrganizationMemberStatus> {
         self.status.as_ref()
     }

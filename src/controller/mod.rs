@@ -28,7 +28,6 @@ use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use context::{Caches, Queue};
 pub use context::{Context, ControllerError, Leadership};
 pub use driver::Reconciled;
 use index::MemberIndex;
@@ -144,12 +143,7 @@ pub async fn run(
                 None => (Api::all(client.clone()), Api::all(client.clone())),
             };
         let wc = watcher::Config::default();
-        // No limit in kube-runtime's runner: once its limit is reached, it keeps the objects
-        // that are due in a set and serves them in the set's order, so under a sustained load
-        // (a resync shorter than a pass over every object, a slow database) the same few are
-        // served again and again and the rest never. The slots are the context's instead,
-        // first come, first served (see `driver::reconcile`).
-        let controller_config = ControllerConfig::default().concurrency(0);
+        let controller_config = ControllerConfig::default().concurrency(config.concurrency);
 
         // Organizations: one watch and one cache, shared by the organization controller and
         // the member lookups. The organization controller is triggered by their own
@@ -194,21 +188,11 @@ pub async fn run(
             client.clone(),
             engine.clone(),
             reporter.clone(),
+            config.resync,
             metrics.clone(),
-            Caches {
-                organizations: org_reader.clone(),
-                members: member_reader.clone(),
-            },
-            Queue {
-                resync: config.resync,
-                concurrency: config.concurrency,
-            },
+            org_reader.clone(),
             leadership.clone(),
         ));
-
-        // Beside kube-runtime's own graceful shutdown on the same signals (its trigger
-        // futures race, so this one cannot be one of them).
-        tokio::spawn(close_slots_on_signal(ctx.clone()));
 
         let member_controller = Controller::for_stream(member_trigger, member_reader.clone())
             .with_config(controller_config.clone())
@@ -258,28 +242,6 @@ pub async fn run(
     futures::future::join_all(runs).await;
     tracing::info!("controllers stopped");
     Ok(())
-}
-
-/// On SIGTERM or Ctrl-C (the signals of kube-runtime's graceful shutdown), close the
-/// reconcile slots: reconciles in flight finish, those still waiting for a slot end at once
-/// instead of holding the shutdown until the whole queue has been worked through.
-async fn close_slots_on_signal(ctx: Arc<Context>) {
-    let ctrl_c = Box::pin(async {
-        let _ = tokio::signal::ctrl_c().await;
-    });
-    #[cfg(unix)]
-    let term = Box::pin(async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => futures::future::pending::<()>().await,
-        }
-    });
-    #[cfg(not(unix))]
-    let term = Box::pin(futures::future::pending::<()>());
-    futures::future::select(ctrl_c, term).await;
-    ctx.close_slots();
 }
 
 /// What a member reads of its organization (see `member::resolve_organization`), hashed.

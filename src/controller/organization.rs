@@ -3,13 +3,12 @@
 
 use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
-use crate::controller::raw::{DeleteTarget, Raw};
+use crate::controller::raw::DeleteTarget;
 use crate::controller::status::{Outcome, organization_status};
 use crate::crd::{DeletionPolicy, Organization, OrganizationStatus};
 use crate::engine::{DesiredOrganization, ObjectKey, ObjectPlan, ids};
 use crate::error::EngineError;
 use crate::store::{Change, OrganizationUsage};
-use kube::runtime::reflector::ObjectRef;
 
 /// What a synced organization reports.
 pub struct SyncedOrganization {
@@ -24,14 +23,6 @@ impl Reconciled for Organization {
         "deleted the organization, its teams, memberships, keys and budget from LiteLLM";
     type Status = OrganizationStatus;
     type Synced = SyncedOrganization;
-
-    fn slots(ctx: &Context) -> &tokio::sync::Semaphore {
-        &ctx.organization_slots
-    }
-
-    fn cached(ctx: &Context, obj: &Raw<Self>) -> Option<std::sync::Arc<Raw<Self>>> {
-        ctx.organizations.get(&ObjectRef::from_obj(obj))
-    }
 
     fn current_status(&self) -> Option<&OrganizationStatus> {
         self.status.as_ref()
