@@ -5,6 +5,7 @@ use hashbrown::{HashMap, hash_map::RawEntryMut};
 use pin_project::pin_project;
 use std::{
     collections::{HashSet, VecDeque},
+    sync::Arc,
     hash::Hash,
     pin::Pin,
     task::{Context, Poll},
@@ -155,12 +156,13 @@ impl<T: Hash + Eq + Clone, R> SchedulerProj<'_, T, R> {
 ///
 /// (Patched in litellm-org-operator's vendored copy: upstream keeps them in a `HashSet` and
 /// takes the first takeable one in the set's iteration order, so while the consumer stays at
-/// its concurrency limit the messages that iterate late are never taken.)
+/// its concurrency limit the messages that iterate late are never taken.) Each message is
+/// stored once, shared by the queue and the set.
 struct Pending<T> {
     /// The messages, oldest first.
-    order: VecDeque<T>,
+    order: VecDeque<Arc<T>>,
     /// The same messages, for membership tests.
-    members: HashSet<T>,
+    members: HashSet<Arc<T>>,
 }
 
 impl<T> Default for Pending<T> {
@@ -178,7 +180,9 @@ impl<T: Hash + Eq + Clone> Pending<T> {
     }
 
     fn insert(&mut self, msg: T) {
-        if self.members.insert(msg.clone()) {
+        if !self.members.contains(&msg) {
+            let msg = Arc::new(msg);
+            self.members.insert(msg.clone());
             self.order.push_back(msg);
         }
     }
@@ -186,10 +190,10 @@ impl<T: Hash + Eq + Clone> Pending<T> {
     /// The oldest message `can_take` accepts. The messages it refuses are those being
     /// processed, at most the consumer's concurrency, so the scan is short.
     fn take_first(&mut self, can_take: impl Fn(&T) -> bool) -> Option<T> {
-        let i = self.order.iter().position(can_take)?;
+        let i = self.order.iter().position(|m| can_take(m))?;
         let msg = self.order.remove(i)?;
-        self.members.remove(&msg);
-        Some(msg)
+        self.members.remove(&*msg);
+        Some(Arc::try_unwrap(msg).unwrap_or_else(|shared| (*shared).clone()))
     }
 }
 
