@@ -65,7 +65,8 @@ impl Rng {
 }
 
 /// The operator in the campaigns' configuration: 4 reconciles in flight per kind, errors only
-/// in its log (passed through, not kept), the tests' 3 s resync.
+/// in its log (passed through, not kept; `FAULT_LOG` sets another `RUST_LOG` filter, e.g. to
+/// replay a failing `FAULT_SEED` with `litellm_org_operator=debug`), the tests' 3 s resync.
 async fn start_operator(emu: &Emulator, database_url: &str) -> Operator {
     Operator::start_with(
         emu.kubeconfig_path(),

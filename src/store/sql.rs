@@ -174,8 +174,9 @@ macro_rules! sql_store {
                 desired_budget_id: &str,
                 owned_budget_id: &str,
             ) -> Result<ObservedOrganization, sqlx::Error> {
-                // One connection for every read: each checkout from the pool costs a round trip
-                // (its liveness check), as much as a statement.
+                // One connection for every read: each checkout from the pool has round trips of
+                // its own (the pool checks the connection when it is returned, and PostgreSQL's
+                // used to before handing it out), each as costly as a short statement.
                 let conn = &mut *self.pool.acquire().await?;
                 let row = sqlx::query(SELECT_ORGANIZATION)
                 .bind(organization_id)
