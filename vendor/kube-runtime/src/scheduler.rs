@@ -5,9 +5,9 @@ use hashbrown::{HashMap, hash_map::RawEntryMut};
 use pin_project::pin_project;
 use std::{
     collections::{HashSet, VecDeque},
-    sync::Arc,
     hash::Hash,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
