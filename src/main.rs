@@ -366,11 +366,13 @@ async fn manifests(
         .await?
         .with_ledger_schema(&cli.ledger_schema)?;
     database::ensure_schema(&store).await?;
-    let engine = Engine::new(store, cli.actor.clone()).with_manager(
-        cli.manager
-            .clone()
-            .unwrap_or_else(|| CLI_MANAGER.to_string()),
-    );
+    let engine = Engine::new(store, cli.actor.clone())
+        .with_manager(
+            cli.manager
+                .clone()
+                .unwrap_or_else(|| CLI_MANAGER.to_string()),
+        )
+        .with_new_user_defaults(cli.new_user.clone());
     if apply {
         let imported = engine.ensure_ledger().await?;
         if imported > 0 {

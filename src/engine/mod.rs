@@ -2,17 +2,21 @@
 //! object). The controller and the CLI both drive it; it knows nothing of Kubernetes clients.
 
 mod desired;
+mod fields;
 pub mod ids;
+mod legacy;
 mod plan;
 pub mod validate;
 
 pub use desired::{
-    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, OrganizationTarget,
-    legacy_member_resource, member_resource, owner_string,
+    DeclaredBudget, DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey,
+    OrganizationTarget, legacy_member_resource, member_resource, owner_string,
 };
+pub use fields::same_limits;
+pub use legacy::{plan_delete_legacy_organization, retained_by_marker};
 pub use plan::{
-    MemberContext, ObjectPlan, Originals, plan_delete_legacy_organization, plan_delete_member,
-    plan_delete_organization, plan_member, plan_organization, retained_by_marker, same_limits,
+    MemberContext, ObjectPlan, Originals, Step, plan_delete_member, plan_delete_organization,
+    plan_member, plan_organization,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -175,7 +179,7 @@ impl<S: Store> Engine<S> {
                     organization_id: Some(organization_id.clone()),
                     created,
                     deletion_policy: policy.into(),
-                    managed: plan::legacy_managed(org),
+                    managed: legacy::legacy_managed(org),
                 },
                 replaces: None,
             }];

@@ -4,8 +4,7 @@
 
 use std::fmt;
 
-use serde_json::Value;
-
+use super::inventory::{BUDGET_LIMITS, RawObject};
 use super::{BudgetRow, LedgerEntry, MembershipRow, OrganizationRow};
 
 /// What LiteLLM gives every internal user it creates (`get_new_internal_user_defaults`):
@@ -24,6 +23,13 @@ pub struct NewUserDefaults {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     CreateBudget(BudgetRow),
+    /// A new budget row `after.budget_id` that starts as a whole copy of the row `source`
+    /// (every column LiteLLM has, whichever version made it, and its reset window), with
+    /// only the managed columns where `after` differs from `source` written.
+    CopyBudget {
+        source: BudgetRow,
+        after: BudgetRow,
+    },
     UpdateBudget {
         before: BudgetRow,
         after: BudgetRow,
@@ -91,8 +97,13 @@ impl Change {
             Change::UpdateBudget { before, after } => {
                 diff(budget_fields(before), budget_fields(after))
             }
+            Change::CopyBudget { .. } => vec!["budget row".to_string()],
             Change::UpdateOrganization { before, after } => {
-                diff(org_fields(before), org_fields(after))
+                let mut f = diff(org_fields(before), org_fields(after));
+                if before.metadata != after.metadata {
+                    f.push("metadata".to_string());
+                }
+                f
             }
             Change::UpdateMembership { before, after } => {
                 let mut f = Vec::new();
@@ -127,21 +138,19 @@ fn t(value: &str) -> std::borrow::Cow<'_, str> {
     crate::text::escape(value)
 }
 
-fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
-    vec![
-        ("max_budget", opt(&b.max_budget)),
-        ("soft_budget", opt(&b.soft_budget)),
-        ("max_parallel_requests", opt(&b.max_parallel_requests)),
-        ("tpm_limit", opt(&b.tpm_limit)),
-        ("rpm_limit", opt(&b.rpm_limit)),
-        ("budget_duration", opt(&b.budget_duration)),
-        (
-            "model_max_budget",
-            b.model_max_budget
-                .as_ref()
-                .map_or_else(|| "none".to_string(), Value::to_string),
-        ),
-    ]
+/// Every managed budget column as the plan shows it, in inventory order.
+pub(crate) fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
+    let mut fields: Vec<(&'static str, String)> = BUDGET_LIMITS
+        .iter()
+        .map(|l| (l.column, opt(&b.limit(l.column))))
+        .collect();
+    fields.push((
+        "model_max_budget",
+        b.model_max_budget
+            .as_deref()
+            .map_or_else(|| "none".to_string(), |v| t(v).into_owned()),
+    ));
+    fields
 }
 
 fn org_fields(o: &OrganizationRow) -> Vec<(&'static str, String)> {
@@ -152,8 +161,27 @@ fn org_fields(o: &OrganizationRow) -> Vec<(&'static str, String)> {
         ),
         ("budget_id", t(&o.budget_id).into_owned()),
         ("models", t(&format!("{:?}", o.models)).into_owned()),
-        ("metadata", Value::Object(o.metadata.clone()).to_string()),
     ]
+}
+
+/// `metadata.<key>: before -> after` for each key whose text the update changes.
+fn write_metadata_diff(f: &mut fmt::Formatter<'_>, before: &str, after: &str) -> fmt::Result {
+    match (RawObject::parse(before), RawObject::parse(after)) {
+        (Some(b), Some(a)) => {
+            for k in b.changed_keys(&a) {
+                writeln!(
+                    f,
+                    "      metadata.{}: {} -> {}",
+                    t(k),
+                    t(b.raw(k).unwrap_or("none")),
+                    t(a.raw(k).unwrap_or("none"))
+                )?;
+            }
+            Ok(())
+        }
+        _ if before != after => writeln!(f, "      metadata: {} -> {}", t(before), t(after)),
+        _ => Ok(()),
+    }
 }
 
 fn write_diff(
@@ -183,17 +211,27 @@ impl fmt::Display for Change {
                 writeln!(f, "  ~ budget {}", t(&after.budget_id))?;
                 write_diff(f, budget_fields(before), budget_fields(after))
             }
+            Change::CopyBudget { source, after } => {
+                writeln!(
+                    f,
+                    "  + budget {} (a copy of budget {})",
+                    t(&after.budget_id),
+                    t(&source.budget_id)
+                )?;
+                write_diff(f, budget_fields(source), budget_fields(after))
+            }
             Change::DeleteBudget { budget_id } => writeln!(f, "  - budget {}", t(budget_id)),
             Change::CreateOrganization(o) => {
                 writeln!(f, "  + organization {}", t(&o.organization_id))?;
                 for (k, v) in org_fields(o) {
                     writeln!(f, "      {k}: {v}")?;
                 }
-                Ok(())
+                writeln!(f, "      metadata: {}", t(&o.metadata))
             }
             Change::UpdateOrganization { before, after } => {
                 writeln!(f, "  ~ organization {}", t(&after.organization_id))?;
-                write_diff(f, org_fields(before), org_fields(after))
+                write_diff(f, org_fields(before), org_fields(after))?;
+                write_metadata_diff(f, &before.metadata, &after.metadata)
             }
             Change::DeleteOrganization {
                 organization_id,

@@ -77,6 +77,9 @@ mod dialect {
     /// SQLite serialises writers: a write transaction already excludes every other.
     pub const LOCK_ORGANIZATION: Option<&str> = None;
 
+    /// The columns of one table (`$1`), in order, for a whole-row copy.
+    pub const COLUMNS_OF: &str = r#"SELECT "name" FROM pragma_table_info($1) ORDER BY "cid""#;
+
     /// Whether an error says the ledger table does not exist yet.
     pub fn is_missing_table(err: &sqlx::Error) -> bool {
         matches!(err, sqlx::Error::Database(db) if db.message().contains("no such table"))
