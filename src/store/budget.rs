@@ -49,6 +49,21 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
+/// `ALTER TABLE … ADD COLUMN` of every limit of the inventory, for `migrate` on an empty
+/// database (the DDL creates the other columns); `sql_type` spells a kind in the dialect.
+pub fn add_limit_columns(sql_type: fn(Kind) -> &'static str) -> Vec<String> {
+    BUDGET_LIMITS
+        .iter()
+        .map(|l| {
+            format!(
+                r#"ALTER TABLE "LiteLLM_BudgetTable" ADD COLUMN {} {}"#,
+                quote(l.column),
+                sql_type(l.kind)
+            )
+        })
+        .collect()
+}
+
 /// `SELECT` of one budget row by id (`$1`): its id, every limit, `model_max_budget` as text
 /// and `created_by`.
 pub fn select() -> &'static str {

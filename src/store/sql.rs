@@ -677,6 +677,13 @@ macro_rules! sql_store {
                         .await
                         .map_err(StoreError::from_sqlx)?;
                 }
+                // The budget limits are the inventory's: one column each.
+                for sql in budget_sql::add_limit_columns($dialect::sql_type) {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
                 tx.commit().await.map_err(StoreError::from_sqlx)
             }
 
