@@ -39,11 +39,11 @@ macro_rules! on_both {
 }
 
 /// The budget columns later LiteLLM versions added, on SQLite as on LiteLLM's schema (the
-/// operator's own DDL does not know them: a copy must carry them all the same).
+/// operator's own DDL does not know them: a copy must carry them all the same). `tpd_limit`
+/// is declarable, so the operator's DDL has it.
 async fn later_litellm_columns(db: &TestDb) {
     db.exec(
         r#"ALTER TABLE "LiteLLM_BudgetTable" ADD COLUMN "allowed_models" TEXT DEFAULT '[]';
-           ALTER TABLE "LiteLLM_BudgetTable" ADD COLUMN "tpd_limit" INTEGER;
            ALTER TABLE "LiteLLM_BudgetTable" ADD COLUMN "temp_budget_increase" REAL;
            ALTER TABLE "LiteLLM_BudgetTable" ADD COLUMN "temp_budget_expiry" TEXT;"#,
     )
@@ -324,6 +324,42 @@ async fn releasing_an_adopted_row_gives_back_its_budget(db: &TestDb) {
     }
 }
 on_both!(releasing_an_adopted_row_gives_back_its_budget);
+
+// A limit added to the inventory is declared, written, copied and given back like the others.
+
+async fn a_tpd_limit_is_one_line_of_the_inventory(db: &TestDb) {
+    made_in_litellm(db, "{}").await;
+    let own = ids::organization_budget_id("ns", "ui");
+    apply_org(
+        db,
+        &org("organizationId: ui-org\nbudget: {tpdLimit: 9000}\n"),
+    )
+    .await;
+    let sql = format!(
+        r#"SELECT CAST(tpd_limit AS TEXT) || ' ' || CAST(max_budget AS TEXT) FROM "LiteLLM_BudgetTable" WHERE budget_id = '{own}'"#
+    );
+    assert_eq!(
+        one(db, &sql).await.replace(".0", ""),
+        "9000 10",
+        "declared, the rest copied"
+    );
+    let plan = plan_org(
+        db,
+        &org("organizationId: ui-org\nbudget: {tpdLimit: 9001}\n"),
+    )
+    .await;
+    assert!(
+        plan.expect("plan")
+            .to_string()
+            .contains("tpd_limit: 9000 -> 9001")
+    );
+    prune_all(db).await;
+    assert_eq!(
+        one(db, r#"SELECT budget_id FROM "LiteLLM_OrganizationTable""#).await,
+        "ui-budget"
+    );
+}
+on_both!(a_tpd_limit_is_one_line_of_the_inventory);
 
 // Finding 4: `model_max_budget` in LiteLLM's shape, compared by meaning, managed per model.
 

@@ -109,6 +109,10 @@ pub struct BudgetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub rpm_limit: Option<i64>,
+    /// Tokens per day (`tpd_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub tpd_limit: Option<i64>,
     /// Concurrent requests (`max_parallel_requests`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2147483647))]

@@ -101,6 +101,7 @@ pub const BUDGET_LIMITS: &[BudgetLimit] = &[
     }),
     limit("tpm_limit", Kind::Int8, |b| b.tpm_limit.map(Scalar::Int)),
     limit("rpm_limit", Kind::Int8, |b| b.rpm_limit.map(Scalar::Int)),
+    limit("tpd_limit", Kind::Int8, |b| b.tpd_limit.map(Scalar::Int)),
     limit("budget_duration", Kind::Text, |b| {
         b.budget_duration.clone().map(Scalar::Text)
     }),
