@@ -4,7 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use super::desired::{DesiredMember, DesiredOrganization, ObjectKey, owner_string};
+use super::desired::{
+    DesiredMember, DesiredOrganization, ObjectKey, legacy_member_resource, owner_string,
+};
 use super::ids;
 use super::plan::{ObjectPlan, Originals};
 use crate::error::EngineError;
@@ -12,6 +14,7 @@ use crate::store::{
     BUDGET_LIMITS, Change, OWNER_KEY, ObservedMember, ObservedOrganization, OrganizationRow,
     metadata_owner,
 };
+use crate::store::{LedgerEntry, OwnedMembership, budget_key, membership_key, organization_key};
 
 /// Who holds an organization no ledger entry names: the resource its marker names (created
 /// when its id is the derived one), or nobody (adoptable only when pinned).
@@ -67,6 +70,69 @@ pub(super) fn membership_holder(
         )));
     }
     Ok(None)
+}
+
+/// The claims that import an organization marked by an earlier version (and its own budget
+/// row, `owned_budget_id`, when it points at it) as `manager`'s.
+pub fn organization_import(
+    manager: &str,
+    owner: &str,
+    org: &OrganizationRow,
+    created: bool,
+    policy: &str,
+    owned_budget_id: Option<&str>,
+) -> Vec<Change> {
+    let entry = |row_key: String, created: bool, managed: Value| Change::Claim {
+        entry: LedgerEntry {
+            row_key,
+            manager: manager.to_string(),
+            resource: owner.to_string(),
+            organization_id: Some(org.organization_id.clone()),
+            created,
+            deletion_policy: policy.into(),
+            managed,
+        },
+        replaces: None,
+    };
+    let mut changes = vec![entry(
+        organization_key(&org.organization_id),
+        created,
+        legacy_managed(org),
+    )];
+    if let Some(budget_id) = owned_budget_id {
+        changes.push(entry(budget_key(budget_id), true, serde_json::json!({})));
+    }
+    changes
+}
+
+/// The claims that import a membership an earlier version made (recognised by the budget row
+/// it gave the member) and that budget row, as `manager`'s, under a placeholder resource its
+/// member resource takes over.
+pub fn membership_import(manager: &str, m: &OwnedMembership) -> [Change; 2] {
+    let resource = legacy_member_resource(&m.budget_id);
+    let entry = |row_key: String, managed: Value| Change::Claim {
+        entry: LedgerEntry {
+            row_key,
+            manager: manager.to_string(),
+            resource: resource.clone(),
+            organization_id: Some(m.organization_id.clone()),
+            created: true,
+            deletion_policy: "Delete".into(),
+            managed,
+        },
+        replaces: None,
+    };
+    [
+        entry(
+            membership_key(&m.organization_id, &m.user_id),
+            serde_json::json!({
+                "originals": {"budget_id": null, "budget.max_budget": null},
+                "user_id": m.user_id,
+                "organization_id": m.organization_id,
+            }),
+        ),
+        entry(budget_key(&m.budget_id), serde_json::json!({})),
+    ]
 }
 
 /// The ledger's `managed` for an organization imported from an earlier version's marker.

@@ -720,14 +720,7 @@ pub fn plan_member(
     let stale_budget_users =
         stale_memberships(observed, &row_key, &user_id, organization_id, &mut steps);
     let existing = observed.membership.as_ref();
-    let current_role = existing
-        .and_then(|m| m.user_role.clone())
-        .map_or(Value::Null, Value::from);
-    let role = originals.field(
-        "user_role",
-        Some(json!(desired.role.as_str())),
-        current_role,
-    );
+    let role = managed_role(&mut originals, desired, existing);
     let budget_id = plan_member_budget(
         desired,
         observed,
@@ -741,13 +734,13 @@ pub fn plan_member(
     let want = MembershipRow {
         user_id: user_id.clone(),
         organization_id: organization_id.to_string(),
-        user_role: role.as_str().map(str::to_string),
+        user_role: role,
         budget_id: budget_id.clone(),
     };
     let entry = LedgerEntry {
         row_key,
         manager: context.manager.to_string(),
-        resource: resource.clone(),
+        resource,
         organization_id: Some(organization_id.to_string()),
         created,
         deletion_policy: policy_str(desired.deletion_policy).into(),
@@ -759,17 +752,7 @@ pub fn plan_member(
     );
     let user_created = user.create.is_some();
     steps.extend(Step::User, user.create);
-    match existing {
-        None => steps.push(Step::Row, Change::CreateMembership(want)),
-        Some(have) if *have != want => steps.push(
-            Step::Row,
-            Change::UpdateMembership {
-                before: have.clone(),
-                after: want,
-            },
-        ),
-        Some(_) => {}
-    }
+    steps.extend(Step::Row, membership_change(existing, want));
     Ok(ObjectPlan {
         kind: "OrganizationMember",
         key: Some(desired.key.clone()),
@@ -780,6 +763,31 @@ pub fn plan_member(
         user_id: Some(user_id),
         notes: user.note.into_iter().collect(),
     })
+}
+
+/// Step 2 of a membership: its role, the one field it always declares.
+fn managed_role(
+    originals: &mut Originals,
+    desired: &DesiredMember,
+    existing: Option<&MembershipRow>,
+) -> Option<String> {
+    let current = existing
+        .and_then(|m| m.user_role.clone())
+        .map_or(Value::Null, Value::from);
+    let role = originals.field("user_role", Some(json!(desired.role.as_str())), current);
+    role.as_str().map(str::to_string)
+}
+
+/// The write that makes the membership `existing` (or none) into `want`, if any.
+fn membership_change(existing: Option<&MembershipRow>, want: MembershipRow) -> Option<Change> {
+    match existing {
+        None => Some(Change::CreateMembership(want)),
+        Some(have) if *have != want => Some(Change::UpdateMembership {
+            before: have.clone(),
+            after: want,
+        }),
+        Some(_) => None,
+    }
 }
 
 /// Rows this resource managed for another user or organization before: removed if it

@@ -184,6 +184,71 @@ fn write_metadata_diff(f: &mut fmt::Formatter<'_>, before: &str, after: &str) ->
     }
 }
 
+fn write_new_budget(f: &mut fmt::Formatter<'_>, b: &BudgetRow) -> fmt::Result {
+    writeln!(f, "  + budget {}", t(&b.budget_id))?;
+    for (k, v) in budget_fields(b).into_iter().filter(|(_, v)| v != "none") {
+        writeln!(f, "      {k}: {v}")?;
+    }
+    Ok(())
+}
+
+fn write_new_organization(f: &mut fmt::Formatter<'_>, o: &OrganizationRow) -> fmt::Result {
+    writeln!(f, "  + organization {}", t(&o.organization_id))?;
+    for (k, v) in org_fields(o) {
+        writeln!(f, "      {k}: {v}")?;
+    }
+    writeln!(f, "      metadata: {}", t(&o.metadata))
+}
+
+fn write_new_user(
+    f: &mut fmt::Formatter<'_>,
+    user_id: &str,
+    email: &Option<String>,
+    defaults: &NewUserDefaults,
+) -> fmt::Result {
+    writeln!(f, "  + user {} (email: {})", t(user_id), opt(email))?;
+    if !defaults.models.is_empty() {
+        writeln!(f, "      models: {}", t(&format!("{:?}", defaults.models)))?;
+    }
+    if let Some(b) = defaults.max_budget {
+        writeln!(f, "      max_budget: {b}")?;
+    }
+    if let Some(d) = &defaults.budget_duration {
+        writeln!(f, "      budget_duration: {}", t(d))?;
+    }
+    Ok(())
+}
+
+fn write_membership_update(
+    f: &mut fmt::Formatter<'_>,
+    before: &MembershipRow,
+    after: &MembershipRow,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "  ~ membership user {} in {}",
+        t(&after.user_id),
+        t(&after.organization_id)
+    )?;
+    if before.user_role != after.user_role {
+        writeln!(
+            f,
+            "      user_role: {} -> {}",
+            opt(&before.user_role),
+            opt(&after.user_role)
+        )?;
+    }
+    if before.budget_id != after.budget_id {
+        writeln!(
+            f,
+            "      budget_id: {} -> {}",
+            opt(&before.budget_id),
+            opt(&after.budget_id)
+        )?;
+    }
+    Ok(())
+}
+
 fn write_diff(
     f: &mut fmt::Formatter<'_>,
     before: Vec<(&'static str, String)>,
@@ -200,13 +265,7 @@ fn write_diff(
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::CreateBudget(b) => {
-                writeln!(f, "  + budget {}", t(&b.budget_id))?;
-                for (k, v) in budget_fields(b).into_iter().filter(|(_, v)| v != "none") {
-                    writeln!(f, "      {k}: {v}")?;
-                }
-                Ok(())
-            }
+            Change::CreateBudget(b) => write_new_budget(f, b),
             Change::UpdateBudget { before, after } => {
                 writeln!(f, "  ~ budget {}", t(&after.budget_id))?;
                 write_diff(f, budget_fields(before), budget_fields(after))
@@ -221,13 +280,7 @@ impl fmt::Display for Change {
                 write_diff(f, budget_fields(source), budget_fields(after))
             }
             Change::DeleteBudget { budget_id } => writeln!(f, "  - budget {}", t(budget_id)),
-            Change::CreateOrganization(o) => {
-                writeln!(f, "  + organization {}", t(&o.organization_id))?;
-                for (k, v) in org_fields(o) {
-                    writeln!(f, "      {k}: {v}")?;
-                }
-                writeln!(f, "      metadata: {}", t(&o.metadata))
-            }
+            Change::CreateOrganization(o) => write_new_organization(f, o),
             Change::UpdateOrganization { before, after } => {
                 writeln!(f, "  ~ organization {}", t(&after.organization_id))?;
                 write_diff(f, org_fields(before), org_fields(after))?;
@@ -251,19 +304,7 @@ impl fmt::Display for Change {
                 user_id,
                 email,
                 defaults,
-            } => {
-                writeln!(f, "  + user {} (email: {})", t(user_id), opt(email))?;
-                if !defaults.models.is_empty() {
-                    writeln!(f, "      models: {}", t(&format!("{:?}", defaults.models)))?;
-                }
-                if let Some(b) = defaults.max_budget {
-                    writeln!(f, "      max_budget: {b}")?;
-                }
-                if let Some(d) = &defaults.budget_duration {
-                    writeln!(f, "      budget_duration: {}", t(d))?;
-                }
-                Ok(())
-            }
+            } => write_new_user(f, user_id, email, defaults),
             Change::CreateMembership(m) => writeln!(
                 f,
                 "  + membership user {} in {} (role: {}, budget: {})",
@@ -272,31 +313,7 @@ impl fmt::Display for Change {
                 opt(&m.user_role),
                 opt(&m.budget_id)
             ),
-            Change::UpdateMembership { before, after } => {
-                writeln!(
-                    f,
-                    "  ~ membership user {} in {}",
-                    t(&after.user_id),
-                    t(&after.organization_id)
-                )?;
-                if before.user_role != after.user_role {
-                    writeln!(
-                        f,
-                        "      user_role: {} -> {}",
-                        opt(&before.user_role),
-                        opt(&after.user_role)
-                    )?;
-                }
-                if before.budget_id != after.budget_id {
-                    writeln!(
-                        f,
-                        "      budget_id: {} -> {}",
-                        opt(&before.budget_id),
-                        opt(&after.budget_id)
-                    )?;
-                }
-                Ok(())
-            }
+            Change::UpdateMembership { before, after } => write_membership_update(f, before, after),
             Change::Claim { entry, .. } => writeln!(
                 f,
                 "  = ledger: {} managed by {} ({})",

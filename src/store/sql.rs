@@ -88,6 +88,10 @@ macro_rules! sql_store {
 
         const SELECT_ORGANIZATION: &str = r#"SELECT "organization_id", "organization_alias", "budget_id", "models", CAST("metadata" AS TEXT) AS "metadata", "spend" FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#;
 
+        /// Memberships on one budget row: a scan in LiteLLM's schema (no index on
+        /// `budget_id`), only off the steady-state path.
+        const MEMBERSHIPS_ON_BUDGET: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "budget_id" = $1"#;
+
         const ORGANIZATION_EXISTS: &str = r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#;
 
         const SELECT_USER_BY_ID: &str = r#"SELECT "user_id", "user_email" FROM "LiteLLM_UserTable" WHERE "user_id" = $1"#;
@@ -224,21 +228,15 @@ macro_rules! sql_store {
                 Ok(observed)
             }
 
-            async fn observe_member_inner(
-                &self,
+            /// The candidates a member's user is resolved from (the planner and the store
+            /// resolve with `ObservedMember::resolved_user`): by id, by email, and the user the
+            /// resource's ledger entries hold.
+            async fn read_users(
+                conn: &mut Conn,
+                observed: &mut ObservedMember,
                 target: &MemberLookup<'_>,
-            ) -> Result<ObservedMember, sqlx::Error> {
-                let MemberLookup { organization_id, user_id, email, own_budget_id, resource, manager } = *target;
-                // One connection for every read (see `observe_organization_inner`).
-                let conn = &mut *self.pool.acquire().await?;
-                let mut observed = ObservedMember {
-                    organization_exists: sqlx::query(ORGANIZATION_EXISTS)
-                    .bind(organization_id)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .is_some(),
-                    ..Default::default()
-                };
+            ) -> Result<(), sqlx::Error> {
+                let MemberLookup { organization_id, user_id, email, .. } = *target;
                 if let Some(id) = user_id {
                     observed.user_by_id = sqlx::query(SELECT_USER_BY_ID)
                     .bind(id)
@@ -258,9 +256,6 @@ macro_rules! sql_store {
                     .map(user_from_row)
                     .collect::<Result<_, _>>()?;
                 }
-                if !resource.is_empty() {
-                    observed.own_entries = self.ledger_of_resource_inner(conn, resource, manager).await?;
-                }
                 if observed.user_by_id.is_none()
                     && let Some(held) = held_user_id(&observed.own_entries, organization_id, user_id, email)
                 {
@@ -274,6 +269,28 @@ macro_rules! sql_store {
                             .transpose()?,
                     };
                 }
+                Ok(())
+            }
+
+            async fn observe_member_inner(
+                &self,
+                target: &MemberLookup<'_>,
+            ) -> Result<ObservedMember, sqlx::Error> {
+                let MemberLookup { organization_id, own_budget_id, resource, manager, .. } = *target;
+                // One connection for every read (see `observe_organization_inner`).
+                let conn = &mut *self.pool.acquire().await?;
+                let mut observed = ObservedMember {
+                    organization_exists: sqlx::query(ORGANIZATION_EXISTS)
+                    .bind(organization_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .is_some(),
+                    ..Default::default()
+                };
+                if !resource.is_empty() {
+                    observed.own_entries = self.ledger_of_resource_inner(conn, resource, manager).await?;
+                }
+                Self::read_users(conn, &mut observed, target).await?;
                 let resolved = observed.resolved_user().map(|u| u.user_id.clone());
                 if let Some(uid) = &resolved {
                     let key = membership_key(organization_id, uid);
@@ -311,15 +328,13 @@ macro_rules! sql_store {
                 if current_holds_own {
                     observed.memberships_with_own_budget = observed.membership.iter().cloned().collect();
                 } else if observed.own_budget.is_some() {
-                    observed.memberships_with_own_budget = sqlx::query(
-                        r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "budget_id" = $1"#,
-                    )
-                    .bind(own_budget_id)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .iter()
-                    .map(membership_from_row)
-                    .collect::<Result<_, _>>()?;
+                    observed.memberships_with_own_budget = sqlx::query(MEMBERSHIPS_ON_BUDGET)
+                        .bind(own_budget_id)
+                        .fetch_all(&mut *conn)
+                        .await?
+                        .iter()
+                        .map(membership_from_row)
+                        .collect::<Result<_, _>>()?;
                 }
                 Ok(observed)
             }
@@ -550,6 +565,92 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// An organization's cascade, in foreign-key order, with the member budgets the
+        /// operator created for its memberships and every ledger entry of its rows.
+        async fn delete_organization(
+            tx: &mut Transaction<'static, $db>,
+            organization_id: &str,
+            owned_budget_id: Option<&str>,
+            ledger: &LedgerSql,
+        ) -> Result<(), sqlx::Error> {
+            // Hold the organization row first: a membership committed while the cascade
+            // runs would lose its budget row to nobody.
+            if let Some(lock) = $dialect::LOCK_ORGANIZATION {
+                sqlx::query(lock).bind(organization_id).execute(&mut **tx).await?;
+            }
+            // Member budgets the operator created for this organization's memberships.
+            let member_budgets: Vec<String> = sqlx::query_scalar(ledger_sql(&ledger.created_member_budgets))
+                .bind(organization_id)
+                .fetch_all(&mut **tx)
+                .await?;
+            // Foreign-key order: teams, memberships and keys point at the organization.
+            for sql in [
+                r#"DELETE FROM "LiteLLM_TeamTable" WHERE "organization_id" = $1"#,
+                r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE "organization_id" = $1"#,
+                r#"DELETE FROM "LiteLLM_VerificationToken" WHERE "organization_id" = $1"#,
+                r#"DELETE FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
+            ] {
+                sqlx::query(sql)
+                    .bind(organization_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            if let Some(b) = owned_budget_id {
+                delete_budget(tx, b).await?;
+            }
+            for b in &member_budgets {
+                delete_budget(tx, b).await?;
+            }
+            // Every ledger entry of the organization's rows goes with them.
+            sqlx::query(ledger_sql(&ledger.release_organization))
+                .bind(organization_id)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        /// A user with LiteLLM's new-internal-user defaults.
+        async fn create_user(
+            tx: &mut Transaction<'static, $db>,
+            user_id: &str,
+            email: Option<&str>,
+            defaults: &$crate::store::NewUserDefaults,
+        ) -> Result<(), sqlx::Error> {
+            // LiteLLM's new-internal-user defaults: role internal_user; models, max_budget
+            // and budget_duration as the proxy is configured (none by default). A budget
+            // with a duration gets budget_reset_at, which LiteLLM's reset job selects on.
+            let now = now();
+            let reset_at = defaults
+                .budget_duration
+                .as_deref()
+                .and_then(|d| budget_reset_at(d, now));
+            let sql = if reset_at.is_some() {
+                r#"INSERT INTO "LiteLLM_UserTable"
+                     ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at", "budget_reset_at")
+                   VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8, $9)
+                   ON CONFLICT ("user_id") DO NOTHING"#
+            } else {
+                r#"INSERT INTO "LiteLLM_UserTable"
+                     ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at")
+                   VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8)
+                   ON CONFLICT ("user_id") DO NOTHING"#
+            };
+            let mut q = sqlx::query(sql)
+                .bind(user_id)
+                .bind(email)
+                .bind($dialect::models_argument(&defaults.models))
+                .bind($dialect::models_argument(&[]))
+                .bind(Json(Value::Object(Map::new())))
+                .bind(defaults.max_budget)
+                .bind(&defaults.budget_duration)
+                .bind(now);
+            if let Some(at) = reset_at {
+                q = q.bind(at);
+            }
+            q.execute(&mut **tx).await?;
+            Ok(())
+        }
+
         async fn apply_change(
             tx: &mut Transaction<'static, $db>,
             change: &Change,
@@ -566,76 +667,9 @@ macro_rules! sql_store {
                 Change::DeleteOrganization {
                     organization_id,
                     owned_budget_id,
-                } => {
-                    // Hold the organization row first: a membership committed while the cascade
-                    // runs would lose its budget row to nobody.
-                    if let Some(lock) = $dialect::LOCK_ORGANIZATION {
-                        sqlx::query(lock).bind(organization_id).execute(&mut **tx).await?;
-                    }
-                    // Member budgets the operator created for this organization's memberships.
-                    let member_budgets: Vec<String> = sqlx::query_scalar(ledger_sql(&ledger.created_member_budgets))
-                        .bind(organization_id)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                    // Foreign-key order: teams, memberships and keys point at the organization.
-                    for sql in [
-                        r#"DELETE FROM "LiteLLM_TeamTable" WHERE "organization_id" = $1"#,
-                        r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE "organization_id" = $1"#,
-                        r#"DELETE FROM "LiteLLM_VerificationToken" WHERE "organization_id" = $1"#,
-                        r#"DELETE FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
-                    ] {
-                        sqlx::query(sql)
-                            .bind(organization_id)
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    if let Some(b) = owned_budget_id {
-                        delete_budget(tx, b).await?;
-                    }
-                    for b in &member_budgets {
-                        delete_budget(tx, b).await?;
-                    }
-                    // Every ledger entry of the organization's rows goes with them.
-                    sqlx::query(ledger_sql(&ledger.release_organization))
-                        .bind(organization_id)
-                        .execute(&mut **tx)
-                        .await?;
-                    Ok(())
-                }
+                } => delete_organization(tx, organization_id, owned_budget_id.as_deref(), ledger).await,
                 Change::CreateUser { user_id, email, defaults } => {
-                    // LiteLLM's new-internal-user defaults: role internal_user; models, max_budget
-                    // and budget_duration as the proxy is configured (none by default). A budget
-                    // with a duration gets budget_reset_at, which LiteLLM's reset job selects on.
-                    let now = now();
-                    let reset_at = defaults
-                        .budget_duration
-                        .as_deref()
-                        .and_then(|d| budget_reset_at(d, now));
-                    let sql = if reset_at.is_some() {
-                        r#"INSERT INTO "LiteLLM_UserTable"
-                             ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at", "budget_reset_at")
-                           VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8, $9)
-                           ON CONFLICT ("user_id") DO NOTHING"#
-                    } else {
-                        r#"INSERT INTO "LiteLLM_UserTable"
-                             ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at")
-                           VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8)
-                           ON CONFLICT ("user_id") DO NOTHING"#
-                    };
-                    let mut q = sqlx::query(sql)
-                        .bind(user_id)
-                        .bind(email)
-                        .bind($dialect::models_argument(&defaults.models))
-                        .bind($dialect::models_argument(&[]))
-                        .bind(Json(Value::Object(Map::new())))
-                        .bind(defaults.max_budget)
-                        .bind(&defaults.budget_duration)
-                        .bind(now);
-                    if let Some(at) = reset_at {
-                        q = q.bind(at);
-                    }
-                    q.execute(&mut **tx).await?;
-                    Ok(())
+                    create_user(tx, user_id, email.as_deref(), defaults).await
                 }
                 Change::CreateMembership(m) => upsert_membership(tx, m).await,
                 Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await,
