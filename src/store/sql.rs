@@ -400,6 +400,15 @@ macro_rules! sql_store {
             actor: &str,
         ) -> Result<(), sqlx::Error> {
             let (sql, values) = budget_sql::insert(b, actor, now());
+            execute_built(tx, sql, values).await
+        }
+
+        /// Run a statement `store::budget` built, with its values.
+        async fn execute_built(
+            tx: &mut Transaction<'static, $db>,
+            sql: String,
+            values: Vec<Bind>,
+        ) -> Result<(), sqlx::Error> {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for v in values {
                 q = bind(q, v);
@@ -416,15 +425,10 @@ macro_rules! sql_store {
             after: &BudgetRow,
             actor: &str,
         ) -> Result<(), sqlx::Error> {
-            let Some((sql, values)) = budget_sql::update(before, after, actor, now()) else {
-                return Ok(());
-            };
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for v in values {
-                q = bind(q, v);
+            match budget_sql::update(before, after, actor, now()) {
+                Some((sql, values)) => execute_built(tx, sql, values).await,
+                None => Ok(()),
             }
-            q.execute(&mut **tx).await?;
-            Ok(())
         }
 
         /// A whole copy of the budget row `source` as `after.budget_id`: every column the
