@@ -484,3 +484,71 @@ async fn the_cli_plans_what_it_applies_with_new_user_defaults() {
     );
     db.cleanup().await;
 }
+
+/// Every row of the four tables LiteLLM shares with the operator, whole (every column).
+async fn whole_tables(db: &TestDb) -> Vec<String> {
+    let mut rows = Vec::new();
+    for table in [
+        "LiteLLM_BudgetTable",
+        "LiteLLM_OrganizationTable",
+        "LiteLLM_UserTable",
+        "LiteLLM_OrganizationMembership",
+    ] {
+        let sql = if db.is_postgres() {
+            format!(r#"SELECT CAST(to_jsonb(t) AS TEXT) FROM "{table}" t ORDER BY 1"#)
+        } else {
+            let columns = db
+                .strings(&format!(
+                    r#"SELECT "name" FROM pragma_table_info('{table}')"#
+                ))
+                .await;
+            let pairs: Vec<String> = columns.iter().map(|c| format!(r#"'{c}', "{c}""#)).collect();
+            format!(
+                r#"SELECT json_object({}) FROM "{table}" ORDER BY 1"#,
+                pairs.join(", ")
+            )
+        };
+        rows.extend(db.strings(&sql).await);
+    }
+    rows
+}
+
+// export → apply on rows LiteLLM made changes no byte of any column of the four tables.
+
+async fn export_then_apply_keeps_every_column(db: &TestDb) {
+    made_in_litellm(
+        db,
+        r#"{"big": 123456789012345678901234567890, "money": 19.999999999999999999, "p": 1.50}"#,
+    )
+    .await;
+    let users = if db.is_postgres() { "'{}'" } else { "'[]'" };
+    db.exec(&format!(
+        r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, created_by, updated_by) VALUES ('ui-member-budget', 25, 'admin', 'admin');
+           INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models, teams, metadata, spend) VALUES ('u-ann', 'ann@example.com', 'internal_user', {users}, {users}, '{{"n": 1.50}}', 0);
+           INSERT INTO "LiteLLM_OrganizationMembership" (user_id, organization_id, user_role, budget_id, spend) VALUES ('u-ann', 'ui-org', 'org_admin', 'ui-member-budget', 3);"#
+    ))
+    .await;
+    let before = whole_tables(db).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args(args)
+            .env("DATABASE_URL", db.url())
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let manifests = run(&["export", "--namespace", "ns"]);
+    std::fs::write(dir.path().join("adopt.yaml"), manifests).expect("write");
+    run(&["apply", "-f", "adopt.yaml"]);
+    run(&["plan", "-f", "adopt.yaml"]);
+    assert_eq!(whole_tables(db).await, before);
+}
+on_both!(export_then_apply_keeps_every_column);
