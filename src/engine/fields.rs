@@ -156,6 +156,19 @@ fn set_model_limit(object: &mut RawObject, model: &str, limit: &ModelLimit, valu
     }
 }
 
+/// The key under which the ledger records an original whose JSON text a decoded value would
+/// not give back (a number beyond a double's precision, `1.50`): `{RAW: "<text>"}`.
+const RAW: &str = "litellm-org-operator/raw";
+
+/// A metadata value as the ledger records it: decoded when that gives its text back, else
+/// its text under [`RAW`].
+fn recordable(raw: &str) -> Value {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(v) if serde_json::to_string(&v).is_ok_and(|text| text == raw) => v,
+        _ => serde_json::json!({ RAW: raw }),
+    }
+}
+
 /// The organization's `metadata` text with each declared key set, each key no longer
 /// declared given back, and the marker of an earlier version removed. Keys the manifest does
 /// not declare keep their exact text; with nothing to change the text is returned as it
@@ -187,11 +200,8 @@ pub fn managed_metadata(
         .collect();
     for (key, value) in keys {
         let have = object.value(&key);
-        let want = originals.field(
-            &format!("metadata.{key}"),
-            value,
-            have.clone().unwrap_or(Value::Null),
-        );
+        let recorded = object.raw(&key).map_or(Value::Null, recordable);
+        let want = originals.field(&format!("metadata.{key}"), value, recorded);
         match (have, want) {
             (Some(h), w) if !w.is_null() && same_meaning(&h, &w) => {}
             (None, Value::Null) => {}
@@ -200,7 +210,14 @@ pub fn managed_metadata(
                 changed = true;
             }
             (_, w) => {
-                object.set(&key, &w);
+                match w
+                    .get(RAW)
+                    .and_then(Value::as_str)
+                    .map(|r| RawValue::from_string(r.to_string()))
+                {
+                    Some(Ok(raw)) => object.set_raw(&key, raw),
+                    _ => object.set(&key, &w),
+                }
                 changed = true;
             }
         }
@@ -236,6 +253,14 @@ mod tests {
             r#"{"big":123456789012345678901234567890,"money":19.999999999999999999,"p":1.50,"x":"2"}"#
         );
         assert_eq!(o.original("metadata.x"), Some(&json!("1")));
+        // A key declared and then removed gets its text back, whatever it held.
+        let declared = Map::from_iter([("big".to_string(), json!(1))]);
+        let set = managed_metadata(&mut o, &declared, Some(&out), "org").expect("object");
+        let back = managed_metadata(&mut o, &Map::new(), Some(&set), "org").expect("object");
+        assert!(
+            back.contains(r#""big":123456789012345678901234567890"#),
+            "{back}"
+        );
         // Nothing to change: the text as it was.
         let declared = Map::from_iter([("p".to_string(), json!(1.5))]);
         assert_eq!(
