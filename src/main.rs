@@ -69,9 +69,30 @@ struct Cli {
     new_user_max_budget: Option<f64>,
 
     /// `budget_duration` of every user this tool creates, as LiteLLM's
-    /// `internal_user_budget_duration` (30s, 30m, 24h, 30d, 2w, 1mo).
+    /// `internal_user_budget_duration` (30s, 30m, 24h, 30d, 2w, 1mo, daily, ...: what
+    /// LiteLLM's `validate_budget_duration` accepts).
     #[arg(long, env = "NEW_USER_BUDGET_DURATION", value_parser = budget_duration, global = true)]
     new_user_budget_duration: Option<String>,
+
+    /// Time zone of budget resets, as the proxy's `litellm_settings.timezone`: a budget
+    /// created with a duration first resets as LiteLLM's `get_budget_reset_time` computes it.
+    #[arg(
+        long,
+        env = "BUDGET_RESET_TIMEZONE",
+        default_value = "UTC",
+        global = true
+    )]
+    budget_reset_timezone: String,
+
+    /// Time of day (HH:MM) of daily, weekly and monthly budget resets, as the proxy's
+    /// `litellm_settings.budget_reset_time`.
+    #[arg(
+        long,
+        env = "BUDGET_RESET_TIME",
+        default_value = "00:00",
+        global = true
+    )]
+    budget_reset_time: String,
 
     /// PostgreSQL schema of the operator's ledger (created on first `apply` or `run`).
     #[arg(long, env = "LEDGER_SCHEMA", default_value = DEFAULT_LEDGER_SCHEMA, global = true)]
@@ -185,7 +206,7 @@ fn budget_duration(text: &str) -> Result<String, String> {
     litellm_org_operator::duration::parse_duration(text)
         .map(|_| text.to_string())
         .ok_or_else(|| {
-            format!("{text:?} is not a duration: use a number and a unit, such as 30s, 30m, 24h, 30d, 2w or 1mo")
+            format!("{text:?} is not a budget duration LiteLLM accepts: use a number and a unit, such as 30s, 30m, 24h, 30d or 2w, or 1mo, hourly, daily, weekly, monthly")
         })
 }
 
@@ -211,6 +232,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match litellm_org_operator::duration::ResetSettings::parse(
+        &cli.budget_reset_timezone,
+        &cli.budget_reset_time,
+    ) {
+        Ok(settings) => litellm_org_operator::duration::configure(settings),
+        Err(e) => {
+            eprintln!("error: {}", escape(&e));
+            return Ok(ExitCode::from(2));
+        }
+    }
     let url = SecretString::from(
         cli.database
             .clone()
@@ -335,11 +366,13 @@ async fn manifests(
         .await?
         .with_ledger_schema(&cli.ledger_schema)?;
     database::ensure_schema(&store).await?;
-    let engine = Engine::new(store, cli.actor.clone()).with_manager(
-        cli.manager
-            .clone()
-            .unwrap_or_else(|| CLI_MANAGER.to_string()),
-    );
+    let engine = Engine::new(store, cli.actor.clone())
+        .with_manager(
+            cli.manager
+                .clone()
+                .unwrap_or_else(|| CLI_MANAGER.to_string()),
+        )
+        .with_new_user_defaults(cli.new_user.clone());
     if apply {
         let imported = engine.ensure_ledger().await?;
         if imported > 0 {

@@ -135,8 +135,8 @@ fn bad_input_is_named_and_writes_nothing() {
         ),
         (
             "bad-duration",
-            org("{budget: {budgetDuration: monthly}}"),
-            "spec.budget.budgetDuration: \"monthly\" is not a duration",
+            org("{budget: {budgetDuration: 2mo}}"),
+            "spec.budget.budgetDuration: \"2mo\" is not a budget duration LiteLLM accepts",
         ),
         (
             "missing-user",

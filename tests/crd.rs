@@ -85,7 +85,7 @@ fn organization_schema_bounds() {
     assert_eq!(budget["maxBudget"]["minimum"], 0.0);
     assert_eq!(
         budget["budgetDuration"]["pattern"],
-        "^[1-9][0-9]{0,5}(s|m|h|d|w|mo)$"
+        "^([1-9][0-9]{0,5}(s|m|h|d)|[1-9][0-9]{0,4}w|1mo|hourly|daily|weekly|monthly)$"
     );
     assert_eq!(spec["properties"]["models"]["maxItems"], 256);
     assert_eq!(spec["properties"]["alias"]["maxLength"], 256);

@@ -7,7 +7,9 @@ use litellm_org_operator::engine::{
     DesiredMember, DesiredOrganization, ObjectKey, ObjectPlan, ids,
 };
 use litellm_org_operator::error::EngineError;
-use litellm_org_operator::store::{BudgetRow, Change, NewUserDefaults, OrganizationRow, Store};
+use litellm_org_operator::store::{
+    BudgetRow, Change, NewUserDefaults, OrganizationRow, Scalar, Store,
+};
 use support::{TestDb, spec};
 
 const ACTOR: &str = "litellm-org-operator";
@@ -132,12 +134,10 @@ async fn organization_lifecycle(db: &TestDb) {
     db.engine()
         .store()
         .apply(
-            &[Change::CreateBudget(BudgetRow {
-                budget_id: "shared".into(),
-                max_budget: Some(9.0),
-                created_by: "someone-else".into(),
-                ..Default::default()
-            })],
+            &[Change::CreateBudget(
+                BudgetRow::new("shared", "someone-else")
+                    .with("max_budget", Some(Scalar::Float(9.0))),
+            )],
             "someone-else",
         )
         .await
@@ -181,8 +181,9 @@ async fn metadata_keeps_foreign_keys(db: &TestDb) {
         .expect("observe");
     let mut row: OrganizationRow = observed.organization.expect("org row");
     let before = row.clone();
-    row.metadata
-        .insert("ui_key".into(), serde_json::json!(true));
+    let mut metadata = row.metadata_map();
+    metadata.insert("ui_key".into(), serde_json::json!(true));
+    row.metadata = serde_json::Value::Object(metadata).to_string();
     db.store()
         .apply(&[Change::UpdateOrganization { before, after: row }], "ui")
         .await
@@ -195,7 +196,7 @@ async fn metadata_keeps_foreign_keys(db: &TestDb) {
         .observe_organization(&d.organization_id, &d.owned_budget_id, &d.owned_budget_id)
         .await
         .expect("observe");
-    let meta = observed.organization.expect("org").metadata;
+    let meta = observed.organization.expect("org").metadata_map();
     assert!(!meta.contains_key("a"));
     assert_eq!(meta.get("b"), Some(&serde_json::json!("three")));
     assert_eq!(meta.get("ui_key"), Some(&serde_json::json!(true)));
@@ -213,11 +214,7 @@ async fn ownership_conflicts(db: &TestDb) {
         .store()
         .apply(
             &[
-                Change::CreateBudget(BudgetRow {
-                    budget_id: "ui-budget".into(),
-                    created_by: "admin".into(),
-                    ..Default::default()
-                }),
+                Change::CreateBudget(BudgetRow::new("ui-budget", "admin")),
                 Change::CreateOrganization(OrganizationRow {
                     organization_id: "org-ui".into(),
                     organization_alias: "From UI".into(),
@@ -467,11 +464,7 @@ async fn failed_transaction_leaves_nothing(db: &TestDb) {
         .store()
         .apply(
             &[
-                Change::CreateBudget(BudgetRow {
-                    budget_id: "half".into(),
-                    created_by: ACTOR.into(),
-                    ..Default::default()
-                }),
+                Change::CreateBudget(BudgetRow::new("half", ACTOR)),
                 Change::CreateOrganization(OrganizationRow {
                     organization_id: "o".into(),
                     organization_alias: "o".into(),

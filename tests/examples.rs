@@ -118,7 +118,7 @@ fn the_schema_check_is_not_vacuous() {
     let bad = serde_json::json!({
         "apiVersion": "litellm.dev/v1alpha1", "kind": "Organization",
         "metadata": {"name": "x"},
-        "spec": {"budget": {"maxBudget": -1, "budgetDuration": "monthly"}, "models": "gpt-4o"}
+        "spec": {"budget": {"maxBudget": -1, "budgetDuration": "2mo"}, "models": "gpt-4o"}
     });
     let errors: Vec<String> = v.iter_errors(&bad).map(|e| e.to_string()).collect();
     assert_eq!(errors.len(), 3, "{errors:?}");

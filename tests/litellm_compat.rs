@@ -78,7 +78,7 @@ async fn create_update_member_delete_on_litellm_schema() {
     );
     let budget_row = db
         .strings(&format!(
-            r#"SELECT max_budget::text || '|' || tpm_limit::text || '|' || rpm_limit::text || '|' || max_parallel_requests::text || '|' || budget_duration || '|' || (model_max_budget->'gpt-4o'->>'budget_limit') || '|' || (model_max_budget->'gpt-4o'->>'time_period') || '|' || (budget_reset_at > now() AT TIME ZONE 'UTC')::text
+            r#"SELECT max_budget::text || '|' || tpm_limit::text || '|' || rpm_limit::text || '|' || max_parallel_requests::text || '|' || budget_duration || '|' || (model_max_budget->'gpt-4o'->>'max_budget') || '|' || (model_max_budget->'gpt-4o'->>'budget_duration') || '|' || (budget_reset_at > now() AT TIME ZONE 'UTC')::text
                FROM "LiteLLM_BudgetTable" WHERE budget_id = '{}'"#,
             o.owned_budget_id
         ))

@@ -47,7 +47,7 @@ pub async fn export<S: Store>(store: &S, namespace: &str) -> Result<String, Engi
             &slug(&row.organization_alias),
             &row.organization_id,
         );
-        let mut metadata: Map<String, Value> = row.metadata.clone();
+        let mut metadata: Map<String, Value> = row.metadata_map();
         metadata.remove(OWNER_KEY);
         let mut spec = json!({
             "organizationId": row.organization_id,

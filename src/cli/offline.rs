@@ -71,6 +71,7 @@ impl RunReport {
         for change in self.plans.iter().flat_map(|p| &p.changes) {
             match change {
                 Change::CreateBudget(_)
+                | Change::CopyBudget { .. }
                 | Change::CreateOrganization(_)
                 | Change::CreateUser { .. }
                 | Change::CreateMembership(_) => c.0 += 1,
@@ -110,6 +111,23 @@ pub async fn run<S: Store>(
         }
     }
     run.report
+}
+
+/// `plan` without `apply`: the user `plan` creates, unless an earlier member of the run
+/// already creates it (then this member finds it, and `apply` creates it once).
+fn user_created_once(
+    created: &mut std::collections::HashSet<String>,
+    mut plan: ObjectPlan,
+) -> ObjectPlan {
+    plan.changes.retain(|c| match c {
+        Change::CreateUser { user_id, .. } => created.insert(user_id.clone()),
+        _ => true,
+    });
+    plan.user_created &= plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::CreateUser { .. }));
+    plan
 }
 
 /// Why prune must not run: any input that was not read, validated, planned or applied may
@@ -301,10 +319,13 @@ impl<'a, S: Store> Run<'a, S> {
         let mut results: Vec<Option<Result<ObjectPlan, EngineError>>> =
             (0..loaded.len()).map(|_| None).collect();
         if !apply {
-            // Nothing is written: every plan is final; claims in manifest order.
+            // Nothing is written: every plan is final; claims in manifest order. A user an
+            // earlier member creates exists for the later ones, as `apply` would find it.
             let mut claims = HashMap::new();
+            let mut users = std::collections::HashSet::new();
             for (i, plan) in first.iter_mut().enumerate() {
                 if let (Some(plan), Ok(t)) = (plan.take(), &targets[i]) {
+                    let plan = plan.map(|p| user_created_once(&mut users, p));
                     results[i] = Some(plan.and_then(|p| claim(&mut claims, p, t)));
                 }
                 progress.inc(1);

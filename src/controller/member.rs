@@ -23,6 +23,8 @@ pub struct SyncedMember {
     user_created: bool,
     budget_id: Option<String>,
     role: &'static str,
+    /// What the plan noted (a user whose email LiteLLM changed), for the Ready message.
+    notes: String,
 }
 
 /// The organization id a member points at, or why it cannot be used yet.
@@ -85,15 +87,20 @@ impl Reconciled for OrganizationMember {
             budget_id: plan.budget_id.clone(),
             role: desired.role.as_str(),
             organization_id,
+            notes: plan.notes.join("; "),
         };
         Ok((plan, synced))
     }
 
     fn synced_message(&self, synced: &SyncedMember) -> String {
-        format!(
+        let mut message = format!(
             "user {} is {} in organization {}",
             synced.user_id, synced.role, synced.organization_id
-        )
+        );
+        if !synced.notes.is_empty() {
+            message.push_str(&format!(" ({})", synced.notes));
+        }
+        message
     }
 
     fn created_note(&self, plan: &ObjectPlan) -> Option<String> {

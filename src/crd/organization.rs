@@ -109,13 +109,19 @@ pub struct BudgetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub rpm_limit: Option<i64>,
+    /// Tokens per day (`tpd_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub tpd_limit: Option<i64>,
     /// Concurrent requests (`max_parallel_requests`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2147483647))]
     pub max_parallel_requests: Option<i32>,
     /// Reset period such as `30s`, `30m`, `24h`, `30d` or `1mo` (`budget_duration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}(s|m|h|d|w|mo)$"))]
+    #[schemars(regex(
+        pattern = r"^([1-9][0-9]{0,5}(s|m|h|d)|[1-9][0-9]{0,4}w|1mo|hourly|daily|weekly|monthly)$"
+    ))]
     pub budget_duration: Option<String>,
     /// Per-model limits (`model_max_budget`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -132,7 +138,9 @@ pub struct ModelBudget {
     pub budget_limit: f64,
     /// Reset period such as `1d` or `1mo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}(s|m|h|d|w|mo)$"))]
+    #[schemars(regex(
+        pattern = r"^([1-9][0-9]{0,5}(s|m|h|d)|[1-9][0-9]{0,4}w|1mo|hourly|daily|weekly|monthly)$"
+    ))]
     pub time_period: Option<String>,
 }
 

@@ -1,12 +1,16 @@
 //! Desired state: a validated resource turned into the rows it should produce. Pure.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::ids;
 use super::validate::{validate_member, validate_organization};
-use crate::crd::{DeletionPolicy, MemberRole, OrganizationMemberSpec, OrganizationSpec};
+use crate::crd::{
+    BudgetSpec, DeletionPolicy, MemberRole, OrganizationMemberSpec, OrganizationSpec,
+};
 use crate::error::EngineError;
-use crate::store::BudgetRow;
+use crate::store::{BUDGET_LIMITS, Scalar};
 
 /// Which resource a row belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,12 +34,43 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// The limits a resource declares for its own budget row; a limit absent is not managed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeclaredBudget {
+    /// By column of [`BUDGET_LIMITS`].
+    pub limits: BTreeMap<&'static str, Scalar>,
+    /// `model_max_budget`: per model, each declared limit by LiteLLM's key (`max_budget`,
+    /// `budget_duration`).
+    pub models: BTreeMap<String, BTreeMap<&'static str, Value>>,
+}
+
+impl DeclaredBudget {
+    /// What `spec.budget` declares, read through the inventory.
+    pub fn from_spec(b: &BudgetSpec) -> Self {
+        let limits = BUDGET_LIMITS
+            .iter()
+            .filter_map(|l| (l.declared)(b).map(|v| (l.column, v)))
+            .collect();
+        let models = b
+            .model_max_budget
+            .iter()
+            .map(|(model, mb)| {
+                let mut limits = BTreeMap::from([("max_budget", Value::from(mb.budget_limit))]);
+                if let Some(t) = &mb.time_period {
+                    limits.insert("budget_duration", Value::from(t.clone()));
+                }
+                (model.clone(), limits)
+            })
+            .collect();
+        Self { limits, models }
+    }
+}
+
 /// The budget an organization should point at.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DesiredBudget {
-    /// `spec.budget`: a row the operator owns, with the declared limits (`Some`); a limit left
-    /// out (`None`) is not managed.
-    Owned(BudgetRow),
+    /// `spec.budget`: a row the operator owns (its id), with the declared limits.
+    Owned(String, DeclaredBudget),
     /// `spec.budgetRef`: an existing row, never modified.
     Referenced(String),
     /// Neither: an organization the operator creates gets an empty budget row of its own
@@ -47,8 +82,7 @@ impl DesiredBudget {
     /// The budget row the spec names: the owned row's id unless `budgetRef` is set.
     pub fn budget_id(&self) -> &str {
         match self {
-            Self::Owned(row) => &row.budget_id,
-            Self::Referenced(id) | Self::Unset(id) => id,
+            Self::Owned(id, _) | Self::Referenced(id) | Self::Unset(id) => id,
         }
     }
 }
@@ -70,6 +104,8 @@ pub struct DesiredOrganization {
     pub owned_budget_id: String,
     pub metadata: Map<String, Value>,
     pub deletion_policy: DeletionPolicy,
+    /// `created_by` of the budget rows it creates.
+    pub actor: String,
 }
 
 impl DesiredOrganization {
@@ -85,35 +121,7 @@ impl DesiredOrganization {
             (_, Some(r)) => DesiredBudget::Referenced(r.budget_id.clone()),
             (None, None) => DesiredBudget::Unset(owned_budget_id.clone()),
             (Some(b), None) => {
-                let model_max_budget = if b.model_max_budget.is_empty() {
-                    None
-                } else {
-                    let mut m = Map::new();
-                    for (model, mb) in &b.model_max_budget {
-                        let mut entry = Map::new();
-                        entry.insert("budget_limit".into(), Value::from(mb.budget_limit));
-                        entry.insert(
-                            "time_period".into(),
-                            mb.time_period
-                                .clone()
-                                .map(Value::from)
-                                .unwrap_or(Value::Null),
-                        );
-                        m.insert(model.clone(), Value::Object(entry));
-                    }
-                    Some(Value::Object(m))
-                };
-                DesiredBudget::Owned(BudgetRow {
-                    budget_id: owned_budget_id.clone(),
-                    max_budget: b.max_budget,
-                    soft_budget: b.soft_budget,
-                    max_parallel_requests: b.max_parallel_requests,
-                    tpm_limit: b.tpm_limit,
-                    rpm_limit: b.rpm_limit,
-                    budget_duration: b.budget_duration.clone(),
-                    model_max_budget,
-                    created_by: actor.to_string(),
-                })
+                DesiredBudget::Owned(owned_budget_id.clone(), DeclaredBudget::from_spec(b))
             }
         };
         let (organization_id, pinned) = match &spec.organization_id {
@@ -130,6 +138,7 @@ impl DesiredOrganization {
             owned_budget_id,
             metadata: spec.metadata.clone().unwrap_or_default(),
             deletion_policy: spec.deletion_policy,
+            actor: actor.to_string(),
             key,
         })
     }
@@ -210,13 +219,12 @@ impl DesiredMember {
         member_resource(&self.key)
     }
 
-    /// The budget row the member owns.
-    pub fn budget_row(&self, actor: &str) -> BudgetRow {
-        BudgetRow {
-            budget_id: self.budget_id.clone(),
-            max_budget: self.max_budget,
-            created_by: actor.to_string(),
-            ..Default::default()
-        }
+    /// The limits of the member's own budget row, while `maxBudgetInOrganization` is set.
+    pub fn declared_budget(&self) -> Option<DeclaredBudget> {
+        let max = self.max_budget?;
+        Some(DeclaredBudget {
+            limits: BTreeMap::from([("max_budget", Scalar::Float(max))]),
+            models: BTreeMap::new(),
+        })
     }
 }

@@ -2,26 +2,27 @@
 //! object). The controller and the CLI both drive it; it knows nothing of Kubernetes clients.
 
 mod desired;
+mod fields;
 pub mod ids;
+mod legacy;
 mod plan;
 pub mod validate;
 
 pub use desired::{
-    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, OrganizationTarget,
-    legacy_member_resource, member_resource, owner_string,
+    DeclaredBudget, DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey,
+    OrganizationTarget, legacy_member_resource, member_resource, owner_string,
 };
+pub use fields::same_limits;
+pub use legacy::{plan_delete_legacy_organization, retained_by_marker};
 pub use plan::{
-    MemberContext, ObjectPlan, Originals, plan_delete_legacy_organization, plan_delete_member,
-    plan_delete_organization, plan_member, plan_organization, retained_by_marker, same_limits,
+    MemberContext, ObjectPlan, Originals, Step, plan_delete_member, plan_delete_organization,
+    plan_member, plan_organization,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::EngineError;
-use crate::store::{
-    Change, LedgerEntry, MemberLookup, NewUserDefaults, OrganizationUsage, Store, budget_key,
-    membership_key, organization_key,
-};
+use crate::store::{Change, LedgerEntry, MemberLookup, NewUserDefaults, OrganizationUsage, Store};
 
 /// `namespace/name`.
 fn parse_key(text: &str) -> Option<ObjectKey> {
@@ -167,67 +168,20 @@ impl<S: Store> Engine<S> {
             } else {
                 "Delete"
             };
-            let mut changes = vec![Change::Claim {
-                entry: LedgerEntry {
-                    row_key: organization_key(&organization_id),
-                    manager: self.manager.clone(),
-                    resource: owner.clone(),
-                    organization_id: Some(organization_id.clone()),
-                    created,
-                    deletion_policy: policy.into(),
-                    managed: plan::legacy_managed(org),
-                },
-                replaces: None,
-            }];
-            if org.budget_id == owned_budget_id {
-                changes.push(Change::Claim {
-                    entry: LedgerEntry {
-                        row_key: budget_key(&owned_budget_id),
-                        manager: self.manager.clone(),
-                        resource: owner.clone(),
-                        organization_id: Some(organization_id.clone()),
-                        created: true,
-                        deletion_policy: policy.into(),
-                        managed: serde_json::json!({}),
-                    },
-                    replaces: None,
-                });
-            }
+            let owns_budget = org.budget_id == owned_budget_id;
+            let changes = legacy::organization_import(
+                &self.manager,
+                &owner,
+                org,
+                created,
+                policy,
+                owns_budget.then_some(owned_budget_id.as_str()),
+            );
             self.store.apply(&changes, &self.actor).await?;
             imported += 1;
         }
         for m in self.store.owned_memberships(&self.actor).await? {
-            let resource = legacy_member_resource(&m.budget_id);
-            let changes = [
-                Change::Claim {
-                    entry: LedgerEntry {
-                        row_key: membership_key(&m.organization_id, &m.user_id),
-                        manager: self.manager.clone(),
-                        resource: resource.clone(),
-                        organization_id: Some(m.organization_id.clone()),
-                        created: true,
-                        deletion_policy: "Delete".into(),
-                        managed: serde_json::json!({
-                            "originals": {"budget_id": null, "budget.max_budget": null},
-                            "user_id": m.user_id,
-                            "organization_id": m.organization_id,
-                        }),
-                    },
-                    replaces: None,
-                },
-                Change::Claim {
-                    entry: LedgerEntry {
-                        row_key: budget_key(&m.budget_id),
-                        manager: self.manager.clone(),
-                        resource,
-                        organization_id: Some(m.organization_id.clone()),
-                        created: true,
-                        deletion_policy: "Delete".into(),
-                        managed: serde_json::json!({}),
-                    },
-                    replaces: None,
-                },
-            ];
+            let changes = legacy::membership_import(&self.manager, &m);
             self.store.apply(&changes, &self.actor).await?;
             imported += 1;
         }

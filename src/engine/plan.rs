@@ -10,23 +10,29 @@
 //! - a field never declared keeps whatever LiteLLM has (an edit there never causes a write).
 //!
 //! Ledger entries hold `{"originals": {field: value}}`; fields are `organization_alias`,
-//! `models`, `budget_id`, `metadata.<key>`, `user_role` and `budget.<column>` (the limits of
-//! the resource's own budget row).
+//! `models`, `budget_id`, `metadata.<key>`, `user_role`, `budget.<column>` (each limit of the
+//! inventory, [`crate::store::BUDGET_LIMITS`]) and `budget.model_max_budget.<model>.<limit>`.
+//!
+//! Each kind is planned in the same steps: resolve the holder of the row
+//! ([`resolve_holder`]), the managed fields ([`super::fields`]), the resource's own budget
+//! row ([`plan_own_budget`], [`drop_own_budget`]), and the ledger entries. The order of a
+//! transaction's statements is [`Step`]'s.
 
 use std::fmt;
 
 use serde_json::{Map, Value, json};
 
 use super::desired::{
-    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, legacy_member_resource,
+    DeclaredBudget, DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey,
+    legacy_member_resource,
 };
-use super::ids;
+use super::fields::{managed_budget, managed_metadata, same_limits};
+use super::legacy;
 use crate::crd::DeletionPolicy;
 use crate::error::EngineError;
 use crate::store::{
-    BudgetRow, Change, LedgerEntry, MembershipRow, NewUserDefaults, OWNER_KEY, ObservedMember,
-    ObservedOrganization, OrganizationRow, budget_key, membership_key, metadata_owner,
-    organization_key,
+    BudgetRow, Change, LedgerEntry, MembershipRow, NewUserDefaults, ObservedMember,
+    ObservedOrganization, OrganizationRow, budget_key, membership_key, organization_key,
 };
 
 /// The changes for one resource and the ids it resolves to (for status).
@@ -39,6 +45,8 @@ pub struct ObjectPlan {
     pub budget_id: Option<String>,
     pub user_id: Option<String>,
     pub user_created: bool,
+    /// What the plan wants a reader to know and writes nothing (an email LiteLLM changed).
+    pub notes: Vec<String>,
 }
 
 impl ObjectPlan {
@@ -61,9 +69,51 @@ impl ObjectPlan {
     }
 }
 
+/// The order of the statements of one transaction: claims first (a row another writer holds
+/// fails the transaction before anything is written), then rows in foreign-key order (the
+/// budget before the row that points at it, the new pointer before the budget it leaves
+/// is deleted), releases last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// The ledger claim of the row.
+    Claim,
+    /// The ledger claim of the resource's own budget row.
+    ClaimBudget,
+    /// Rows this resource held for another user or organization before.
+    Stale,
+    /// A user the membership needs.
+    User,
+    /// The resource's own budget row (created, copied or updated).
+    Budget,
+    /// The organization or membership row.
+    Row,
+    /// A budget row no longer used, and the ledger entries released.
+    Release,
+}
+
+/// Changes tagged with their [`Step`], put in order once.
+#[derive(Default)]
+struct Steps(Vec<(Step, Change)>);
+
+impl Steps {
+    fn push(&mut self, step: Step, change: Change) {
+        self.0.push((step, change));
+    }
+
+    fn extend(&mut self, step: Step, changes: impl IntoIterator<Item = Change>) {
+        self.0.extend(changes.into_iter().map(|c| (step, c)));
+    }
+
+    /// The changes in transaction order (stable within a step).
+    fn ordered(mut self) -> Vec<Change> {
+        self.0.sort_by_key(|(s, _)| *s);
+        self.0.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
 /// The fields a resource manages on a row and what they held before (see the module doc).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Originals(Map<String, Value>);
+pub struct Originals(pub(super) Map<String, Value>);
 
 impl Originals {
     /// Read from a ledger entry's `managed`.
@@ -95,20 +145,30 @@ impl Originals {
         self.0.contains_key(name)
     }
 
+    /// The original of `name`, if it is managed.
+    pub fn original(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    /// Stop managing `name`, returning its original.
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name)
+    }
+
     /// Forget every field under `prefix` (their row goes away).
     pub fn forget_prefix(&mut self, prefix: &str) {
         self.0.retain(|k, _| !k.starts_with(prefix));
     }
 
     /// Managed fields under `prefix`, without it.
-    fn under(&self, prefix: &str) -> Vec<String> {
+    pub fn under(&self, prefix: &str) -> Vec<String> {
         self.0
             .keys()
             .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
             .collect()
     }
 
-    fn to_value(&self, extra: &[(&str, Value)]) -> Value {
+    pub(super) fn to_value(&self, extra: &[(&str, Value)]) -> Value {
         let mut m = Map::new();
         m.insert("originals".into(), Value::Object(self.0.clone()));
         for (k, v) in extra {
@@ -141,50 +201,158 @@ fn claim_if_changed(
     (current != Some(&entry)).then_some(Change::Claim { entry, replaces })
 }
 
-/// The budget columns a resource may declare, as `(field name, value)`.
-fn budget_columns(b: &BudgetRow) -> [(&'static str, Value); 7] {
-    [
-        ("max_budget", json!(b.max_budget)),
-        ("soft_budget", json!(b.soft_budget)),
-        ("max_parallel_requests", json!(b.max_parallel_requests)),
-        ("tpm_limit", json!(b.tpm_limit)),
-        ("rpm_limit", json!(b.rpm_limit)),
-        ("budget_duration", json!(b.budget_duration)),
-        (
-            "model_max_budget",
-            b.model_max_budget.clone().unwrap_or(Value::Null),
-        ),
-    ]
+/// Step 1 of both kinds: who holds a row. The ledger's entry when it is this resource's
+/// (`mine`), a `Conflict` when it is another's; with no entry, `unledgered` decides (the mark
+/// of an earlier version). Returns whether the operator created the row (a row that does
+/// not exist yet, or that LiteLLM deleted, is created now) and the fields it manages.
+fn resolve_holder(
+    exists: bool,
+    ledger: Option<&LedgerEntry>,
+    mine: impl Fn(&LedgerEntry) -> bool,
+    row: &str,
+    unledgered: impl FnOnce() -> Result<Option<(bool, Originals)>, EngineError>,
+) -> Result<(bool, Originals), EngineError> {
+    let held = match ledger {
+        Some(e) if mine(e) => Some((e.created, Originals::read(&e.managed))),
+        Some(e) => return Err(conflict_with(row, e)),
+        None if exists => unledgered()?,
+        None => None,
+    };
+    Ok(match (exists, held) {
+        (false, _) => (true, Originals::default()),
+        (true, Some(h)) => h,
+        (true, None) => (false, Originals::default()),
+    })
 }
 
-fn set_budget_column(b: &mut BudgetRow, name: &str, v: Value) {
-    match name {
-        "max_budget" => b.max_budget = v.as_f64(),
-        "soft_budget" => b.soft_budget = v.as_f64(),
-        "max_parallel_requests" => {
-            b.max_parallel_requests = v.as_i64().and_then(|n| i32::try_from(n).ok())
-        }
-        "tpm_limit" => b.tpm_limit = v.as_i64(),
-        "rpm_limit" => b.rpm_limit = v.as_i64(),
-        "budget_duration" => b.budget_duration = v.as_str().map(str::to_string),
-        "model_max_budget" => b.model_max_budget = (!v.is_null()).then_some(v),
-        _ => {}
+/// The resource's own budget row as observed: what the own-budget steps read.
+pub(super) struct OwnBudget<'a> {
+    pub id: &'a str,
+    /// The own row, if it exists.
+    pub row: Option<&'a BudgetRow>,
+    /// The budget the resource's row points at today (an adopted row's own budget starts as
+    /// a whole copy of it).
+    pub current: Option<&'a BudgetRow>,
+    /// The own row's ledger entry.
+    pub entry: Option<&'a LedgerEntry>,
+}
+
+impl OwnBudget<'_> {
+    /// Whether the operator created the own row (or will): deleted when no longer used.
+    fn created(&self) -> bool {
+        self.row.is_none() || self.entry.is_none_or(|e| e.created)
     }
 }
 
-/// The resource's own budget row after applying `declared` (columns `Some` are declared) on
-/// `base` (the row as it is, or what it starts from).
-fn managed_budget(originals: &mut Originals, declared: &BudgetRow, base: &BudgetRow) -> BudgetRow {
-    let mut want = base.clone();
-    for ((name, declared_value), (_, current)) in budget_columns(declared)
-        .into_iter()
-        .zip(budget_columns(base))
-    {
-        let declared_value = (!declared_value.is_null()).then_some(declared_value);
-        let value = originals.field(&format!("budget.{name}"), declared_value, current);
-        set_budget_column(&mut want, name, value);
+/// Step 3 of both kinds: the writes that give the resource's own budget row the declared
+/// limits. An adopted row's own budget starts as a whole copy of the budget it had (every
+/// column, its reset window), with only the declared limits changed.
+fn plan_own_budget(
+    own: &OwnBudget<'_>,
+    row_created: bool,
+    declared: &DeclaredBudget,
+    originals: &mut Originals,
+    actor: &str,
+) -> Option<Change> {
+    let source = own.current.filter(|_| own.row.is_none() && !row_created);
+    let base = match (own.row, source) {
+        (Some(row), _) => row.clone(),
+        (None, Some(theirs)) => BudgetRow {
+            budget_id: own.id.to_string(),
+            created_by: actor.to_string(),
+            ..theirs.clone()
+        },
+        (None, None) => BudgetRow::new(own.id, actor),
+    };
+    let want = managed_budget(originals, declared, &base);
+    match (own.row, source) {
+        (None, Some(source)) => Some(Change::CopyBudget {
+            source: source.clone(),
+            after: want,
+        }),
+        (None, None) => Some(Change::CreateBudget(want)),
+        (Some(have), _) if !same_limits(have, &want) => Some(Change::UpdateBudget {
+            before: have.clone(),
+            after: BudgetRow {
+                created_by: have.created_by.clone(),
+                ..want
+            },
+        }),
+        (Some(_), _) => None,
     }
-    want
+}
+
+/// The ledger claim of the resource's own budget row.
+fn own_budget_claim(
+    own: &OwnBudget<'_>,
+    resource: &str,
+    organization_id: &str,
+    manager: &str,
+    policy: DeletionPolicy,
+    replaces: Option<String>,
+) -> Option<Change> {
+    let entry = LedgerEntry {
+        row_key: budget_key(own.id),
+        manager: manager.to_string(),
+        resource: resource.to_string(),
+        organization_id: Some(organization_id.to_string()),
+        created: own.created(),
+        deletion_policy: policy_str(policy).into(),
+        managed: json!({}),
+    };
+    claim_if_changed(own.entry, entry, replaces)
+}
+
+/// The resource's own budget row, no longer used by it: deleted if the operator created it,
+/// and its ledger entry released.
+fn drop_own_budget(own: &OwnBudget<'_>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if own.row.is_some() && own.created() {
+        changes.push(Change::DeleteBudget {
+            budget_id: own.id.to_string(),
+        });
+    }
+    if own.entry.is_some() {
+        changes.push(Change::Release {
+            row_key: budget_key(own.id),
+        });
+    }
+    changes
+}
+
+/// The `budget_id` a row gets: the own row's while it declares one, else what the
+/// originals give back (or what it has).
+fn managed_budget_id(
+    originals: &mut Originals,
+    declared: Option<&str>,
+    current: Option<&str>,
+) -> Option<String> {
+    let current = current.map_or(Value::Null, Value::from);
+    match originals.field("budget_id", declared.map(Value::from), current) {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The organization's own budget row as observed.
+fn organization_own_budget<'a>(
+    desired: &'a DesiredOrganization,
+    observed: &'a ObservedOrganization,
+) -> OwnBudget<'a> {
+    let id = desired.owned_budget_id.as_str();
+    OwnBudget {
+        id,
+        row: observed
+            .desired_budget
+            .as_ref()
+            .filter(|b| b.budget_id == id)
+            .or(observed
+                .current_budget
+                .as_ref()
+                .filter(|b| b.budget_id == id)),
+        current: observed.current_budget.as_ref(),
+        entry: observed.budget_ledger.as_ref(),
+    }
 }
 
 /// Plan one organization against what the database and the ledger hold, as `manager`.
@@ -194,49 +362,78 @@ pub fn plan_organization(
     manager: &str,
 ) -> Result<ObjectPlan, EngineError> {
     let resource = desired.owner();
-    let org_key = organization_key(&desired.organization_id);
     let existing = observed.organization.as_ref();
-
-    // Who holds the row: the ledger, else the marker of an earlier version, else nobody.
-    let held: Option<(bool, Originals)> = match (&observed.ledger, existing) {
-        (Some(e), _) if e.manager == manager && e.resource == resource => {
-            Some((e.created, Originals::read(&e.managed)))
-        }
-        (Some(e), _) => {
-            return Err(conflict_with(
-                &format!("organization {}", desired.organization_id),
-                e,
-            ));
-        }
-        (None, Some(org)) => match metadata_owner(&org.metadata) {
-            Some(o) if o == resource => Some((
-                org.organization_id
-                    == ids::organization_id(&desired.key.namespace, &desired.key.name),
-                legacy_originals(org),
-            )),
-            Some(other) => {
-                return Err(EngineError::Conflict(format!(
-                    "organization {} is already managed by {other} (marked by an earlier version); a row is never taken over from another resource",
-                    org.organization_id
-                )));
-            }
-            None if desired.pinned => None,
-            None => {
-                return Err(EngineError::Conflict(format!(
-                    "organization {} already exists without an owner; set spec.organizationId to adopt it",
-                    org.organization_id
-                )));
-            }
-        },
-        (None, None) => None,
+    let (created, mut originals) = resolve_holder(
+        existing.is_some(),
+        observed.ledger.as_ref(),
+        |e| e.manager == manager && e.resource == resource,
+        &format!("organization {}", desired.organization_id),
+        || legacy::organization_holder(desired, existing),
+    )?;
+    let mut steps = Steps::default();
+    let want = organization_fields(desired, existing, created, &mut originals)?;
+    let budget_id = plan_organization_budget(
+        desired,
+        observed,
+        created,
+        &mut originals,
+        manager,
+        &mut steps,
+    )?;
+    let want = OrganizationRow {
+        budget_id: budget_id.clone(),
+        ..want
     };
-    // A row LiteLLM deleted is created again with the same id: the operator created it now.
-    let (created, mut originals) = match (existing, held) {
-        (None, _) => (true, Originals::default()),
-        (Some(_), Some(h)) => h,
-        (Some(_), None) => (false, Originals::default()),
+    let entry = LedgerEntry {
+        row_key: organization_key(&desired.organization_id),
+        manager: manager.to_string(),
+        resource,
+        organization_id: Some(desired.organization_id.clone()),
+        created,
+        deletion_policy: policy_str(desired.deletion_policy).into(),
+        managed: originals.to_value(&[]),
     };
+    steps.extend(
+        Step::Claim,
+        claim_if_changed(observed.ledger.as_ref(), entry, None),
+    );
+    match existing {
+        None => steps.push(Step::Row, Change::CreateOrganization(want)),
+        Some(have)
+            if *have
+                != OrganizationRow {
+                    spend: have.spend,
+                    ..want.clone()
+                } =>
+        {
+            steps.push(
+                Step::Row,
+                Change::UpdateOrganization {
+                    before: have.clone(),
+                    after: want,
+                },
+            )
+        }
+        Some(_) => {}
+    }
+    Ok(ObjectPlan {
+        kind: "Organization",
+        key: Some(desired.key.clone()),
+        changes: steps.ordered(),
+        organization_id: Some(desired.organization_id.clone()),
+        budget_id: Some(budget_id),
+        ..Default::default()
+    })
+}
 
+/// Step 2 of an organization: alias, models and metadata (its `budget_id` is the budget
+/// step's).
+fn organization_fields(
+    desired: &DesiredOrganization,
+    existing: Option<&OrganizationRow>,
+    created: bool,
+    originals: &mut Originals,
+) -> Result<OrganizationRow, EngineError> {
     let current_alias = existing.map_or(Value::Null, |o| json!(o.organization_alias));
     let alias_declared = desired.alias_declared || created;
     let alias = originals.field(
@@ -251,35 +448,35 @@ pub fn plan_organization(
         models_declared.then(|| json!(desired.models)),
         current_models,
     );
+    let metadata = managed_metadata(
+        originals,
+        &desired.metadata,
+        existing.map(|o| o.metadata.as_str()),
+        &desired.organization_id,
+    )?;
+    Ok(OrganizationRow {
+        organization_id: desired.organization_id.clone(),
+        organization_alias: alias.as_str().unwrap_or(&desired.alias).to_string(),
+        budget_id: String::new(),
+        models: serde_json::from_value(models).unwrap_or_default(),
+        metadata,
+        spend: existing.map_or(0.0, |o| o.spend),
+    })
+}
 
-    let mut metadata = existing.map(|o| o.metadata.clone()).unwrap_or_default();
-    // The marker of an earlier version is bookkeeping the ledger now keeps.
-    metadata.remove(OWNER_KEY);
-    let previously: Vec<String> = originals.under("metadata.");
-    for key in previously
-        .iter()
-        .filter(|k| !desired.metadata.contains_key(*k))
-    {
-        let current = metadata.get(key).cloned().unwrap_or(Value::Null);
-        match originals.field(&format!("metadata.{key}"), None, current) {
-            Value::Null => metadata.remove(key),
-            v => metadata.insert(key.clone(), v),
-        };
-    }
-    for (key, value) in &desired.metadata {
-        let current = metadata.get(key).cloned().unwrap_or(Value::Null);
-        let v = originals.field(&format!("metadata.{key}"), Some(value.clone()), current);
-        metadata.insert(key.clone(), v);
-    }
-
-    // The budget.
-    let owned_id = desired.owned_budget_id.clone();
-    let current_budget_id = existing.map(|o| o.budget_id.clone());
-    let on_owned_row = current_budget_id.as_deref() == Some(owned_id.as_str());
-    let mut budget_changes = Vec::new();
-    let mut budget_claim = None;
-    let mut release_owned = false;
-    let budget_id: String = match &desired.budget {
+/// Step 3 of an organization: the budget it points at, and the writes of its own row.
+fn plan_organization_budget(
+    desired: &DesiredOrganization,
+    observed: &ObservedOrganization,
+    created: bool,
+    originals: &mut Originals,
+    manager: &str,
+    steps: &mut Steps,
+) -> Result<String, EngineError> {
+    let own = organization_own_budget(desired, observed);
+    let current = observed.organization.as_ref().map(|o| o.budget_id.as_str());
+    let on_own_row = current == Some(own.id);
+    let declared = match &desired.budget {
         DesiredBudget::Referenced(id) => {
             if observed.desired_budget.is_none() {
                 return Err(EngineError::invalid(
@@ -290,207 +487,51 @@ pub fn plan_organization(
                 ));
             }
             originals.forget_prefix("budget.");
-            release_owned = true;
-            let current = current_budget_id.clone().map_or(Value::Null, Value::from);
-            value_string(originals.field("budget_id", Some(json!(id)), current), id)
-        }
-        // The resource's own row: declared, or needed (a created organization must have a
-        // budget), or the only one it has (nothing recorded to give back).
-        DesiredBudget::Owned(_) | DesiredBudget::Unset(_)
-            if created
-                || matches!(desired.budget, DesiredBudget::Owned(_))
-                || (on_owned_row && !originals.manages("budget_id")) =>
-        {
-            let declared = match &desired.budget {
-                DesiredBudget::Owned(row) => row.clone(),
-                _ => BudgetRow::default(),
-            };
-            // Start from the row as it is; an adopted organization's own row starts as a copy
-            // of the budget it had, so no limit set in LiteLLM is dropped.
-            let base = match (&observed.desired_budget, &observed.current_budget) {
-                (Some(own), _) => own.clone(),
-                (None, Some(theirs)) if !created => BudgetRow {
-                    budget_id: owned_id.clone(),
-                    created_by: declared.created_by.clone(),
-                    ..theirs.clone()
-                },
-                _ => BudgetRow {
-                    budget_id: owned_id.clone(),
-                    created_by: declared.created_by.clone(),
-                    ..Default::default()
-                },
-            };
-            let want = managed_budget(&mut originals, &declared, &base);
-            match &observed.desired_budget {
-                None => budget_changes.push(Change::CreateBudget(want)),
-                Some(have) if !same_limits(have, &want) => {
-                    budget_changes.push(Change::UpdateBudget {
-                        before: have.clone(),
-                        after: BudgetRow {
-                            created_by: have.created_by.clone(),
-                            ..want
-                        },
-                    })
-                }
-                Some(_) => {}
-            }
-            let budget_created = observed.desired_budget.is_none()
-                || observed.budget_ledger.as_ref().is_none_or(|e| e.created);
-            budget_claim = claim_if_changed(
-                observed.budget_ledger.as_ref(),
-                LedgerEntry {
-                    row_key: budget_key(&owned_id),
-                    manager: manager.to_string(),
-                    resource: resource.clone(),
-                    organization_id: Some(desired.organization_id.clone()),
-                    created: budget_created,
-                    deletion_policy: policy_str(desired.deletion_policy).into(),
-                    managed: json!({}),
-                },
-                None,
+            steps.extend(Step::Release, drop_own_budget(&own));
+            return Ok(
+                managed_budget_id(originals, Some(id), current).unwrap_or_else(|| id.clone())
             );
-            let current = current_budget_id.clone().map_or(Value::Null, Value::from);
-            value_string(
-                originals.field("budget_id", Some(json!(owned_id)), current),
-                &owned_id,
-            )
+        }
+        DesiredBudget::Owned(_, declared) => declared.clone(),
+        // A created organization must have a budget; one whose own row is the only budget
+        // it has (nothing recorded to give back) keeps it.
+        DesiredBudget::Unset(_) if created || (on_own_row && !originals.manages("budget_id")) => {
+            DeclaredBudget::default()
         }
         // An adopted organization that declares no budget keeps the one it has, or gets back
         // the one it had before the operator gave it its own.
-        DesiredBudget::Owned(_) | DesiredBudget::Unset(_) => {
+        DesiredBudget::Unset(_) => {
             originals.forget_prefix("budget.");
-            let current = current_budget_id.clone().unwrap_or_default();
-            match originals.field("budget_id", None, json!(current)) {
-                Value::String(original) => {
-                    release_owned = original != owned_id;
-                    original
-                }
-                _ => current,
+            let budget_id = managed_budget_id(originals, None, current).unwrap_or_default();
+            if budget_id != own.id {
+                steps.extend(Step::Release, drop_own_budget(&own));
             }
+            return Ok(budget_id);
         }
     };
-
-    let want = OrganizationRow {
-        organization_id: desired.organization_id.clone(),
-        organization_alias: value_string(alias, &desired.alias),
-        budget_id: budget_id.clone(),
-        models: serde_json::from_value(models).unwrap_or_default(),
-        metadata,
-        spend: existing.map_or(0.0, |o| o.spend),
-    };
-    let mut changes = Vec::new();
-    let entry = LedgerEntry {
-        row_key: org_key,
-        manager: manager.to_string(),
-        resource: resource.clone(),
-        organization_id: Some(desired.organization_id.clone()),
-        created,
-        deletion_policy: policy_str(desired.deletion_policy).into(),
-        managed: originals.to_value(&[]),
-    };
-    changes.extend(claim_if_changed(observed.ledger.as_ref(), entry, None));
-    changes.extend(budget_claim);
-    changes.extend(budget_changes);
-    match existing {
-        None => changes.push(Change::CreateOrganization(want)),
-        Some(have)
-            if have.organization_alias != want.organization_alias
-                || have.budget_id != want.budget_id
-                || have.models != want.models
-                || have.metadata != want.metadata =>
-        {
-            changes.push(Change::UpdateOrganization {
-                before: have.clone(),
-                after: want,
-            })
-        }
-        Some(_) => {}
-    }
-    // The resource's own budget row, no longer used by it: deleted if the operator created it
-    // (and nothing else of LiteLLM's points at it: the organization was its only user), else
-    // released.
-    if release_owned && budget_id != owned_id {
-        if let Some(own) = &observed
-            .desired_budget
-            .as_ref()
-            .filter(|b| b.budget_id == owned_id)
-            .or(observed
-                .current_budget
-                .as_ref()
-                .filter(|b| b.budget_id == owned_id))
-        {
-            let created_by_us = observed.budget_ledger.as_ref().is_none_or(|e| e.created);
-            if created_by_us {
-                changes.push(Change::DeleteBudget {
-                    budget_id: own.budget_id.clone(),
-                });
-            }
-        }
-        if observed.budget_ledger.is_some() {
-            changes.push(Change::Release {
-                row_key: budget_key(&owned_id),
-            });
-        }
-    }
-
-    Ok(ObjectPlan {
-        kind: "Organization",
-        key: Some(desired.key.clone()),
-        changes,
-        organization_id: Some(desired.organization_id.clone()),
-        budget_id: Some(budget_id),
-        user_id: None,
-        user_created: false,
-    })
-}
-
-/// A JSON value that should be a string, or `fallback`.
-fn value_string(v: Value, fallback: &str) -> String {
-    match v {
-        Value::String(s) => s,
-        _ => fallback.to_string(),
-    }
-}
-
-/// The ledger's `managed` for an organization imported from an earlier version's marker.
-pub fn legacy_managed(org: &OrganizationRow) -> Value {
-    legacy_originals(org).to_value(&[])
-}
-
-/// What an earlier version's marker says the resource manages: the metadata keys it listed,
-/// and (on the organization's own budget row) every limit, as it always managed them all.
-fn legacy_originals(org: &OrganizationRow) -> Originals {
-    let mut o = Map::new();
-    if let Some(keys) = org
-        .metadata
-        .get(OWNER_KEY)
-        .and_then(|m| m.get("managedKeys"))
-        .and_then(Value::as_array)
-    {
-        for k in keys.iter().filter_map(Value::as_str) {
-            o.insert(format!("metadata.{k}"), Value::Null);
-        }
-    }
-    for (name, _) in budget_columns(&BudgetRow::default()) {
-        o.insert(format!("budget.{name}"), Value::Null);
-    }
-    Originals(o)
-}
-
-/// Whether an organization row's marker (of an earlier version) says `deletionPolicy: Retain`.
-pub fn retained_by_marker(observed: &ObservedOrganization) -> bool {
-    observed
-        .organization
-        .as_ref()
-        .and_then(|o| o.metadata.get(OWNER_KEY))
-        .and_then(|m| m.get("deletionPolicy"))
-        .and_then(Value::as_str)
-        == Some("Retain")
+    steps.extend(
+        Step::Budget,
+        plan_own_budget(&own, created, &declared, originals, &desired.actor),
+    );
+    steps.extend(
+        Step::ClaimBudget,
+        own_budget_claim(
+            &own,
+            &desired.owner(),
+            &desired.organization_id,
+            manager,
+            desired.deletion_policy,
+            None,
+        ),
+    );
+    Ok(managed_budget_id(originals, Some(own.id), current).unwrap_or_else(|| own.id.to_string()))
 }
 
 /// Plan what deleting the resource `key` does to the rows the ledger says it manages:
 /// `Retain` releases them all; `Delete` deletes the rows the operator created (an organization
 /// with its teams, memberships and keys; its own budget row) and releases the rows it adopted.
+/// A row released gets back the budget it had before the operator gave it one of its own
+/// (and that row is deleted), as removing `budget` from the manifest would.
 /// `entries` are the resource's ledger entries; `observed` its organization row, if any.
 pub fn plan_delete_organization(
     key: &ObjectKey,
@@ -503,104 +544,64 @@ pub fn plan_delete_organization(
         key: Some(key.clone()),
         ..Default::default()
     };
-    let release_all = |plan: &mut ObjectPlan| {
-        for e in entries {
-            plan.changes.push(Change::Release {
-                row_key: e.row_key.clone(),
-            });
-        }
-    };
     let org_entry = entries
         .iter()
         .find(|e| e.row_key.starts_with("organization/"));
     let budget_entry = entries.iter().find(|e| e.row_key.starts_with("budget/"));
-    if retain || org_entry.is_some_and(|e| !e.created) {
-        release_all(&mut plan);
-        return plan;
-    }
-    if let Some(e) = org_entry {
+    let budget_id = budget_entry.and_then(|b| b.row_key.strip_prefix("budget/"));
+    if let Some(e) = org_entry.filter(|e| e.created && !retain) {
         let organization_id = e.organization_id.clone().unwrap_or_default();
         plan.organization_id = Some(organization_id.clone());
-        let owned = budget_entry
-            .filter(|b| b.created)
-            .and_then(|b| b.row_key.strip_prefix("budget/"))
-            .map(str::to_string);
         plan.changes.push(Change::DeleteOrganization {
             organization_id,
-            owned_budget_id: owned,
+            owned_budget_id: budget_entry
+                .filter(|b| b.created)
+                .and(budget_id)
+                .map(str::to_string),
         });
         // The cascade releases every entry of the organization's rows; anything else is
         // released here.
-        for e in entries.iter().filter(|e| e.organization_id.is_none()) {
-            plan.changes.push(Change::Release {
-                row_key: e.row_key.clone(),
-            });
-        }
+        plan.changes.extend(release_all(
+            entries.iter().filter(|e| e.organization_id.is_none()),
+        ));
         return plan;
     }
-    // No organization entry: only a budget row is left to the resource.
-    if let Some(b) = budget_entry {
-        let id = b
-            .row_key
-            .strip_prefix("budget/")
-            .unwrap_or_default()
-            .to_string();
-        let in_use = observed
-            .organization
-            .as_ref()
-            .is_some_and(|o| o.budget_id == id);
-        if b.created && !in_use && observed.desired_budget.is_some() {
-            plan.changes.push(Change::DeleteBudget { budget_id: id });
-        }
-    }
-    release_all(&mut plan);
-    plan
-}
-
-/// The delete of an organization marked by an earlier version and never written since (no
-/// ledger entry): the cascade when the marker names `key` and the operator created the row.
-pub fn plan_delete_legacy_organization(
-    key: &ObjectKey,
-    owned_budget_id: &str,
-    observed: &ObservedOrganization,
-) -> ObjectPlan {
-    let mut plan = ObjectPlan {
-        kind: "Organization",
-        key: Some(key.clone()),
-        ..Default::default()
-    };
-    let owner = super::desired::owner_string(key);
-    if let Some(org) = &observed.organization
-        && metadata_owner(&org.metadata) == Some(owner.as_str())
-        && org.organization_id == ids::organization_id(&key.namespace, &key.name)
+    let org = observed.organization.as_ref();
+    let restored = org_entry
+        .filter(|e| !e.created)
+        .and_then(|e| Originals::read(&e.managed).original("budget_id").cloned())
+        .and_then(|v| v.as_str().map(str::to_string));
+    let mut budget_in_use = org.is_some_and(|o| Some(o.budget_id.as_str()) == budget_id);
+    if let (Some(org), Some(original)) = (org, restored)
+        && budget_in_use
+        && original != org.budget_id
     {
-        plan.organization_id = Some(org.organization_id.clone());
-        plan.changes.push(Change::DeleteOrganization {
-            organization_id: org.organization_id.clone(),
-            owned_budget_id: (org.budget_id == owned_budget_id)
-                .then(|| owned_budget_id.to_string()),
+        plan.changes.push(Change::UpdateOrganization {
+            before: org.clone(),
+            after: OrganizationRow {
+                budget_id: original,
+                ..org.clone()
+            },
+        });
+        budget_in_use = false;
+    }
+    if let (Some(b), Some(id)) = (budget_entry, budget_id)
+        && b.created
+        && !budget_in_use
+        && (observed.desired_budget.is_some() || observed.current_budget.is_some())
+    {
+        plan.changes.push(Change::DeleteBudget {
+            budget_id: id.to_string(),
         });
     }
+    plan.changes.extend(release_all(entries.iter()));
     plan
 }
 
-/// True when two budget rows hold the same limits (ids and ownership columns not compared):
-/// the planner's test for "this budget needs no write".
-pub fn same_limits(a: &BudgetRow, b: &BudgetRow) -> bool {
-    fn normalise(v: &Option<Value>) -> Option<&Value> {
-        match v {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) if m.is_empty() => None,
-            Some(other) => Some(other),
-        }
-    }
-    a.max_budget == b.max_budget
-        && a.soft_budget == b.soft_budget
-        && a.max_parallel_requests == b.max_parallel_requests
-        && a.tpm_limit == b.tpm_limit
-        && a.rpm_limit == b.rpm_limit
-        && a.budget_duration == b.budget_duration
-        && normalise(&a.model_max_budget) == normalise(&b.model_max_budget)
+fn release_all<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> impl Iterator<Item = Change> {
+    entries.map(|e| Change::Release {
+        row_key: e.row_key.clone(),
+    })
 }
 
 /// Who plans a membership: the audit label, the ledger's manager, and what new users get.
@@ -609,6 +610,81 @@ pub struct MemberContext<'a> {
     pub actor: &'a str,
     pub manager: &'a str,
     pub new_user: &'a NewUserDefaults,
+}
+
+/// The user a member resolves to, and the write that creates it when it does not exist.
+struct MemberUser {
+    user_id: String,
+    create: Option<Change>,
+    note: Option<String>,
+}
+
+/// Step 1 of a membership: its user, as LiteLLM's `member_add` finds it (by id, else by
+/// email), except that the user this resource already holds a membership for stays its
+/// user even when LiteLLM changed that user's email (said in a note).
+fn resolve_member_user(
+    desired: &DesiredMember,
+    observed: &ObservedMember,
+    new_user: &NewUserDefaults,
+) -> Result<MemberUser, EngineError> {
+    if let Some(u) = observed.resolved_user() {
+        let held = observed.user_by_id.is_none() && observed.held_user.is_some();
+        let email = |e: Option<&str>| e.map(str::to_lowercase);
+        let note = (held && email(u.user_email.as_deref()) != email(desired.email.as_deref()))
+            .then(|| {
+                format!(
+                    "user {} no longer has the email {} in LiteLLM (it has {}); this member keeps the user it holds",
+                    u.user_id,
+                    desired.email.as_deref().unwrap_or("none"),
+                    u.user_email.as_deref().unwrap_or("none")
+                )
+            });
+        return Ok(MemberUser {
+            user_id: u.user_id.clone(),
+            create: None,
+            note,
+        });
+    }
+    if observed.users_by_email.len() > 1 {
+        return Err(ambiguous_email(desired, &observed.users_by_email));
+    }
+    let user_id = match (&desired.user_id, &desired.email) {
+        (Some(id), _) => id.clone(),
+        (None, Some(email)) => super::ids::user_id_for_email(email),
+        (None, None) => {
+            return Err(EngineError::invalid(
+                "spec.user",
+                "set user.userId, user.email, or both",
+            ));
+        }
+    };
+    let create = Change::CreateUser {
+        user_id: user_id.clone(),
+        email: desired.email.clone(),
+        defaults: new_user.clone(),
+    };
+    Ok(MemberUser {
+        user_id,
+        create: Some(create),
+        note: None,
+    })
+}
+
+fn ambiguous_email(desired: &DesiredMember, many: &[crate::store::UserRow]) -> EngineError {
+    let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
+    // The store reads at most EMAIL_MATCHES_READ of them.
+    let truncated = many.len() >= crate::store::EMAIL_MATCHES_READ;
+    let count = if truncated {
+        format!("{} or more", many.len())
+    } else {
+        many.len().to_string()
+    };
+    EngineError::Conflict(format!(
+        "{count} users have the email {:?} ({}{}): set spec.user.userId to choose one",
+        desired.email.as_deref().unwrap_or_default(),
+        ids.join(", "),
+        if truncated { ", ..." } else { "" }
+    ))
 }
 
 /// Plan one membership. `organization_pending` is true when the organization is not in the
@@ -620,122 +696,112 @@ pub fn plan_member(
     observed: &ObservedMember,
     context: &MemberContext<'_>,
 ) -> Result<ObjectPlan, EngineError> {
-    let MemberContext {
-        actor,
-        manager,
-        new_user,
-    } = *context;
     if !observed.organization_exists && !organization_pending {
         return Err(EngineError::OrganizationNotFound(format!(
             "organization {organization_id} does not exist in the database"
         )));
     }
-    let mut changes = Vec::new();
-
-    // Resolve the user as LiteLLM does: by id, else by email (case-insensitive), else create.
-    let mut user_changes = Vec::new();
-    let (user_id, user_created) = if let Some(u) = &observed.user_by_id {
-        (u.user_id.clone(), false)
-    } else {
-        match observed.users_by_email.as_slice() {
-            [one] => (one.user_id.clone(), false),
-            [] => {
-                let id = match (&desired.user_id, &desired.email) {
-                    (Some(id), _) => id.clone(),
-                    (None, Some(email)) => ids::user_id_for_email(email),
-                    (None, None) => {
-                        return Err(EngineError::invalid(
-                            "spec.user",
-                            "set user.userId, user.email, or both",
-                        ));
-                    }
-                };
-                user_changes.push(Change::CreateUser {
-                    user_id: id.clone(),
-                    email: desired.email.clone(),
-                    defaults: new_user.clone(),
-                });
-                (id, true)
-            }
-            many => {
-                // The user this resource already holds its membership for stays its user: a
-                // second user with the same email (made in LiteLLM's UI, in another case) does
-                // not make an existing membership ambiguous.
-                let held = observed
-                    .own_entries
-                    .iter()
-                    .filter(|e| {
-                        e.row_key.starts_with("membership/")
-                            && e.organization_id.as_deref() == Some(organization_id)
-                    })
-                    .filter_map(|e| e.managed.get("user_id").and_then(Value::as_str))
-                    .find(|held| many.iter().any(|u| u.user_id == *held));
-                if let Some(held) = held {
-                    (held.to_string(), false)
-                } else {
-                    let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
-                    // The store reads at most EMAIL_MATCHES_READ of them.
-                    let truncated = many.len() >= crate::store::EMAIL_MATCHES_READ;
-                    let count = if truncated {
-                        format!("{} or more", many.len())
-                    } else {
-                        many.len().to_string()
-                    };
-                    return Err(EngineError::Conflict(format!(
-                        "{count} users have the email {:?} ({}{}): set spec.user.userId to choose one",
-                        desired.email.as_deref().unwrap_or_default(),
-                        ids.join(", "),
-                        if truncated { ", ..." } else { "" }
-                    )));
-                }
-            }
-        }
-    };
-
+    let user = resolve_member_user(desired, observed, context.new_user)?;
+    let user_id = user.user_id.clone();
     let resource = desired.resource();
-    let legacy = legacy_member_resource(&desired.budget_id);
+    let legacy_resource = legacy_member_resource(&desired.budget_id);
+    let mine = |e: &LedgerEntry| {
+        e.manager == context.manager && (e.resource == resource || e.resource == legacy_resource)
+    };
+    let (created, mut originals) = resolve_holder(
+        observed.membership.is_some(),
+        observed.ledger.as_ref(),
+        mine,
+        &format!("user {user_id} in organization {organization_id}"),
+        || legacy::membership_holder(desired, observed, context.actor, &user_id, organization_id),
+    )?;
     let row_key = membership_key(organization_id, &user_id);
-    let own_budget = desired.budget_id.as_str();
-    let mine =
-        |e: &LedgerEntry| e.manager == manager && (e.resource == resource || e.resource == legacy);
-
-    // Who holds the row: the ledger, else an earlier version's budget marker, else nobody.
-    let held: Option<(bool, Originals)> = match (&observed.ledger, &observed.membership) {
-        (Some(e), _) if mine(e) => Some((e.created, Originals::read(&e.managed))),
-        (Some(e), _) => {
-            return Err(conflict_with(
-                &format!("user {user_id} in organization {organization_id}"),
-                e,
-            ));
-        }
-        (None, Some(m)) if m.budget_id.as_deref() == Some(own_budget) => {
-            // Made by an earlier version for this resource, with a budget row of its own.
-            let mut o = Map::new();
-            o.insert("budget_id".into(), Value::Null);
-            o.insert("budget.max_budget".into(), Value::Null);
-            Some((true, Originals(o)))
-        }
-        (None, Some(m))
-            if observed.membership_budget.as_ref().is_some_and(|b| {
-                b.created_by == actor && Some(b.budget_id.as_str()) == m.budget_id.as_deref()
-            }) =>
-        {
-            return Err(EngineError::Conflict(format!(
-                "user {user_id} in organization {organization_id} is already managed by another OrganizationMember (marked by an earlier version)"
-            )));
-        }
-        _ => None,
-    };
+    let mut steps = Steps::default();
+    let stale_budget_users =
+        stale_memberships(observed, &row_key, &user_id, organization_id, &mut steps);
     let existing = observed.membership.as_ref();
-    let (created, mut originals) = match (existing, held) {
-        (None, _) => (true, Originals::default()),
-        (Some(_), Some(h)) => h,
-        (Some(_), None) => (false, Originals::default()),
+    let role = managed_role(&mut originals, desired, existing);
+    let budget_id = plan_member_budget(
+        desired,
+        observed,
+        created,
+        stale_budget_users,
+        &mut originals,
+        context,
+        organization_id,
+        &mut steps,
+    );
+    let want = MembershipRow {
+        user_id: user_id.clone(),
+        organization_id: organization_id.to_string(),
+        user_role: role,
+        budget_id: budget_id.clone(),
     };
+    let entry = LedgerEntry {
+        row_key,
+        manager: context.manager.to_string(),
+        resource,
+        organization_id: Some(organization_id.to_string()),
+        created,
+        deletion_policy: policy_str(desired.deletion_policy).into(),
+        managed: originals.to_value(&member_identity(desired, &user_id, organization_id)),
+    };
+    steps.extend(
+        Step::Claim,
+        claim_if_changed(observed.ledger.as_ref(), entry, Some(legacy_resource)),
+    );
+    let user_created = user.create.is_some();
+    steps.extend(Step::User, user.create);
+    steps.extend(Step::Row, membership_change(existing, want));
+    Ok(ObjectPlan {
+        kind: "OrganizationMember",
+        key: Some(desired.key.clone()),
+        changes: steps.ordered(),
+        organization_id: Some(organization_id.to_string()),
+        budget_id,
+        user_created,
+        user_id: Some(user_id),
+        notes: user.note.into_iter().collect(),
+    })
+}
 
-    // Rows this resource managed for another user or organization before: removed if it
-    // created them, released if it adopted them.
-    let mut stale_budget_users = 0;
+/// Step 2 of a membership: its role, the one field it always declares.
+fn managed_role(
+    originals: &mut Originals,
+    desired: &DesiredMember,
+    existing: Option<&MembershipRow>,
+) -> Option<String> {
+    let current = existing
+        .and_then(|m| m.user_role.clone())
+        .map_or(Value::Null, Value::from);
+    let role = originals.field("user_role", Some(json!(desired.role.as_str())), current);
+    role.as_str().map(str::to_string)
+}
+
+/// The write that makes the membership `existing` (or none) into `want`, if any.
+fn membership_change(existing: Option<&MembershipRow>, want: MembershipRow) -> Option<Change> {
+    match existing {
+        None => Some(Change::CreateMembership(want)),
+        Some(have) if *have != want => Some(Change::UpdateMembership {
+            before: have.clone(),
+            after: want,
+        }),
+        Some(_) => None,
+    }
+}
+
+/// Rows this resource managed for another user or organization before: removed if it
+/// created them, released if it adopted them (and the same for memberships an earlier
+/// version made, recognised by their budget row). Returns how many adopted ones keep the
+/// resource's own budget attached.
+fn stale_memberships(
+    observed: &ObservedMember,
+    row_key: &str,
+    user_id: &str,
+    organization_id: &str,
+    steps: &mut Steps,
+) -> usize {
+    let mut still_attached = 0;
     for e in observed
         .own_entries
         .iter()
@@ -748,18 +814,23 @@ pub fn plan_member(
             continue;
         };
         if e.created {
-            changes.push(Change::DeleteMembership {
-                user_id: u.to_string(),
-                organization_id: o.to_string(),
-            });
+            steps.push(
+                Step::Stale,
+                Change::DeleteMembership {
+                    user_id: u.to_string(),
+                    organization_id: o.to_string(),
+                },
+            );
         } else if Originals::read(&e.managed).manages("budget_id") {
-            stale_budget_users += 1;
+            still_attached += 1;
         }
-        changes.push(Change::Release {
-            row_key: e.row_key.clone(),
-        });
+        steps.push(
+            Step::Stale,
+            Change::Release {
+                row_key: e.row_key.clone(),
+            },
+        );
     }
-    // The same, for memberships an earlier version made (recognised by the budget row).
     for stale in &observed.memberships_with_own_budget {
         if (stale.user_id != user_id || stale.organization_id != organization_id)
             && !observed
@@ -767,167 +838,97 @@ pub fn plan_member(
                 .iter()
                 .any(|e| e.row_key == membership_key(&stale.organization_id, &stale.user_id))
         {
-            changes.push(Change::DeleteMembership {
-                user_id: stale.user_id.clone(),
-                organization_id: organization_id_of(stale),
-            });
+            steps.push(
+                Step::Stale,
+                Change::DeleteMembership {
+                    user_id: stale.user_id.clone(),
+                    organization_id: stale.organization_id.clone(),
+                },
+            );
         }
     }
-
-    let current_role = existing
-        .and_then(|m| m.user_role.clone())
-        .map_or(Value::Null, Value::from);
-    let role = originals.field(
-        "user_role",
-        Some(json!(desired.role.as_str())),
-        current_role,
-    );
-
-    let current_budget_id = existing.and_then(|m| m.budget_id.clone());
-    let mut budget_changes = Vec::new();
-    let mut after_changes = Vec::new();
-    let budget_entry_key = budget_key(own_budget);
-    let own_budget_entry = observed
-        .own_entries
-        .iter()
-        .find(|e| e.row_key == budget_entry_key);
-    let budget_id: Option<String> = match desired.max_budget {
-        Some(max) => {
-            let base = match (&observed.own_budget, &observed.membership_budget) {
-                (Some(own), _) => own.clone(),
-                (None, Some(theirs)) if !created => BudgetRow {
-                    budget_id: own_budget.to_string(),
-                    created_by: actor.to_string(),
-                    ..theirs.clone()
-                },
-                _ => BudgetRow {
-                    budget_id: own_budget.to_string(),
-                    created_by: actor.to_string(),
-                    ..Default::default()
-                },
-            };
-            let declared = BudgetRow {
-                max_budget: Some(max),
-                ..Default::default()
-            };
-            let want = managed_budget(&mut originals, &declared, &base);
-            match &observed.own_budget {
-                None => budget_changes.push(Change::CreateBudget(want)),
-                Some(have) if !same_limits(have, &want) => {
-                    budget_changes.push(Change::UpdateBudget {
-                        before: have.clone(),
-                        after: BudgetRow {
-                            created_by: have.created_by.clone(),
-                            ..want
-                        },
-                    })
-                }
-                Some(_) => {}
-            }
-            let entry = LedgerEntry {
-                row_key: budget_entry_key.clone(),
-                manager: manager.to_string(),
-                resource: resource.clone(),
-                organization_id: Some(organization_id.to_string()),
-                created: observed.own_budget.is_none()
-                    || own_budget_entry.is_none_or(|e| e.created),
-                deletion_policy: policy_str(desired.deletion_policy).into(),
-                managed: json!({}),
-            };
-            changes.extend(claim_if_changed(
-                own_budget_entry,
-                entry,
-                Some(legacy.clone()),
-            ));
-            let current = current_budget_id.clone().map_or(Value::Null, Value::from);
-            Some(value_string(
-                originals.field("budget_id", Some(json!(own_budget)), current),
-                own_budget,
-            ))
-        }
-        None => {
-            originals.forget_prefix("budget.");
-            let current = current_budget_id.clone().map_or(Value::Null, Value::from);
-            let restored = originals.field("budget_id", None, current);
-            let restored = restored.as_str().map(str::to_string);
-            // The resource's own budget row, now unused: deleted (after the membership lets go
-            // of it) if the operator created it, released otherwise.
-            if observed.own_budget.is_some()
-                && restored.as_deref() != Some(own_budget)
-                && stale_budget_users == 0
-            {
-                if own_budget_entry.is_none_or(|e| e.created) {
-                    after_changes.push(Change::DeleteBudget {
-                        budget_id: own_budget.to_string(),
-                    });
-                }
-                if own_budget_entry.is_some() {
-                    after_changes.push(Change::Release {
-                        row_key: budget_entry_key.clone(),
-                    });
-                }
-            }
-            restored
-        }
-    };
-
-    let want = MembershipRow {
-        user_id: user_id.clone(),
-        organization_id: organization_id.to_string(),
-        user_role: role.as_str().map(str::to_string),
-        budget_id: budget_id.clone(),
-    };
-    let entry = LedgerEntry {
-        row_key,
-        manager: manager.to_string(),
-        resource: resource.clone(),
-        organization_id: Some(organization_id.to_string()),
-        created,
-        deletion_policy: policy_str(desired.deletion_policy).into(),
-        managed: originals.to_value(&[
-            ("user_id", json!(user_id)),
-            ("organization_id", json!(organization_id)),
-        ]),
-    };
-    let mut plan_changes: Vec<Change> = Vec::new();
-    plan_changes.extend(claim_if_changed(
-        observed.ledger.as_ref(),
-        entry,
-        Some(legacy),
-    ));
-    plan_changes.extend(changes);
-    plan_changes.extend(user_changes);
-    plan_changes.extend(budget_changes);
-    match existing {
-        None => plan_changes.push(Change::CreateMembership(want)),
-        Some(have) if *have != want => plan_changes.push(Change::UpdateMembership {
-            before: have.clone(),
-            after: want,
-        }),
-        Some(_) => {}
-    }
-    plan_changes.extend(after_changes);
-
-    Ok(ObjectPlan {
-        kind: "OrganizationMember",
-        key: Some(desired.key.clone()),
-        changes: plan_changes,
-        organization_id: Some(organization_id.to_string()),
-        budget_id,
-        user_id: Some(user_id),
-        user_created,
-    })
+    still_attached
 }
 
-fn organization_id_of(m: &MembershipRow) -> String {
-    m.organization_id.clone()
+/// Step 3 of a membership: its `budget_id`, and the writes of the member's own budget row
+/// (only while `maxBudgetInOrganization` is declared: no bookkeeping rows).
+#[allow(clippy::too_many_arguments)]
+fn plan_member_budget(
+    desired: &DesiredMember,
+    observed: &ObservedMember,
+    created: bool,
+    stale_budget_users: usize,
+    originals: &mut Originals,
+    context: &MemberContext<'_>,
+    organization_id: &str,
+    steps: &mut Steps,
+) -> Option<String> {
+    let own_id = desired.budget_id.as_str();
+    let budget_key = budget_key(own_id);
+    let own = OwnBudget {
+        id: own_id,
+        row: observed.own_budget.as_ref(),
+        current: observed.membership_budget.as_ref(),
+        entry: observed
+            .own_entries
+            .iter()
+            .find(|e| e.row_key == budget_key),
+    };
+    let current = observed
+        .membership
+        .as_ref()
+        .and_then(|m| m.budget_id.as_deref());
+    let Some(declared) = desired.declared_budget() else {
+        originals.forget_prefix("budget.");
+        let restored = managed_budget_id(originals, None, current);
+        if restored.as_deref() != Some(own_id) && stale_budget_users == 0 {
+            steps.extend(Step::Release, drop_own_budget(&own));
+        }
+        return restored;
+    };
+    steps.extend(
+        Step::Budget,
+        plan_own_budget(&own, created, &declared, originals, context.actor),
+    );
+    let legacy = legacy_member_resource(own_id);
+    steps.extend(
+        Step::ClaimBudget,
+        own_budget_claim(
+            &own,
+            &desired.resource(),
+            organization_id,
+            context.manager,
+            desired.deletion_policy,
+            Some(legacy),
+        ),
+    );
+    managed_budget_id(originals, Some(own_id), current)
+}
+
+/// What a membership entry records besides its originals: the row's user and organization,
+/// and the email a member found by email was resolved with (see
+/// [`crate::store::held_user_id`]).
+fn member_identity<'a>(
+    desired: &'a DesiredMember,
+    user_id: &str,
+    organization_id: &str,
+) -> Vec<(&'a str, Value)> {
+    let mut identity = vec![
+        ("user_id", json!(user_id)),
+        ("organization_id", json!(organization_id)),
+    ];
+    if let (None, Some(email)) = (&desired.user_id, &desired.email) {
+        identity.push(("email", json!(email)));
+    }
+    identity
 }
 
 /// Plan what deleting the member resource `key` does: `Retain` releases its rows; `Delete`
 /// deletes the memberships the operator created and its own budget row, and releases the
-/// memberships it adopted (as they stand, with a budget it attached left attached). Users are
-/// never deleted. `entries` are its ledger entries; with none (a member of an earlier version
-/// never written since), `observed.memberships_with_own_budget` names its rows.
+/// memberships it adopted. A membership released gets back the budget it had before the
+/// operator gave it one of its own (which is then deleted). Users are never deleted.
+/// `entries` are its ledger entries; with none (a member of an earlier version never written
+/// since), `observed.memberships_with_own_budget` names its rows.
 pub fn plan_delete_member(
     key: &ObjectKey,
     budget_id: &str,
@@ -941,7 +942,7 @@ pub fn plan_delete_member(
         ..Default::default()
     };
     let mut budget_still_attached = false;
-    let mut releases = Vec::new();
+    let mut given_back = false;
     for e in entries
         .iter()
         .filter(|e| e.row_key.starts_with("membership/"))
@@ -953,13 +954,14 @@ pub fn plan_delete_member(
                 user_id: u.to_string(),
                 organization_id: o.to_string(),
             }),
-            _ => {
-                budget_still_attached |= Originals::read(&e.managed).manages("budget_id");
-            }
+            _ => match restore_membership_budget(e, budget_id, observed) {
+                Some(change) => {
+                    plan.changes.push(change);
+                    given_back = true;
+                }
+                None => budget_still_attached |= Originals::read(&e.managed).manages("budget_id"),
+            },
         }
-        releases.push(Change::Release {
-            row_key: e.row_key.clone(),
-        });
     }
     if entries.is_empty() {
         for m in &observed.memberships_with_own_budget {
@@ -971,18 +973,48 @@ pub fn plan_delete_member(
     }
     let budget_entry = entries.iter().find(|e| e.row_key.starts_with("budget/"));
     let budget_created = budget_entry.is_none_or(|e| e.created);
-    if !retain && !budget_still_attached && budget_created && observed.own_budget.is_some() {
+    // `Retain` keeps the rows, but a budget given back leaves the operator's row unused.
+    if (!retain || given_back)
+        && !budget_still_attached
+        && budget_created
+        && observed.own_budget.is_some()
+    {
         plan.changes.push(Change::DeleteBudget {
             budget_id: budget_id.to_string(),
         });
     }
-    if let Some(e) = budget_entry {
-        releases.push(Change::Release {
-            row_key: e.row_key.clone(),
-        });
-    }
-    plan.changes.extend(releases);
+    plan.changes.extend(release_all(entries.iter()));
     plan
+}
+
+/// For a membership the resource adopted and gave a budget of its own: the update that
+/// points it back at the budget it had.
+fn restore_membership_budget(
+    entry: &LedgerEntry,
+    budget_id: &str,
+    observed: &ObservedMember,
+) -> Option<Change> {
+    if entry.created {
+        return None;
+    }
+    let original = Originals::read(&entry.managed)
+        .original("budget_id")?
+        .clone();
+    let user = entry.managed.get("user_id").and_then(Value::as_str)?;
+    let org = entry
+        .managed
+        .get("organization_id")
+        .and_then(Value::as_str)?;
+    let have = observed.memberships_with_own_budget.iter().find(|m| {
+        m.user_id == user && m.organization_id == org && m.budget_id.as_deref() == Some(budget_id)
+    })?;
+    Some(Change::UpdateMembership {
+        before: have.clone(),
+        after: MembershipRow {
+            budget_id: original.as_str().map(str::to_string),
+            ..have.clone()
+        },
+    })
 }
 
 impl fmt::Display for ObjectPlan {
@@ -993,6 +1025,9 @@ impl fmt::Display for ObjectPlan {
         }
         for c in &self.changes {
             write!(f, "{c}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "  ! {}", crate::text::escape(n))?;
         }
         Ok(())
     }
@@ -1010,7 +1045,10 @@ mod tests {
         BudgetReference, BudgetSpec, MemberRole, OrganizationMemberSpec, OrganizationReference,
         OrganizationSpec, UserSelector,
     };
-    use crate::store::UserRow;
+    use crate::engine::fields::same_limits;
+    use crate::engine::ids;
+    use crate::engine::legacy::{plan_delete_legacy_organization, retained_by_marker};
+    use crate::store::{OWNER_KEY, Scalar, UserRow};
 
     const ACTOR: &str = "litellm-org-operator";
     const MANAGER: &str = "cli";
@@ -1057,7 +1095,9 @@ mod tests {
                     o.budget_ledger = None
                 }
                 Change::Release { .. } => o.ledger = None,
-                Change::CreateBudget(b) | Change::UpdateBudget { after: b, .. } => {
+                Change::CreateBudget(b)
+                | Change::UpdateBudget { after: b, .. }
+                | Change::CopyBudget { after: b, .. } => {
                     if b.budget_id == desired.budget.budget_id() {
                         o.desired_budget = Some(b.clone());
                     }
@@ -1093,14 +1133,10 @@ mod tests {
     }
 
     fn ui_budget() -> BudgetRow {
-        BudgetRow {
-            budget_id: "ui-org-budget".into(),
-            max_budget: Some(1000.0),
-            budget_duration: Some("30d".into()),
-            tpm_limit: Some(100),
-            created_by: "admin".into(),
-            ..Default::default()
-        }
+        BudgetRow::new("ui-org-budget", "admin")
+            .with("max_budget", Some(Scalar::Float(1000.0)))
+            .with("budget_duration", Some(Scalar::Text("30d".into())))
+            .with("tpm_limit", Some(Scalar::Int(100)))
     }
 
     /// An organization made in LiteLLM's UI with a 1000 USD / 30d budget.
@@ -1111,7 +1147,7 @@ mod tests {
                 organization_alias: "Made in the UI".into(),
                 budget_id: "ui-org-budget".into(),
                 models: vec!["gpt-4o".into()],
-                metadata: Map::from_iter([("team".to_string(), json!("ui"))]),
+                metadata: r#"{"team": "ui"}"#.into(),
                 spend: 12.5,
             }),
             current_budget: Some(ui_budget()),
@@ -1156,7 +1192,7 @@ mod tests {
             b.budget_id,
             ids::organization_budget_id("team-a", "research")
         );
-        assert_eq!(b.max_budget, Some(100.0));
+        assert_eq!(b.max_budget(), Some(100.0));
         let Change::CreateOrganization(o) = r[1] else {
             panic!("then the organization")
         };
@@ -1170,7 +1206,7 @@ mod tests {
         );
         assert_eq!(o.budget_id, b.budget_id);
         assert!(
-            !o.metadata.contains_key(OWNER_KEY),
+            !o.metadata_map().contains_key(OWNER_KEY),
             "no bookkeeping in LiteLLM's metadata"
         );
     }
@@ -1191,8 +1227,8 @@ mod tests {
             o.organization_alias = "renamed in the UI".into();
         }
         if let Some(b) = observed.desired_budget.as_mut() {
-            b.max_budget = Some(5.0);
-            b.tpm_limit = Some(77); // not declared by the manifest
+            b.set("max_budget", Some(Scalar::Float(5.0)));
+            b.set("tpm_limit", Some(Scalar::Int(77))); // not declared by the manifest
             b.created_by = "someone".into();
         }
         let plan = plan_organization(&d, &observed, MANAGER).expect("plan");
@@ -1200,11 +1236,11 @@ mod tests {
         let Change::UpdateBudget { before, after } = r[0] else {
             panic!("{plan}")
         };
-        assert_eq!(before.max_budget, Some(5.0));
-        assert_eq!(after.max_budget, Some(100.0));
+        assert_eq!(before.max_budget(), Some(5.0));
+        assert_eq!(after.max_budget(), Some(100.0));
         assert_eq!(
-            after.tpm_limit,
-            Some(77),
+            after.limit("tpm_limit"),
+            Some(&Scalar::Int(77)),
             "an undeclared limit set in LiteLLM stays"
         );
         assert_eq!(after.created_by, "someone", "created_by is never rewritten");
@@ -1275,12 +1311,17 @@ mod tests {
         let d = pinned(budget_spec(500.0));
         let (plan, observed) = apply(&d, &ui_org());
         let r = rows(&plan);
-        let Change::CreateBudget(own) = r[0] else {
+        let Change::CopyBudget { source, after: own } = r[0] else {
             panic!("{plan}")
         };
-        assert_eq!(own.max_budget, Some(500.0), "declared");
-        assert_eq!(own.tpm_limit, Some(100), "copied from the budget it had");
-        assert_eq!(own.budget_duration.as_deref(), Some("30d"), "copied");
+        assert_eq!(source.budget_id, "ui-org-budget");
+        assert_eq!(own.max_budget(), Some(500.0), "declared");
+        assert_eq!(
+            own.limit("tpm_limit"),
+            Some(&Scalar::Int(100)),
+            "copied from the budget it had"
+        );
+        assert_eq!(own.budget_duration(), Some("30d"), "copied");
         let Change::UpdateOrganization { after, .. } = r[1] else {
             panic!("{plan}")
         };
@@ -1314,7 +1355,7 @@ mod tests {
         );
         let (_, mut observed) = apply(&d, &ObservedOrganization::default());
         if let Some(o) = observed.organization.as_mut() {
-            o.metadata = Map::from_iter([("from_ui".to_string(), json!(1))]);
+            o.metadata = r#"{"from_ui": 1}"#.into();
         }
         let plan = plan_organization(&d, &observed, MANAGER).expect("still ours");
         let r = rows(&plan);
@@ -1322,12 +1363,12 @@ mod tests {
             panic!("{plan}")
         };
         assert_eq!(
-            after.metadata.get("tier"),
+            after.metadata_map().get("tier"),
             Some(&json!("gold")),
             "declared key put back"
         );
         assert_eq!(
-            after.metadata.get("from_ui"),
+            after.metadata_map().get("from_ui"),
             Some(&json!(1)),
             "foreign key kept"
         );
@@ -1344,16 +1385,16 @@ mod tests {
             observed
                 .organization
                 .as_ref()
-                .and_then(|o| o.metadata.get("team")),
-            Some(&json!("platform"))
+                .and_then(|o| o.metadata_map().get("team").cloned()),
+            Some(json!("platform"))
         );
         let (_, observed) = apply(&pinned(OrganizationSpec::default()), &observed);
         assert_eq!(
             observed
                 .organization
                 .as_ref()
-                .and_then(|o| o.metadata.get("team")),
-            Some(&json!("ui")),
+                .and_then(|o| o.metadata_map().get("team").cloned()),
+            Some(json!("ui")),
             "the value LiteLLM had before"
         );
     }
@@ -1366,18 +1407,12 @@ mod tests {
                 organization_id: d.organization_id.clone(),
                 organization_alias: "research".into(),
                 budget_id: d.owned_budget_id.clone(),
-                metadata: Map::from_iter([(
-                    OWNER_KEY.to_string(),
-                    json!({"owner": "Organization/team-a/research", "managedKeys": [], "deletionPolicy": "Delete"}),
-                )]),
+                metadata: json!({OWNER_KEY: {"owner": "Organization/team-a/research", "managedKeys": [], "deletionPolicy": "Delete"}}).to_string(),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        observed.desired_budget = Some(BudgetRow {
-            budget_id: d.owned_budget_id.clone(),
-            ..Default::default()
-        });
+        observed.desired_budget = Some(BudgetRow::new(d.owned_budget_id.clone(), ""));
         let plan = plan_organization(&d, &observed, MANAGER).expect("plan");
         let Change::Claim { entry, .. } = &plan.changes[0] else {
             panic!("{plan}")
@@ -1390,7 +1425,7 @@ mod tests {
                 _ => None,
             })
             .expect("marker removed");
-        assert!(!update.metadata.contains_key(OWNER_KEY));
+        assert!(!update.metadata_map().contains_key(OWNER_KEY));
         // The marker of another resource is still respected.
         let other = org(
             "other",
@@ -1437,10 +1472,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        observed.desired_budget = Some(BudgetRow {
-            budget_id: "shared".into(),
-            ..Default::default()
-        });
+        observed.desired_budget = Some(BudgetRow::new("shared", ""));
         let plan = plan_organization(&d, &observed, MANAGER).expect("plan");
         let r = rows(&plan);
         assert!(
@@ -1502,10 +1534,7 @@ mod tests {
             organization: Some(OrganizationRow {
                 organization_id: d.organization_id.clone(),
                 budget_id: d.owned_budget_id.clone(),
-                metadata: Map::from_iter([(
-                    OWNER_KEY.to_string(),
-                    json!({"owner": "Organization/team-a/research"}),
-                )]),
+                metadata: json!({OWNER_KEY: {"owner": "Organization/team-a/research"}}).to_string(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1653,7 +1682,7 @@ mod tests {
         let plan = plan_m(&d, &observed).expect("plan");
         let r = rows(&plan);
         assert!(
-            matches!(r[0], Change::CreateBudget(b) if b.max_budget == Some(10.0) && b.budget_id == d.budget_id)
+            matches!(r[0], Change::CreateBudget(b) if b.max_budget() == Some(10.0) && b.budget_id == d.budget_id)
         );
         assert!(
             matches!(r[1], Change::CreateMembership(m) if m.budget_id.as_deref() == Some(d.budget_id.as_str()))
@@ -1733,12 +1762,10 @@ mod tests {
                 user_role: Some("internal_user".into()),
                 budget_id: Some("ui-member-budget".into()),
             }),
-            membership_budget: Some(BudgetRow {
-                budget_id: "ui-member-budget".into(),
-                max_budget: Some(100.0),
-                created_by: "admin".into(),
-                ..Default::default()
-            }),
+            membership_budget: Some(
+                BudgetRow::new("ui-member-budget", "admin")
+                    .with("max_budget", Some(Scalar::Float(100.0))),
+            ),
             ..with_org()
         }
     }
@@ -1795,8 +1822,14 @@ mod tests {
             m.budget_id = Some(d.budget_id.clone());
             m.user_role = Some("org_admin".into());
         }
-        observed.membership_budget = Some(d.budget_row(ACTOR));
-        observed.own_budget = Some(d.budget_row(ACTOR));
+        observed.membership_budget = Some(
+            BudgetRow::new(d.budget_id.clone(), ACTOR)
+                .with("max_budget", d.max_budget.map(Scalar::Float)),
+        );
+        observed.own_budget = Some(
+            BudgetRow::new(d.budget_id.clone(), ACTOR)
+                .with("max_budget", d.max_budget.map(Scalar::Float)),
+        );
         let plan = plan_m(&d, &observed).expect("plan");
         let r = rows(&plan);
         assert!(
@@ -1915,12 +1948,12 @@ mod tests {
             ..Default::default()
         };
         let b = BudgetRow {
-            model_max_budget: Some(json!({})),
+            model_max_budget: Some("{}".into()),
             ..Default::default()
         };
         assert!(same_limits(&a, &b));
         let c = BudgetRow {
-            model_max_budget: Some(json!({"gpt-4o": {"budget_limit": 1.0}})),
+            model_max_budget: Some(r#"{"gpt-4o": {"budget_limit": 1.0}}"#.into()),
             created_by: "x".into(),
             ..Default::default()
         };

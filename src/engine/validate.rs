@@ -295,7 +295,7 @@ fn check_duration(field: &str, value: &str) -> Result<(), EngineError> {
         Err(EngineError::invalid(
             field,
             format!(
-                "{value:?} is not a duration: use a number and a unit, such as 30s, 30m, 24h, 30d, 2w or 1mo"
+                "{value:?} is not a budget duration LiteLLM accepts: use a number and a unit, such as 30s, 30m, 24h, 30d or 2w, or one of 1mo, hourly, daily, weekly, monthly (LiteLLM's monthly reset takes only 1mo)"
             ),
         ))
     }
@@ -336,7 +336,7 @@ mod tests {
             "spec.budget.maxBudget"
         );
         spec.budget = Some(BudgetSpec {
-            budget_duration: Some("monthly".into()),
+            budget_duration: Some("2mo".into()),
             ..Default::default()
         });
         assert_eq!(

@@ -4,8 +4,7 @@
 
 use std::fmt;
 
-use serde_json::Value;
-
+use super::inventory::{BUDGET_LIMITS, RawObject};
 use super::{BudgetRow, LedgerEntry, MembershipRow, OrganizationRow};
 
 /// What LiteLLM gives every internal user it creates (`get_new_internal_user_defaults`):
@@ -24,6 +23,13 @@ pub struct NewUserDefaults {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     CreateBudget(BudgetRow),
+    /// A new budget row `after.budget_id` that starts as a whole copy of the row `source`
+    /// (every column LiteLLM has, whichever version made it, and its reset window), with
+    /// only the managed columns where `after` differs from `source` written.
+    CopyBudget {
+        source: BudgetRow,
+        after: BudgetRow,
+    },
     UpdateBudget {
         before: BudgetRow,
         after: BudgetRow,
@@ -91,8 +97,13 @@ impl Change {
             Change::UpdateBudget { before, after } => {
                 diff(budget_fields(before), budget_fields(after))
             }
+            Change::CopyBudget { .. } => vec!["budget row".to_string()],
             Change::UpdateOrganization { before, after } => {
-                diff(org_fields(before), org_fields(after))
+                let mut f = diff(org_fields(before), org_fields(after));
+                if before.metadata != after.metadata {
+                    f.push("metadata".to_string());
+                }
+                f
             }
             Change::UpdateMembership { before, after } => {
                 let mut f = Vec::new();
@@ -127,21 +138,19 @@ fn t(value: &str) -> std::borrow::Cow<'_, str> {
     crate::text::escape(value)
 }
 
-fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
-    vec![
-        ("max_budget", opt(&b.max_budget)),
-        ("soft_budget", opt(&b.soft_budget)),
-        ("max_parallel_requests", opt(&b.max_parallel_requests)),
-        ("tpm_limit", opt(&b.tpm_limit)),
-        ("rpm_limit", opt(&b.rpm_limit)),
-        ("budget_duration", opt(&b.budget_duration)),
-        (
-            "model_max_budget",
-            b.model_max_budget
-                .as_ref()
-                .map_or_else(|| "none".to_string(), Value::to_string),
-        ),
-    ]
+/// Every managed budget column as the plan shows it, in inventory order.
+pub(crate) fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
+    let mut fields: Vec<(&'static str, String)> = BUDGET_LIMITS
+        .iter()
+        .map(|l| (l.column, opt(&b.limit(l.column))))
+        .collect();
+    fields.push((
+        "model_max_budget",
+        b.model_max_budget
+            .as_deref()
+            .map_or_else(|| "none".to_string(), |v| t(v).into_owned()),
+    ));
+    fields
 }
 
 fn org_fields(o: &OrganizationRow) -> Vec<(&'static str, String)> {
@@ -152,8 +161,92 @@ fn org_fields(o: &OrganizationRow) -> Vec<(&'static str, String)> {
         ),
         ("budget_id", t(&o.budget_id).into_owned()),
         ("models", t(&format!("{:?}", o.models)).into_owned()),
-        ("metadata", Value::Object(o.metadata.clone()).to_string()),
     ]
+}
+
+/// `metadata.<key>: before -> after` for each key whose text the update changes.
+fn write_metadata_diff(f: &mut fmt::Formatter<'_>, before: &str, after: &str) -> fmt::Result {
+    match (RawObject::parse(before), RawObject::parse(after)) {
+        (Some(b), Some(a)) => {
+            for k in b.changed_keys(&a) {
+                writeln!(
+                    f,
+                    "      metadata.{}: {} -> {}",
+                    t(k),
+                    t(b.raw(k).unwrap_or("none")),
+                    t(a.raw(k).unwrap_or("none"))
+                )?;
+            }
+            Ok(())
+        }
+        _ if before != after => writeln!(f, "      metadata: {} -> {}", t(before), t(after)),
+        _ => Ok(()),
+    }
+}
+
+fn write_new_budget(f: &mut fmt::Formatter<'_>, b: &BudgetRow) -> fmt::Result {
+    writeln!(f, "  + budget {}", t(&b.budget_id))?;
+    for (k, v) in budget_fields(b).into_iter().filter(|(_, v)| v != "none") {
+        writeln!(f, "      {k}: {v}")?;
+    }
+    Ok(())
+}
+
+fn write_new_organization(f: &mut fmt::Formatter<'_>, o: &OrganizationRow) -> fmt::Result {
+    writeln!(f, "  + organization {}", t(&o.organization_id))?;
+    for (k, v) in org_fields(o) {
+        writeln!(f, "      {k}: {v}")?;
+    }
+    writeln!(f, "      metadata: {}", t(&o.metadata))
+}
+
+fn write_new_user(
+    f: &mut fmt::Formatter<'_>,
+    user_id: &str,
+    email: &Option<String>,
+    defaults: &NewUserDefaults,
+) -> fmt::Result {
+    writeln!(f, "  + user {} (email: {})", t(user_id), opt(email))?;
+    if !defaults.models.is_empty() {
+        writeln!(f, "      models: {}", t(&format!("{:?}", defaults.models)))?;
+    }
+    if let Some(b) = defaults.max_budget {
+        writeln!(f, "      max_budget: {b}")?;
+    }
+    if let Some(d) = &defaults.budget_duration {
+        writeln!(f, "      budget_duration: {}", t(d))?;
+    }
+    Ok(())
+}
+
+fn write_membership_update(
+    f: &mut fmt::Formatter<'_>,
+    before: &MembershipRow,
+    after: &MembershipRow,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "  ~ membership user {} in {}",
+        t(&after.user_id),
+        t(&after.organization_id)
+    )?;
+    if before.user_role != after.user_role {
+        writeln!(
+            f,
+            "      user_role: {} -> {}",
+            opt(&before.user_role),
+            opt(&after.user_role)
+        )?;
+    }
+    if before.budget_id != after.budget_id {
+        writeln!(
+            f,
+            "      budget_id: {} -> {}",
+            opt(&before.budget_id),
+            opt(&after.budget_id)
+        )?;
+    }
+    Ok(())
 }
 
 fn write_diff(
@@ -172,28 +265,26 @@ fn write_diff(
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::CreateBudget(b) => {
-                writeln!(f, "  + budget {}", t(&b.budget_id))?;
-                for (k, v) in budget_fields(b).into_iter().filter(|(_, v)| v != "none") {
-                    writeln!(f, "      {k}: {v}")?;
-                }
-                Ok(())
-            }
+            Change::CreateBudget(b) => write_new_budget(f, b),
             Change::UpdateBudget { before, after } => {
                 writeln!(f, "  ~ budget {}", t(&after.budget_id))?;
                 write_diff(f, budget_fields(before), budget_fields(after))
             }
-            Change::DeleteBudget { budget_id } => writeln!(f, "  - budget {}", t(budget_id)),
-            Change::CreateOrganization(o) => {
-                writeln!(f, "  + organization {}", t(&o.organization_id))?;
-                for (k, v) in org_fields(o) {
-                    writeln!(f, "      {k}: {v}")?;
-                }
-                Ok(())
+            Change::CopyBudget { source, after } => {
+                writeln!(
+                    f,
+                    "  + budget {} (a copy of budget {})",
+                    t(&after.budget_id),
+                    t(&source.budget_id)
+                )?;
+                write_diff(f, budget_fields(source), budget_fields(after))
             }
+            Change::DeleteBudget { budget_id } => writeln!(f, "  - budget {}", t(budget_id)),
+            Change::CreateOrganization(o) => write_new_organization(f, o),
             Change::UpdateOrganization { before, after } => {
                 writeln!(f, "  ~ organization {}", t(&after.organization_id))?;
-                write_diff(f, org_fields(before), org_fields(after))
+                write_diff(f, org_fields(before), org_fields(after))?;
+                write_metadata_diff(f, &before.metadata, &after.metadata)
             }
             Change::DeleteOrganization {
                 organization_id,
@@ -213,19 +304,7 @@ impl fmt::Display for Change {
                 user_id,
                 email,
                 defaults,
-            } => {
-                writeln!(f, "  + user {} (email: {})", t(user_id), opt(email))?;
-                if !defaults.models.is_empty() {
-                    writeln!(f, "      models: {}", t(&format!("{:?}", defaults.models)))?;
-                }
-                if let Some(b) = defaults.max_budget {
-                    writeln!(f, "      max_budget: {b}")?;
-                }
-                if let Some(d) = &defaults.budget_duration {
-                    writeln!(f, "      budget_duration: {}", t(d))?;
-                }
-                Ok(())
-            }
+            } => write_new_user(f, user_id, email, defaults),
             Change::CreateMembership(m) => writeln!(
                 f,
                 "  + membership user {} in {} (role: {}, budget: {})",
@@ -234,31 +313,7 @@ impl fmt::Display for Change {
                 opt(&m.user_role),
                 opt(&m.budget_id)
             ),
-            Change::UpdateMembership { before, after } => {
-                writeln!(
-                    f,
-                    "  ~ membership user {} in {}",
-                    t(&after.user_id),
-                    t(&after.organization_id)
-                )?;
-                if before.user_role != after.user_role {
-                    writeln!(
-                        f,
-                        "      user_role: {} -> {}",
-                        opt(&before.user_role),
-                        opt(&after.user_role)
-                    )?;
-                }
-                if before.budget_id != after.budget_id {
-                    writeln!(
-                        f,
-                        "      budget_id: {} -> {}",
-                        opt(&before.budget_id),
-                        opt(&after.budget_id)
-                    )?;
-                }
-                Ok(())
-            }
+            Change::UpdateMembership { before, after } => write_membership_update(f, before, after),
             Change::Claim { entry, .. } => writeln!(
                 f,
                 "  = ledger: {} managed by {} ({})",

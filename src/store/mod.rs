@@ -3,9 +3,12 @@
 //!
 //! Every statement binds its values; identifiers only ever come from the fixed lists below.
 
+pub mod budget;
 mod change;
+pub mod inventory;
 pub mod ledger;
 pub mod open;
+pub(crate) mod organization;
 mod postgres;
 pub(crate) mod schema;
 mod sql;
@@ -14,6 +17,7 @@ mod sqlite;
 use std::future::Future;
 
 pub use change::{Change, NewUserDefaults};
+pub use inventory::{BUDGET_LIMITS, Kind, RawObject, Scalar};
 pub use ledger::{LedgerEntry, budget_key, membership_key, organization_key};
 pub use postgres::PostgresStore;
 pub use schema::{REQUIRED_COLUMNS, SchemaState};
@@ -33,19 +37,59 @@ pub fn metadata_owner(metadata: &serde_json::Map<String, serde_json::Value>) -> 
     metadata.get(OWNER_KEY)?.get("owner")?.as_str()
 }
 
-/// A `LiteLLM_BudgetTable` row, limited to the columns the operator manages.
+/// A `LiteLLM_BudgetTable` row, limited to the columns the inventory manages
+/// ([`BUDGET_LIMITS`] and `model_max_budget`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BudgetRow {
     pub budget_id: String,
-    pub max_budget: Option<f64>,
-    pub soft_budget: Option<f64>,
-    pub max_parallel_requests: Option<i32>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub budget_duration: Option<String>,
-    /// LiteLLM's `model_max_budget` JSON (`{model: {budget_limit, time_period}}`), `None` when SQL NULL.
-    pub model_max_budget: Option<serde_json::Value>,
+    /// The limits that are set, by column (a NULL column is absent).
+    pub limits: std::collections::BTreeMap<&'static str, Scalar>,
+    /// LiteLLM's `model_max_budget` as its JSON text, `None` when SQL NULL.
+    pub model_max_budget: Option<String>,
     pub created_by: String,
+}
+
+impl BudgetRow {
+    /// A row with no limit set.
+    pub fn new(budget_id: impl Into<String>, created_by: impl Into<String>) -> Self {
+        Self {
+            budget_id: budget_id.into(),
+            created_by: created_by.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The row with `column` (a column of [`BUDGET_LIMITS`]) set to `value`, or cleared.
+    pub fn with(mut self, column: &str, value: Option<Scalar>) -> Self {
+        self.set(column, value);
+        self
+    }
+
+    /// Set `column` (a column of [`BUDGET_LIMITS`]; others are ignored), or clear it.
+    pub fn set(&mut self, column: &str, value: Option<Scalar>) {
+        let Some(limit) = inventory::budget_limit(column) else {
+            return;
+        };
+        match value {
+            Some(v) => self.limits.insert(limit.column, v),
+            None => self.limits.remove(limit.column),
+        };
+    }
+
+    pub fn limit(&self, column: &str) -> Option<&Scalar> {
+        self.limits.get(column)
+    }
+
+    pub fn max_budget(&self) -> Option<f64> {
+        self.limit("max_budget").and_then(Scalar::as_f64)
+    }
+
+    pub fn budget_duration(&self) -> Option<&str> {
+        match self.limit("budget_duration") {
+            Some(Scalar::Text(d)) => Some(d),
+            _ => None,
+        }
+    }
 }
 
 /// A `LiteLLM_OrganizationTable` row, limited to the columns the operator manages or mirrors.
@@ -55,8 +99,21 @@ pub struct OrganizationRow {
     pub organization_alias: String,
     pub budget_id: String,
     pub models: Vec<String>,
-    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `metadata` as its JSON text (written back spliced, never re-encoded: see
+    /// [`RawObject`]).
+    pub metadata: String,
     pub spend: f64,
+}
+
+impl OrganizationRow {
+    /// `metadata` decoded, for reading the marker of an earlier version (empty when it is
+    /// not an object).
+    pub fn metadata_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::from_str(&self.metadata) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
 }
 
 /// A `LiteLLM_UserTable` row, limited to what the member lookup needs.
@@ -98,6 +155,9 @@ pub struct ObservedMember {
     pub user_by_id: Option<UserRow>,
     /// Users whose email matches `user.email` case-insensitively (searched only when needed).
     pub users_by_email: Vec<UserRow>,
+    /// The user this resource already holds its membership in this organization for (see
+    /// [`held_user_id`]), whatever its email is now.
+    pub held_user: Option<UserRow>,
     /// The membership of the resolved user, if the user was resolved and the row exists.
     pub membership: Option<MembershipRow>,
     /// The budget row the existing membership points at, if any.
@@ -112,6 +172,52 @@ pub struct ObservedMember {
     /// Every ledger entry of this member resource under this manager (its membership and its
     /// budget, including a membership it held for another user or organization before).
     pub own_entries: Vec<LedgerEntry>,
+}
+
+impl ObservedMember {
+    /// The user a member resolves to, the one rule the store (to read the membership) and
+    /// the planner share: by `user.userId`; else the user the resource already holds (LiteLLM
+    /// may have changed its email); else the one user with the email.
+    pub fn resolved_user(&self) -> Option<&UserRow> {
+        self.user_by_id.as_ref().or(self.held_user.as_ref()).or(
+            match self.users_by_email.as_slice() {
+                [one] => Some(one),
+                _ => None,
+            },
+        )
+    }
+}
+
+/// The user a member resource found by email already holds its membership in
+/// `organization_id` for, from its ledger entries: the resource keeps that user while its
+/// manifest names the same email (LiteLLM's `/user/update` may change the user's). A member
+/// that names a `userId`, or whose manifest now names another email, resolves afresh.
+pub fn held_user_id<'a>(
+    own_entries: &'a [LedgerEntry],
+    organization_id: &str,
+    user_id: Option<&str>,
+    email: Option<&str>,
+) -> Option<&'a str> {
+    if user_id.is_some() {
+        return None;
+    }
+    own_entries
+        .iter()
+        .filter(|e| {
+            e.row_key.starts_with("membership/")
+                && e.organization_id.as_deref() == Some(organization_id)
+        })
+        .filter(|e| {
+            match (
+                e.managed.get("email").and_then(serde_json::Value::as_str),
+                email,
+            ) {
+                (Some(held), Some(email)) => held.eq_ignore_ascii_case(email),
+                (None, _) => true,
+                (Some(_), None) => false,
+            }
+        })
+        .find_map(|e| e.managed.get("user_id").and_then(serde_json::Value::as_str))
 }
 
 /// Figures mirrored into `Organization.status`.

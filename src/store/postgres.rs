@@ -90,6 +90,21 @@ mod dialect {
         r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1 FOR UPDATE"#,
     );
 
+    /// The columns of one table (`$1`) of the current schema, in order, for a whole-row
+    /// copy.
+    pub const COLUMNS_OF: &str = r#"SELECT column_name::text FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = $1 AND is_generated = 'NEVER' ORDER BY ordinal_position"#;
+
+    /// The column type of a budget limit of this kind.
+    pub fn sql_type(kind: crate::store::Kind) -> &'static str {
+        match kind {
+            crate::store::Kind::Float => "DOUBLE PRECISION",
+            crate::store::Kind::Int4 => "INTEGER",
+            crate::store::Kind::Int8 => "BIGINT",
+            crate::store::Kind::Text => "TEXT",
+        }
+    }
+
     /// Whether an error says the ledger table does not exist yet.
     pub fn is_missing_table(err: &sqlx::Error) -> bool {
         matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") || db.code().as_deref() == Some("3F000"))

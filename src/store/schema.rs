@@ -2,20 +2,15 @@
 //! database. Table and column names are exactly LiteLLM's; this is the only source of
 //! identifiers in SQL text.
 
-/// Every `(table, column)` the operator reads or writes. Checked at start against an existing
-/// database, which is never altered.
+/// Every `(table, column)` the operator reads or writes, besides the budget limits of the
+/// inventory ([`super::BUDGET_LIMITS`], required as well). Checked at start against an
+/// existing database, which is never altered.
 pub const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
     (
         "LiteLLM_BudgetTable",
         &[
             "budget_id",
-            "max_budget",
-            "soft_budget",
-            "max_parallel_requests",
-            "tpm_limit",
-            "rpm_limit",
             "model_max_budget",
-            "budget_duration",
             "budget_reset_at",
             "created_at",
             "created_by",
@@ -89,12 +84,18 @@ pub fn compare(existing: &[(String, String)]) -> SchemaState {
         return SchemaState::Empty;
     }
     let mut missing = Vec::new();
+    let limits: Vec<&str> = super::BUDGET_LIMITS.iter().map(|l| l.column).collect();
     for (table, columns) in REQUIRED_COLUMNS {
         if !has_table(table) {
             missing.push(format!("table \"{table}\""));
             continue;
         }
-        for column in *columns {
+        let inventory = if *table == "LiteLLM_BudgetTable" {
+            &limits[..]
+        } else {
+            &[]
+        };
+        for column in columns.iter().chain(inventory) {
             if !existing.iter().any(|(t, c)| t == table && c == column) {
                 missing.push(format!("column \"{table}\".\"{column}\""));
             }
@@ -108,18 +109,13 @@ pub fn compare(existing: &[(String, String)]) -> SchemaState {
 }
 
 /// PostgreSQL DDL for an empty database: the subset of LiteLLM's baseline migration the
-/// operator uses, with LiteLLM's types, defaults and foreign keys. LiteLLM's own migrations
+/// operator uses, with LiteLLM's types, defaults and foreign keys (the budget limits are
+/// added after it, one column per entry of the inventory: `store::budget::add_limit_columns`). LiteLLM's own migrations
 /// remain the way to create a full proxy database.
 pub const POSTGRES_DDL: &[&str] = &[
     r#"CREATE TABLE IF NOT EXISTS "LiteLLM_BudgetTable" (
         "budget_id" TEXT NOT NULL PRIMARY KEY,
-        "max_budget" DOUBLE PRECISION,
-        "soft_budget" DOUBLE PRECISION,
-        "max_parallel_requests" INTEGER,
-        "tpm_limit" BIGINT,
-        "rpm_limit" BIGINT,
         "model_max_budget" JSONB,
-        "budget_duration" TEXT,
         "budget_reset_at" TIMESTAMP(3),
         "created_at" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
         "created_by" TEXT NOT NULL,
@@ -184,13 +180,7 @@ pub const POSTGRES_DDL: &[&str] = &[
 pub const SQLITE_DDL: &[&str] = &[
     r#"CREATE TABLE IF NOT EXISTS "LiteLLM_BudgetTable" (
         "budget_id" TEXT NOT NULL PRIMARY KEY,
-        "max_budget" REAL,
-        "soft_budget" REAL,
-        "max_parallel_requests" INTEGER,
-        "tpm_limit" INTEGER,
-        "rpm_limit" INTEGER,
         "model_max_budget" TEXT,
-        "budget_duration" TEXT,
         "budget_reset_at" TEXT,
         "created_at" TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
         "created_by" TEXT NOT NULL,
@@ -256,9 +246,13 @@ mod tests {
     use super::*;
 
     fn all() -> Vec<(String, String)> {
+        let limits = crate::store::BUDGET_LIMITS
+            .iter()
+            .map(|l| ("LiteLLM_BudgetTable".to_string(), l.column.to_string()));
         REQUIRED_COLUMNS
             .iter()
             .flat_map(|(t, cs)| cs.iter().map(move |c| (t.to_string(), c.to_string())))
+            .chain(limits)
             .collect()
     }
 

@@ -31,8 +31,9 @@ macro_rules! sql_store {
         use $crate::store::{
             BudgetRow, Change, LedgerEntry, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
             ObservedOrganization, OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership,
-            Store, UserRow, budget_key, membership_key, metadata_owner, organization_key,
+            Store, UserRow, budget_key, held_user_id, membership_key, metadata_owner, organization_key,
         };
+        use $crate::store::budget::{self as budget_sql, Bind};
 
         /// A connection of the store's driver.
         type Conn = <$db as sqlx::Database>::Connection;
@@ -41,20 +42,38 @@ macro_rules! sql_store {
             Utc::now().naive_utc()
         }
 
+        /// A budget row read with [`budget_sql::select`]: every limit of the inventory.
         fn budget_from_row(row: &$row) -> Result<BudgetRow, sqlx::Error> {
-            Ok(BudgetRow {
-                budget_id: row.try_get("budget_id")?,
-                max_budget: row.try_get("max_budget")?,
-                soft_budget: row.try_get("soft_budget")?,
-                max_parallel_requests: row.try_get("max_parallel_requests")?,
-                tpm_limit: row.try_get("tpm_limit")?,
-                rpm_limit: row.try_get("rpm_limit")?,
-                budget_duration: row.try_get("budget_duration")?,
-                model_max_budget: row
-                    .try_get::<Option<Json<Value>>, _>("model_max_budget")?
-                    .map(|j| j.0),
-                created_by: row.try_get("created_by")?,
-            })
+            let mut budget = BudgetRow::new(
+                row.try_get::<String, _>("budget_id")?,
+                row.try_get::<String, _>("created_by")?,
+            );
+            for limit in $crate::store::BUDGET_LIMITS {
+                let value = match limit.kind {
+                    $crate::store::Kind::Float => row.try_get::<Option<f64>, _>(limit.column)?.map($crate::store::Scalar::Float),
+                    $crate::store::Kind::Int4 => row.try_get::<Option<i32>, _>(limit.column)?.map($crate::store::Scalar::from),
+                    $crate::store::Kind::Int8 => row.try_get::<Option<i64>, _>(limit.column)?.map($crate::store::Scalar::Int),
+                    $crate::store::Kind::Text => row.try_get::<Option<String>, _>(limit.column)?.map($crate::store::Scalar::Text),
+                };
+                budget.set(limit.column, value);
+            }
+            budget.model_max_budget = row.try_get("model_max_budget")?;
+            Ok(budget)
+        }
+
+        /// Bind one value of a statement [`budget_sql`] built.
+        fn bind<'q>(
+            q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+            value: Bind,
+        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            match value {
+                Bind::Float(v) => q.bind(v),
+                Bind::Int4(v) => q.bind(v),
+                Bind::Int8(v) => q.bind(v),
+                Bind::Text(v) => q.bind(v),
+                Bind::Time(v) => q.bind(v),
+                Bind::Json(v) => q.bind(v.map(Json)),
+            }
         }
 
         fn metadata_map(value: Value) -> Map<String, Value> {
@@ -64,11 +83,14 @@ macro_rules! sql_store {
             }
         }
 
-        const SELECT_BUDGET: &str = r#"SELECT "budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit", "budget_duration", "model_max_budget", "created_by" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = $1"#;
 
         const SELECT_MEMBERSHIP: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#;
 
-        const SELECT_ORGANIZATION: &str = r#"SELECT "organization_id", "organization_alias", "budget_id", "models", "metadata", "spend" FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#;
+        const SELECT_ORGANIZATION: &str = r#"SELECT "organization_id", "organization_alias", "budget_id", "models", CAST("metadata" AS TEXT) AS "metadata", "spend" FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#;
+
+        /// Memberships on one budget row: a scan in LiteLLM's schema (no index on
+        /// `budget_id`), only off the steady-state path.
+        const MEMBERSHIPS_ON_BUDGET: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "budget_id" = $1"#;
 
         const ORGANIZATION_EXISTS: &str = r#"SELECT 1 FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#;
 
@@ -160,7 +182,7 @@ macro_rules! sql_store {
             }
 
             async fn budget(conn: &mut Conn, budget_id: &str) -> Result<Option<BudgetRow>, sqlx::Error> {
-                sqlx::query(SELECT_BUDGET)
+                sqlx::query(sqlx::AssertSqlSafe(budget_sql::select()))
                     .bind(budget_id)
                     .fetch_optional(&mut *conn)
                     .await?
@@ -189,7 +211,7 @@ macro_rules! sql_store {
                         organization_alias: row.try_get("organization_alias")?,
                         budget_id: row.try_get("budget_id")?,
                         models: $dialect::models(&row)?,
-                        metadata: metadata_map(row.try_get::<Json<Value>, _>("metadata")?.0),
+                        metadata: row.try_get("metadata")?,
                         spend: row.try_get("spend")?,
                     };
                     observed.current_budget = Self::budget(conn, &org.budget_id).await?;
@@ -206,21 +228,15 @@ macro_rules! sql_store {
                 Ok(observed)
             }
 
-            async fn observe_member_inner(
-                &self,
+            /// The candidates a member's user is resolved from (the planner and the store
+            /// resolve with `ObservedMember::resolved_user`): by id, by email, and the user the
+            /// resource's ledger entries hold.
+            async fn read_users(
+                conn: &mut Conn,
+                observed: &mut ObservedMember,
                 target: &MemberLookup<'_>,
-            ) -> Result<ObservedMember, sqlx::Error> {
-                let MemberLookup { organization_id, user_id, email, own_budget_id, resource, manager } = *target;
-                // One connection for every read (see `observe_organization_inner`).
-                let conn = &mut *self.pool.acquire().await?;
-                let mut observed = ObservedMember {
-                    organization_exists: sqlx::query(ORGANIZATION_EXISTS)
-                    .bind(organization_id)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .is_some(),
-                    ..Default::default()
-                };
+            ) -> Result<(), sqlx::Error> {
+                let MemberLookup { organization_id, user_id, email, .. } = *target;
                 if let Some(id) = user_id {
                     observed.user_by_id = sqlx::query(SELECT_USER_BY_ID)
                     .bind(id)
@@ -240,25 +256,42 @@ macro_rules! sql_store {
                     .map(user_from_row)
                     .collect::<Result<_, _>>()?;
                 }
+                if observed.user_by_id.is_none()
+                    && let Some(held) = held_user_id(&observed.own_entries, organization_id, user_id, email)
+                {
+                    observed.held_user = match observed.users_by_email.iter().find(|u| u.user_id == held) {
+                        Some(u) => Some(u.clone()),
+                        None => sqlx::query(SELECT_USER_BY_ID)
+                            .bind(held)
+                            .fetch_optional(&mut *conn)
+                            .await?
+                            .map(|r| user_from_row(&r))
+                            .transpose()?,
+                    };
+                }
+                Ok(())
+            }
+
+            async fn observe_member_inner(
+                &self,
+                target: &MemberLookup<'_>,
+            ) -> Result<ObservedMember, sqlx::Error> {
+                let MemberLookup { organization_id, own_budget_id, resource, manager, .. } = *target;
+                // One connection for every read (see `observe_organization_inner`).
+                let conn = &mut *self.pool.acquire().await?;
+                let mut observed = ObservedMember {
+                    organization_exists: sqlx::query(ORGANIZATION_EXISTS)
+                    .bind(organization_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .is_some(),
+                    ..Default::default()
+                };
                 if !resource.is_empty() {
                     observed.own_entries = self.ledger_of_resource_inner(conn, resource, manager).await?;
                 }
-                // Several users with the email: the one this resource already holds its
-                // membership for (the planner resolves it the same way).
-                let held = observed
-                    .own_entries
-                    .iter()
-                    .filter(|e| e.row_key.starts_with("membership/") && e.organization_id.as_deref() == Some(organization_id))
-                    .filter_map(|e| e.managed.get("user_id").and_then(Value::as_str))
-                    .find_map(|held| observed.users_by_email.iter().find(|u| u.user_id == held));
-                let resolved = observed
-                    .user_by_id
-                    .as_ref()
-                    .or(match observed.users_by_email.as_slice() {
-                        [one] => Some(one),
-                        _ => held,
-                    })
-                    .map(|u| u.user_id.clone());
+                Self::read_users(conn, &mut observed, target).await?;
+                let resolved = observed.resolved_user().map(|u| u.user_id.clone());
                 if let Some(uid) = &resolved {
                     let key = membership_key(organization_id, uid);
                     observed.ledger = self.ledger_by_key(conn, &key).await?;
@@ -295,15 +328,13 @@ macro_rules! sql_store {
                 if current_holds_own {
                     observed.memberships_with_own_budget = observed.membership.iter().cloned().collect();
                 } else if observed.own_budget.is_some() {
-                    observed.memberships_with_own_budget = sqlx::query(
-                        r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "budget_id" = $1"#,
-                    )
-                    .bind(own_budget_id)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .iter()
-                    .map(membership_from_row)
-                    .collect::<Result<_, _>>()?;
+                    observed.memberships_with_own_budget = sqlx::query(MEMBERSHIPS_ON_BUDGET)
+                        .bind(own_budget_id)
+                        .fetch_all(&mut *conn)
+                        .await?
+                        .iter()
+                        .map(membership_from_row)
+                        .collect::<Result<_, _>>()?;
                 }
                 Ok(observed)
             }
@@ -361,44 +392,68 @@ macro_rules! sql_store {
             }
         }
 
-        async fn upsert_budget(
+        /// A new budget row with the limits of `b` (a row of that id is left as it is: the
+        /// plan read it as missing, so another writer made it in between).
+        async fn create_budget(
             tx: &mut Transaction<'static, $db>,
             b: &BudgetRow,
             actor: &str,
         ) -> Result<(), sqlx::Error> {
-            let now = now();
-            let reset_at = b
-                .budget_duration
-                .as_deref()
-                .and_then(|d| budget_reset_at(d, now));
-            sqlx::query(
-                r#"INSERT INTO "LiteLLM_BudgetTable"
-                     ("budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit",
-                      "budget_duration", "budget_reset_at", "model_max_budget", "created_at", "created_by", "updated_at", "updated_by")
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11)
-                   ON CONFLICT ("budget_id") DO UPDATE SET
-                      "max_budget" = EXCLUDED."max_budget", "soft_budget" = EXCLUDED."soft_budget",
-                      "max_parallel_requests" = EXCLUDED."max_parallel_requests", "tpm_limit" = EXCLUDED."tpm_limit",
-                      "rpm_limit" = EXCLUDED."rpm_limit", "budget_duration" = EXCLUDED."budget_duration",
-                      "budget_reset_at" = CASE WHEN "LiteLLM_BudgetTable"."budget_duration" IS DISTINCT FROM EXCLUDED."budget_duration"
-                                               THEN EXCLUDED."budget_reset_at" ELSE "LiteLLM_BudgetTable"."budget_reset_at" END,
-                      "model_max_budget" = EXCLUDED."model_max_budget",
-                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#,
-            )
-            .bind(&b.budget_id)
-            .bind(b.max_budget)
-            .bind(b.soft_budget)
-            .bind(b.max_parallel_requests)
-            .bind(b.tpm_limit)
-            .bind(b.rpm_limit)
-            .bind(&b.budget_duration)
-            .bind(reset_at)
-            .bind(b.model_max_budget.clone().map(Json))
-            .bind(now)
-            .bind(actor)
-            .execute(&mut **tx)
-            .await?;
+            let (sql, values) = budget_sql::insert(b, actor, now());
+            execute_built(tx, sql, values).await
+        }
+
+        /// Run a statement `store::budget` built, with its values.
+        async fn execute_built(
+            tx: &mut Transaction<'static, $db>,
+            sql: String,
+            values: Vec<Bind>,
+        ) -> Result<(), sqlx::Error> {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in values {
+                q = bind(q, v);
+            }
+            q.execute(&mut **tx).await?;
             Ok(())
+        }
+
+        /// Write the managed columns where `after` differs from `before`, onto the row as
+        /// it is now (see `store::budget` for the update strategy).
+        async fn update_budget(
+            tx: &mut Transaction<'static, $db>,
+            before: &BudgetRow,
+            after: &BudgetRow,
+            actor: &str,
+        ) -> Result<(), sqlx::Error> {
+            match budget_sql::update(before, after, actor, now()) {
+                Some((sql, values)) => execute_built(tx, sql, values).await,
+                None => Ok(()),
+            }
+        }
+
+        /// A whole copy of the budget row `source` as `after.budget_id`: every column the
+        /// table has (read from the catalog, so columns of later LiteLLM versions are copied
+        /// too) and its reset window, then the managed columns `after` changes.
+        async fn copy_budget(
+            tx: &mut Transaction<'static, $db>,
+            source: &BudgetRow,
+            after: &BudgetRow,
+            actor: &str,
+        ) -> Result<(), sqlx::Error> {
+            let columns: Vec<String> = sqlx::query_scalar($dialect::COLUMNS_OF)
+                .bind("LiteLLM_BudgetTable")
+                .fetch_all(&mut **tx)
+                .await?;
+            let sql = budget_sql::copy(&columns);
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&source.budget_id)
+                .bind(&after.budget_id)
+                .bind(now())
+                .bind(actor)
+                .execute(&mut **tx)
+                .await?;
+            let copied = BudgetRow { budget_id: after.budget_id.clone(), ..source.clone() };
+            update_budget(tx, &copied, after, actor).await
         }
 
         async fn delete_budget(
@@ -429,7 +484,7 @@ macro_rules! sql_store {
             .bind(&o.organization_id)
             .bind(&o.organization_alias)
             .bind(&o.budget_id)
-            .bind(Json(Value::Object(o.metadata.clone())))
+            .bind(Json(budget_sql::raw_json(&o.metadata)))
             .bind($dialect::models_argument(&o.models))
             .bind(now())
             .bind(actor)
@@ -452,8 +507,7 @@ macro_rules! sql_store {
                 sqlx::query(lock).bind(&after.organization_id).execute(&mut **tx).await?;
             }
             let row = sqlx::query(
-                r#"SELECT "organization_alias", "budget_id", "models", "metadata"
-                   FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
+                r#"SELECT CAST("metadata" AS TEXT) AS "metadata" FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
             )
             .bind(&after.organization_id)
             .fetch_optional(&mut **tx)
@@ -462,36 +516,36 @@ macro_rules! sql_store {
             let Some(row) = row else {
                 return upsert_organization(tx, after, actor).await;
             };
-            let mut metadata = metadata_map(row.try_get::<Json<Value>, _>("metadata")?.0);
-            for key in before.metadata.keys().chain(after.metadata.keys()) {
-                if before.metadata.get(key) != after.metadata.get(key) {
-                    match after.metadata.get(key) {
-                        Some(v) => metadata.insert(key.clone(), v.clone()),
-                        None => metadata.remove(key),
-                    };
-                }
+            let metadata = $crate::store::organization::merge_metadata(
+                &row.try_get::<String, _>("metadata")?,
+                &before.metadata,
+                &after.metadata,
+            );
+            let changed = $crate::store::organization::changed_columns(before, after);
+            if changed.is_empty() {
+                return Ok(());
             }
-            let merged = OrganizationRow {
-                organization_id: after.organization_id.clone(),
-                organization_alias: if before.organization_alias != after.organization_alias {
-                    after.organization_alias.clone()
-                } else {
-                    row.try_get("organization_alias")?
-                },
-                budget_id: if before.budget_id != after.budget_id {
-                    after.budget_id.clone()
-                } else {
-                    row.try_get("budget_id")?
-                },
-                models: if before.models != after.models {
-                    after.models.clone()
-                } else {
-                    $dialect::models(&row)?
-                },
-                metadata,
-                spend: after.spend,
-            };
-            upsert_organization(tx, &merged, actor).await
+            let mut sets = Vec::new();
+            for (i, column) in changed.iter().enumerate() {
+                sets.push(format!(r#""{column}" = ${}"#, i + 2));
+            }
+            let n = changed.len() + 2;
+            let sql = format!(
+                r#"UPDATE "LiteLLM_OrganizationTable" SET {}, "updated_at" = ${n}, "updated_by" = ${} WHERE "organization_id" = $1"#,
+                sets.join(", "),
+                n + 1
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&after.organization_id);
+            for column in &changed {
+                q = match *column {
+                    "organization_alias" => q.bind(&after.organization_alias),
+                    "budget_id" => q.bind(&after.budget_id),
+                    "models" => q.bind($dialect::models_argument(&after.models)),
+                    _ => q.bind(Json(budget_sql::raw_json(&metadata))),
+                };
+            }
+            q.bind(now()).bind(actor).execute(&mut **tx).await?;
+            Ok(())
         }
 
         async fn upsert_membership(
@@ -515,6 +569,92 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// An organization's cascade, in foreign-key order, with the member budgets the
+        /// operator created for its memberships and every ledger entry of its rows.
+        async fn delete_organization(
+            tx: &mut Transaction<'static, $db>,
+            organization_id: &str,
+            owned_budget_id: Option<&str>,
+            ledger: &LedgerSql,
+        ) -> Result<(), sqlx::Error> {
+            // Hold the organization row first: a membership committed while the cascade
+            // runs would lose its budget row to nobody.
+            if let Some(lock) = $dialect::LOCK_ORGANIZATION {
+                sqlx::query(lock).bind(organization_id).execute(&mut **tx).await?;
+            }
+            // Member budgets the operator created for this organization's memberships.
+            let member_budgets: Vec<String> = sqlx::query_scalar(ledger_sql(&ledger.created_member_budgets))
+                .bind(organization_id)
+                .fetch_all(&mut **tx)
+                .await?;
+            // Foreign-key order: teams, memberships and keys point at the organization.
+            for sql in [
+                r#"DELETE FROM "LiteLLM_TeamTable" WHERE "organization_id" = $1"#,
+                r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE "organization_id" = $1"#,
+                r#"DELETE FROM "LiteLLM_VerificationToken" WHERE "organization_id" = $1"#,
+                r#"DELETE FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
+            ] {
+                sqlx::query(sql)
+                    .bind(organization_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            if let Some(b) = owned_budget_id {
+                delete_budget(tx, b).await?;
+            }
+            for b in &member_budgets {
+                delete_budget(tx, b).await?;
+            }
+            // Every ledger entry of the organization's rows goes with them.
+            sqlx::query(ledger_sql(&ledger.release_organization))
+                .bind(organization_id)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        /// A user with LiteLLM's new-internal-user defaults.
+        async fn create_user(
+            tx: &mut Transaction<'static, $db>,
+            user_id: &str,
+            email: Option<&str>,
+            defaults: &$crate::store::NewUserDefaults,
+        ) -> Result<(), sqlx::Error> {
+            // LiteLLM's new-internal-user defaults: role internal_user; models, max_budget
+            // and budget_duration as the proxy is configured (none by default). A budget
+            // with a duration gets budget_reset_at, which LiteLLM's reset job selects on.
+            let now = now();
+            let reset_at = defaults
+                .budget_duration
+                .as_deref()
+                .and_then(|d| budget_reset_at(d, now));
+            let sql = if reset_at.is_some() {
+                r#"INSERT INTO "LiteLLM_UserTable"
+                     ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at", "budget_reset_at")
+                   VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8, $9)
+                   ON CONFLICT ("user_id") DO NOTHING"#
+            } else {
+                r#"INSERT INTO "LiteLLM_UserTable"
+                     ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at")
+                   VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8)
+                   ON CONFLICT ("user_id") DO NOTHING"#
+            };
+            let mut q = sqlx::query(sql)
+                .bind(user_id)
+                .bind(email)
+                .bind($dialect::models_argument(&defaults.models))
+                .bind($dialect::models_argument(&[]))
+                .bind(Json(Value::Object(Map::new())))
+                .bind(defaults.max_budget)
+                .bind(&defaults.budget_duration)
+                .bind(now);
+            if let Some(at) = reset_at {
+                q = q.bind(at);
+            }
+            q.execute(&mut **tx).await?;
+            Ok(())
+        }
+
         async fn apply_change(
             tx: &mut Transaction<'static, $db>,
             change: &Change,
@@ -522,84 +662,18 @@ macro_rules! sql_store {
             ledger: &LedgerSql,
         ) -> Result<(), sqlx::Error> {
             match change {
-                Change::CreateBudget(b) => upsert_budget(tx, b, actor).await,
-                Change::UpdateBudget { after, .. } => upsert_budget(tx, after, actor).await,
+                Change::CreateBudget(b) => create_budget(tx, b, actor).await,
+                Change::UpdateBudget { before, after } => update_budget(tx, before, after, actor).await,
+                Change::CopyBudget { source, after } => copy_budget(tx, source, after, actor).await,
                 Change::DeleteBudget { budget_id } => delete_budget(tx, budget_id).await,
                 Change::CreateOrganization(o) => upsert_organization(tx, o, actor).await,
                 Change::UpdateOrganization { before, after } => update_organization(tx, before, after, actor).await,
                 Change::DeleteOrganization {
                     organization_id,
                     owned_budget_id,
-                } => {
-                    // Hold the organization row first: a membership committed while the cascade
-                    // runs would lose its budget row to nobody.
-                    if let Some(lock) = $dialect::LOCK_ORGANIZATION {
-                        sqlx::query(lock).bind(organization_id).execute(&mut **tx).await?;
-                    }
-                    // Member budgets the operator created for this organization's memberships.
-                    let member_budgets: Vec<String> = sqlx::query_scalar(ledger_sql(&ledger.created_member_budgets))
-                        .bind(organization_id)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                    // Foreign-key order: teams, memberships and keys point at the organization.
-                    for sql in [
-                        r#"DELETE FROM "LiteLLM_TeamTable" WHERE "organization_id" = $1"#,
-                        r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE "organization_id" = $1"#,
-                        r#"DELETE FROM "LiteLLM_VerificationToken" WHERE "organization_id" = $1"#,
-                        r#"DELETE FROM "LiteLLM_OrganizationTable" WHERE "organization_id" = $1"#,
-                    ] {
-                        sqlx::query(sql)
-                            .bind(organization_id)
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    if let Some(b) = owned_budget_id {
-                        delete_budget(tx, b).await?;
-                    }
-                    for b in &member_budgets {
-                        delete_budget(tx, b).await?;
-                    }
-                    // Every ledger entry of the organization's rows goes with them.
-                    sqlx::query(ledger_sql(&ledger.release_organization))
-                        .bind(organization_id)
-                        .execute(&mut **tx)
-                        .await?;
-                    Ok(())
-                }
+                } => delete_organization(tx, organization_id, owned_budget_id.as_deref(), ledger).await,
                 Change::CreateUser { user_id, email, defaults } => {
-                    // LiteLLM's new-internal-user defaults: role internal_user; models, max_budget
-                    // and budget_duration as the proxy is configured (none by default). A budget
-                    // with a duration gets budget_reset_at, which LiteLLM's reset job selects on.
-                    let now = now();
-                    let reset_at = defaults
-                        .budget_duration
-                        .as_deref()
-                        .and_then(|d| budget_reset_at(d, now));
-                    let sql = if reset_at.is_some() {
-                        r#"INSERT INTO "LiteLLM_UserTable"
-                             ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at", "budget_reset_at")
-                           VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8, $9)
-                           ON CONFLICT ("user_id") DO NOTHING"#
-                    } else {
-                        r#"INSERT INTO "LiteLLM_UserTable"
-                             ("user_id", "user_email", "user_role", "models", "teams", "metadata", "spend", "max_budget", "budget_duration", "created_at", "updated_at")
-                           VALUES ($1, $2, 'internal_user', $3, $4, $5, 0.0, $6, $7, $8, $8)
-                           ON CONFLICT ("user_id") DO NOTHING"#
-                    };
-                    let mut q = sqlx::query(sql)
-                        .bind(user_id)
-                        .bind(email)
-                        .bind($dialect::models_argument(&defaults.models))
-                        .bind($dialect::models_argument(&[]))
-                        .bind(Json(Value::Object(Map::new())))
-                        .bind(defaults.max_budget)
-                        .bind(&defaults.budget_duration)
-                        .bind(now);
-                    if let Some(at) = reset_at {
-                        q = q.bind(at);
-                    }
-                    q.execute(&mut **tx).await?;
-                    Ok(())
+                    create_user(tx, user_id, email.as_deref(), defaults).await
                 }
                 Change::CreateMembership(m) => upsert_membership(tx, m).await,
                 Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await,
@@ -637,6 +711,13 @@ macro_rules! sql_store {
                 let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
                 for ddl in $ddl {
                     sqlx::query(*ddl)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                // The budget limits are the inventory's: one column each.
+                for sql in budget_sql::add_limit_columns($dialect::sql_type) {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
                         .execute(&mut *tx)
                         .await
                         .map_err(StoreError::from_sqlx)?;

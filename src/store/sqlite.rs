@@ -77,6 +77,19 @@ mod dialect {
     /// SQLite serialises writers: a write transaction already excludes every other.
     pub const LOCK_ORGANIZATION: Option<&str> = None;
 
+    /// The columns of one table (`$1`), in order, for a whole-row copy.
+    pub const COLUMNS_OF: &str = r#"SELECT "name" FROM pragma_table_info($1) ORDER BY "cid""#;
+
+    /// The column type of a budget limit of this kind.
+    pub fn sql_type(kind: crate::store::Kind) -> &'static str {
+        match kind {
+            crate::store::Kind::Float => "REAL",
+            crate::store::Kind::Int4 => "INTEGER",
+            crate::store::Kind::Int8 => "INTEGER",
+            crate::store::Kind::Text => "TEXT",
+        }
+    }
+
     /// Whether an error says the ledger table does not exist yet.
     pub fn is_missing_table(err: &sqlx::Error) -> bool {
         matches!(err, sqlx::Error::Database(db) if db.message().contains("no such table"))
