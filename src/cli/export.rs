@@ -126,7 +126,7 @@ fn document(
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     });
-    let yaml = serde_yaml::to_string(&object)
+    let yaml = crate::yaml::to_string(&object)
         .map_err(|e| EngineError::invalid("export", format!("cannot write YAML: {e}")))?;
     let comment: String = crate::text::escape(note).replace('\n', " ");
     Ok(format!("---\n# {comment}\n{yaml}"))
