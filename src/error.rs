@@ -23,6 +23,10 @@ pub enum StoreError {
     /// A statement failed.
     #[error("database error: {0}")]
     Query(String),
+    /// A row holds a value this tool cannot decode (metadata with a number no JSON number
+    /// holds, such as `1e400`): that row cannot be read, the others can.
+    #[error("a row cannot be read: {0}")]
+    Unreadable(String),
     /// The ledger names another resource or manager for a row this write claims.
     #[error(
         "{row} is managed by {resource} (manager {manager:?}); a row is never taken over from another resource or manager"
@@ -61,6 +65,9 @@ impl StoreError {
                 ))
             }
             sqlx::Error::Database(db) => Self::Query(db.message().to_string()),
+            e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => {
+                Self::Unreadable(e.to_string())
+            }
             other => Self::Query(other.to_string()),
         }
     }

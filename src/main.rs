@@ -296,28 +296,54 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .await?
                 .with_ledger_schema(&settings.ledger_schema)?;
             database::ensure_schema(&store).await?;
-            print!(
-                "{}",
-                litellm_org_operator::cli::export::export(&store, &namespace).await?
-            );
-            Ok(ExitCode::SUCCESS)
+            let export = litellm_org_operator::cli::export::export(&store, &namespace).await?;
+            print!("{}", export.yaml);
+            Ok(partial(
+                "export: left out",
+                &export.left_out,
+                "row(s) left out: applying the rest adopts only what was exported",
+            ))
         }
         Command::Get { what, output } => {
             let store = database::open(&url)
                 .await?
                 .with_ledger_schema(&cli.ledger_schema)?;
             database::ensure_schema(&store).await?;
-            let text = match what {
+            let (text, unreadable) = match what {
                 GetWhat::Organizations => {
-                    output::organizations(&store.list_organizations().await?, output)
+                    let listing = store.list_organizations().await?;
+                    (
+                        output::organizations(&listing.rows, output),
+                        listing.unreadable,
+                    )
                 }
-                GetWhat::Members => output::members(&store.list_members().await?, output),
+                GetWhat::Members => {
+                    let listing = store.list_members().await?;
+                    (output::members(&listing.rows, output), listing.unreadable)
+                }
             };
             print!("{text}");
-            Ok(ExitCode::SUCCESS)
+            let skipped: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
+            Ok(partial("get: skipped", &skipped, "row(s) skipped"))
         }
     }
 }
+
+/// Exit code 3 when some rows were skipped or left out (each named on stderr), else 0.
+fn partial(prefix: &str, lines: &[String], summary: &str) -> ExitCode {
+    for line in lines {
+        eprintln!("{prefix} {}", escape(line));
+    }
+    if lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} {summary}.", lines.len());
+        ExitCode::from(PARTIAL)
+    }
+}
+
+/// Exit code of `get` and `export` when some rows could not be read or represented.
+const PARTIAL: u8 = 3;
 
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
 async fn manifests(

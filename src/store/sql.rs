@@ -29,9 +29,9 @@ macro_rules! sql_store {
         use $crate::store::schema::{self, $ddl, SchemaState};
         use $crate::store::ledger::LedgerSql;
         use $crate::store::{
-            BudgetRow, Change, LedgerEntry, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
+            BudgetRow, Change, LedgerEntry, Listing, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
             ObservedOrganization, OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership,
-            Store, UserRow, budget_key, membership_key, metadata_owner, organization_key,
+            Store, UnreadableRow, UserRow, budget_key, membership_key, metadata_owner, organization_key,
         };
 
         /// A connection of the store's driver.
@@ -130,6 +130,26 @@ macro_rules! sql_store {
                     Err(e) if $dialect::is_missing_table(&e) => Ok(false),
                     Err(e) => Err(e),
                 }
+            }
+
+            /// `Kind/namespace/name (manager)` of every organization and membership row the
+            /// ledger holds, by row key (for listings).
+            async fn ledger_owners(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+                let mut owners = std::collections::HashMap::new();
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                if self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
+                    for r in sqlx::query(ledger_sql(&self.ledger.owners))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?
+                    {
+                        let key: String = r.try_get("row_key").map_err(StoreError::from_sqlx)?;
+                        let resource: String = r.try_get("resource").map_err(StoreError::from_sqlx)?;
+                        let manager: String = r.try_get("manager").map_err(StoreError::from_sqlx)?;
+                        owners.insert(key, format!("{resource} ({manager})"));
+                    }
+                }
+                Ok(owners)
             }
 
             /// The entry of one row, if any manager holds it.
@@ -784,7 +804,7 @@ macro_rules! sql_store {
                     .map_err(StoreError::from_sqlx)
             }
 
-            async fn list_organizations(&self) -> Result<Vec<OrganizationSummary>, StoreError> {
+            async fn list_organizations(&self) -> Result<Listing<OrganizationSummary>, StoreError> {
                 let rows = sqlx::query(
                     r#"SELECT o."organization_id", o."organization_alias", o."budget_id", b."max_budget", o."spend", o."models", o."metadata",
                               (SELECT count(*) FROM "LiteLLM_OrganizationMembership" m WHERE m."organization_id" = o."organization_id") AS "members"
@@ -794,30 +814,18 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-                let mut owners = std::collections::HashMap::new();
-                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
-                if self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
-                    for r in sqlx::query(ledger_sql(&self.ledger.owners))
-                        .fetch_all(&mut *conn)
-                        .await
-                        .map_err(StoreError::from_sqlx)?
-                    {
-                        let key: String = r.try_get("row_key").map_err(StoreError::from_sqlx)?;
-                        let resource: String = r.try_get("resource").map_err(StoreError::from_sqlx)?;
-                        let manager: String = r.try_get("manager").map_err(StoreError::from_sqlx)?;
-                        owners.insert(key, format!("{resource} ({manager})"));
-                    }
-                }
-                rows.iter()
-                    .map(|r| {
+                let owners = self.ledger_owners().await?;
+                let mut listing = Listing { rows: Vec::with_capacity(rows.len()), unreadable: Vec::new() };
+                for r in &rows {
+                    let id: String = r.try_get("organization_id").unwrap_or_else(|_| "<unreadable id>".into());
+                    let summary = (|| {
                         let metadata = metadata_map(r.try_get::<Json<Value>, _>("metadata")?.0);
-                        let id: String = r.try_get("organization_id")?;
                         let owner = owners
                             .get(&organization_key(&id))
                             .cloned()
                             .or_else(|| metadata_owner(&metadata).map(|o| format!("{o} (marker of an earlier version)")));
-                        Ok(OrganizationSummary {
-                            organization_id: id,
+                        Ok::<_, sqlx::Error>(OrganizationSummary {
+                            organization_id: id.clone(),
                             alias: r.try_get("organization_alias")?,
                             budget_id: r.try_get("budget_id")?,
                             max_budget: r.try_get("max_budget")?,
@@ -826,12 +834,19 @@ macro_rules! sql_store {
                             models: $dialect::models(r)?,
                             owner,
                         })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(StoreError::from_sqlx)
+                    })();
+                    match summary {
+                        Ok(s) => listing.rows.push(s),
+                        Err(e) => listing.unreadable.push(UnreadableRow {
+                            row: format!("organization {id}"),
+                            reason: e.to_string(),
+                        }),
+                    }
+                }
+                Ok(listing)
             }
 
-            async fn list_members(&self) -> Result<Vec<MemberSummary>, StoreError> {
+            async fn list_members(&self) -> Result<Listing<MemberSummary>, StoreError> {
                 let rows = sqlx::query(
                     r#"SELECT m."organization_id", o."organization_alias", m."user_id", u."user_email", m."user_role", m."budget_id",
                               b."max_budget", COALESCE(m."spend", 0.0) AS "spend"
@@ -844,20 +859,43 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(MemberSummary {
-                            organization_id: r.try_get("organization_id")?,
+                let owners = self.ledger_owners().await?;
+                let mut listing = Listing { rows: Vec::with_capacity(rows.len()), unreadable: Vec::new() };
+                for r in &rows {
+                    let organization_id: String = r.try_get("organization_id").unwrap_or_else(|_| "<unreadable id>".into());
+                    let user_id: String = r.try_get("user_id").unwrap_or_else(|_| "<unreadable id>".into());
+                    let summary = (|| {
+                        Ok::<_, sqlx::Error>(MemberSummary {
+                            owner: owners.get(&membership_key(&organization_id, &user_id)).cloned(),
+                            organization_id: organization_id.clone(),
                             organization_alias: r.try_get("organization_alias")?,
-                            user_id: r.try_get("user_id")?,
+                            user_id: user_id.clone(),
                             user_email: r.try_get("user_email")?,
                             role: r.try_get("user_role")?,
                             budget_id: r.try_get("budget_id")?,
                             max_budget_in_organization: r.try_get("max_budget")?,
                             spend: r.try_get("spend")?,
                         })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
+                    })();
+                    match summary {
+                        Ok(s) => listing.rows.push(s),
+                        Err(e) => listing.unreadable.push(UnreadableRow {
+                            row: format!("membership of user {user_id} in organization {organization_id}"),
+                            reason: e.to_string(),
+                        }),
+                    }
+                }
+                Ok(listing)
+            }
+
+            async fn ledger_resources(&self) -> Result<Vec<String>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                if !self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
+                    return Ok(Vec::new());
+                }
+                sqlx::query_scalar(ledger_sql(&self.ledger.resources))
+                    .fetch_all(&mut *conn)
+                    .await
                     .map_err(StoreError::from_sqlx)
             }
         }
