@@ -64,6 +64,14 @@ impl StoreError {
                     db.message()
                 ))
             }
+            // The server's words name the user ("password authentication failed for user
+            // ..."): a part of the URL that no message may carry.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("28")) => {
+                Self::Unavailable(
+                    "the server refused the login: check the user name and password of the database URL"
+                        .into(),
+                )
+            }
             sqlx::Error::Database(db) => Self::Query(db.message().to_string()),
             e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => {
                 Self::Unreadable(e.to_string())
