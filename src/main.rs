@@ -54,7 +54,7 @@ struct Cli {
     /// Who owns what this run writes, in the ledger: each manager prunes and takes over only
     /// its own rows. Default: `operator` for `run`, `cli` for `plan` and `apply`; give each
     /// manifest set applied with the CLI its own name.
-    #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", global = true)]
+    #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", value_parser = manager_name, global = true)]
     manager: Option<String>,
 
     /// Models of every user this tool creates, as LiteLLM's
@@ -168,6 +168,18 @@ struct Settings {
     manager: Option<String>,
     ledger_schema: String,
     new_user: NewUserDefaults,
+}
+
+/// `--manager`: a name the ledger can show and tell apart, so neither empty nor blank nor
+/// holding control characters.
+fn manager_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("a manager needs a name (for example `cli`, `team-a`); it cannot be empty".into())
+    } else if text.chars().any(char::is_control) {
+        Err("a manager's name cannot hold control characters".into())
+    } else {
+        Ok(text.to_string())
+    }
 }
 
 /// `--new-user-max-budget`: a finite amount of USD, zero or more.
