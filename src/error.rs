@@ -27,6 +27,10 @@ pub enum StoreError {
     /// holds, such as `1e400`): that row cannot be read, the others can.
     #[error("a row cannot be read: {0}")]
     Unreadable(String),
+    /// A row a plan creates was created by another writer since the plan read the database:
+    /// nothing of the transaction was written; plan again.
+    #[error("{0} was created by another writer since it was planned; nothing was written")]
+    Stale(String),
     /// The ledger names another resource or manager for a row this write claims.
     #[error(
         "{row} is managed by {resource} (manager {manager:?}); a row is never taken over from another resource or manager"

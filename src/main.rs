@@ -402,7 +402,6 @@ fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> 
     for plan in &report.plans {
         print!("{plan}");
     }
-    let (create, change, delete) = report.counts();
     let errors: Vec<String> = set
         .errors
         .iter()
@@ -415,15 +414,7 @@ fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> 
     if let Some(refusal) = &report.prune_refused {
         eprintln!("{refusal}");
     }
-    let verb = if apply { "Applied" } else { "Plan" };
-    if report.has_changes() {
-        println!(
-            "{verb}: {create} to create, {change} to change, {delete} to delete ({} objects read).",
-            report.objects
-        );
-    } else {
-        println!("No changes ({} objects read).", report.objects);
-    }
+    println!("{}", report.summary(apply, errors.len()));
     if !errors.is_empty() {
         eprintln!("{} error(s).", errors.len());
         return ExitCode::from(1);

@@ -250,12 +250,15 @@ pub trait Store: Send + Sync {
         &self,
         manager: &str,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
-    /// Apply changes in one transaction: all or nothing.
+    /// Apply changes in one transaction: all or nothing. A create finding its row already
+    /// there (another writer created it since the plan read) fails the whole transaction with
+    /// [`StoreError::Stale`], except a user's: that user is then used as it is, and the change
+    /// is named in [`Applied::unchanged`].
     fn apply(
         &self,
         changes: &[Change],
         actor: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
     /// All organizations, for `get organizations` and `export`.
     fn list_organizations(
         &self,
@@ -267,6 +270,13 @@ pub trait Store: Send + Sync {
     /// Every resource the ledger names (`Kind/namespace/name`), of every manager: the names
     /// `export` must not give again.
     fn ledger_resources(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// What [`Store::apply`] did beyond what the changes say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Indexes of the changes that wrote nothing (a user to create was there already).
+    pub unchanged: Vec<usize>,
 }
 
 /// The store the CLI opens from a URL: Postgres or SQLite.
@@ -346,7 +356,7 @@ impl Store for AnyStore {
     async fn owned_memberships(&self, actor: &str) -> Result<Vec<OwnedMembership>, StoreError> {
         delegate!(self, s => s.owned_memberships(actor))
     }
-    async fn apply(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+    async fn apply(&self, changes: &[Change], actor: &str) -> Result<Applied, StoreError> {
         delegate!(self, s => s.apply(changes, actor))
     }
     async fn list_organizations(&self) -> Result<Listing<OrganizationSummary>, StoreError> {

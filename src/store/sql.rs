@@ -29,7 +29,7 @@ macro_rules! sql_store {
         use $crate::store::schema::{self, $ddl, SchemaState};
         use $crate::store::ledger::LedgerSql;
         use $crate::store::{
-            BudgetRow, Change, LedgerEntry, Listing, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
+            Applied, BudgetRow, Change, LedgerEntry, Listing, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
             ObservedOrganization, OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership,
             Store, UnreadableRow, UserRow, budget_key, membership_key, metadata_owner, organization_key,
         };
@@ -328,10 +328,11 @@ macro_rules! sql_store {
                 Ok(observed)
             }
 
-            async fn apply_inner(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+            async fn apply_inner(&self, changes: &[Change], actor: &str) -> Result<Applied, StoreError> {
                 let db = StoreError::from_sqlx;
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                for change in changes {
+                let mut applied = Applied::default();
+                for (index, change) in changes.iter().enumerate() {
                     match change {
                         Change::Claim { entry, replaces } => {
                             let done = sqlx::query(ledger_sql(&self.ledger.claim))
@@ -374,11 +375,89 @@ macro_rules! sql_store {
                                 .await
                                 .map_err(db)?;
                         }
-                        other => apply_change(&mut tx, other, actor, &self.ledger).await.map_err(db)?,
+                        other => match apply_change(&mut tx, other, actor, &self.ledger).await {
+                            Ok(Done::Written) => {}
+                            Ok(Done::AlreadyThere) => applied.unchanged.push(index),
+                            Err(Failure::Sql(e)) => return Err(db(e)),
+                            Err(Failure::Stale(row)) => return Err(StoreError::Stale(row)),
+                        },
                     }
                 }
-                tx.commit().await.map_err(db)
+                tx.commit().await.map_err(db)?;
+                Ok(applied)
             }
+        }
+
+        /// What one change did.
+        enum Done {
+            Written,
+            /// A user to create was already there (another writer created it since the plan
+            /// read): the plan's intent holds, nothing was written.
+            AlreadyThere,
+        }
+
+        /// Why one change failed.
+        enum Failure {
+            Sql(sqlx::Error),
+            /// A row to create exists: another writer created it since the plan read.
+            Stale(String),
+        }
+
+        impl From<sqlx::Error> for Failure {
+            fn from(e: sqlx::Error) -> Self {
+                Self::Sql(e)
+            }
+        }
+
+        /// A create inserts only: a row that is there already was created by another writer
+        /// since the plan read the database, and writing the plan over it would overwrite that
+        /// writer's values with ones read before they existed.
+        fn created(done: <$db as sqlx::Database>::QueryResult, row: impl FnOnce() -> String) -> Result<Done, Failure> {
+            if done.rows_affected() == 0 {
+                Err(Failure::Stale(row()))
+            } else {
+                Ok(Done::Written)
+            }
+        }
+
+        macro_rules! insert_budget {
+            () => {
+                r#"INSERT INTO "LiteLLM_BudgetTable"
+                     ("budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit",
+                      "budget_duration", "budget_reset_at", "model_max_budget", "created_at", "created_by", "updated_at", "updated_by")
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11)"#
+            };
+        }
+
+        async fn create_budget(
+            tx: &mut Transaction<'static, $db>,
+            b: &BudgetRow,
+            actor: &str,
+        ) -> Result<Done, Failure> {
+            let done = budget_query(concat!(insert_budget!(), r#" ON CONFLICT ("budget_id") DO NOTHING"#), b, actor)
+                .execute(&mut **tx)
+                .await?;
+            created(done, || format!("budget {}", b.budget_id))
+        }
+
+        fn budget_query<'q>(sql: &'static str, b: &'q BudgetRow, actor: &'q str) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            let now = now();
+            let reset_at = b
+                .budget_duration
+                .as_deref()
+                .and_then(|d| budget_reset_at(d, now));
+            sqlx::query(sql)
+                .bind(&b.budget_id)
+                .bind(b.max_budget)
+                .bind(b.soft_budget)
+                .bind(b.max_parallel_requests)
+                .bind(b.tpm_limit)
+                .bind(b.rpm_limit)
+                .bind(&b.budget_duration)
+                .bind(reset_at)
+                .bind(b.model_max_budget.clone().map(Json))
+                .bind(now)
+                .bind(actor)
         }
 
         async fn upsert_budget(
@@ -386,16 +465,8 @@ macro_rules! sql_store {
             b: &BudgetRow,
             actor: &str,
         ) -> Result<(), sqlx::Error> {
-            let now = now();
-            let reset_at = b
-                .budget_duration
-                .as_deref()
-                .and_then(|d| budget_reset_at(d, now));
-            sqlx::query(
-                r#"INSERT INTO "LiteLLM_BudgetTable"
-                     ("budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit",
-                      "budget_duration", "budget_reset_at", "model_max_budget", "created_at", "created_by", "updated_at", "updated_by")
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11)
+            budget_query(
+                concat!(insert_budget!(), r#"
                    ON CONFLICT ("budget_id") DO UPDATE SET
                       "max_budget" = EXCLUDED."max_budget", "soft_budget" = EXCLUDED."soft_budget",
                       "max_parallel_requests" = EXCLUDED."max_parallel_requests", "tpm_limit" = EXCLUDED."tpm_limit",
@@ -403,19 +474,10 @@ macro_rules! sql_store {
                       "budget_reset_at" = CASE WHEN "LiteLLM_BudgetTable"."budget_duration" IS DISTINCT FROM EXCLUDED."budget_duration"
                                                THEN EXCLUDED."budget_reset_at" ELSE "LiteLLM_BudgetTable"."budget_reset_at" END,
                       "model_max_budget" = EXCLUDED."model_max_budget",
-                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#,
+                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#),
+                b,
+                actor,
             )
-            .bind(&b.budget_id)
-            .bind(b.max_budget)
-            .bind(b.soft_budget)
-            .bind(b.max_parallel_requests)
-            .bind(b.tpm_limit)
-            .bind(b.rpm_limit)
-            .bind(&b.budget_duration)
-            .bind(reset_at)
-            .bind(b.model_max_budget.clone().map(Json))
-            .bind(now)
-            .bind(actor)
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -432,27 +494,50 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        macro_rules! insert_organization {
+            () => {
+                r#"INSERT INTO "LiteLLM_OrganizationTable"
+                     ("organization_id", "organization_alias", "budget_id", "metadata", "models", "created_at", "created_by", "updated_at", "updated_by")
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $7)"#
+            };
+        }
+
+        fn organization_query<'q>(sql: &'static str, o: &'q OrganizationRow, actor: &'q str) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            sqlx::query(sql)
+                .bind(&o.organization_id)
+                .bind(&o.organization_alias)
+                .bind(&o.budget_id)
+                .bind(Json(Value::Object(o.metadata.clone())))
+                .bind($dialect::models_argument(&o.models))
+                .bind(now())
+                .bind(actor)
+        }
+
+        async fn create_organization(
+            tx: &mut Transaction<'static, $db>,
+            o: &OrganizationRow,
+            actor: &str,
+        ) -> Result<Done, Failure> {
+            let done = organization_query(concat!(insert_organization!(), r#" ON CONFLICT ("organization_id") DO NOTHING"#), o, actor)
+                .execute(&mut **tx)
+                .await?;
+            created(done, || format!("organization {}", o.organization_id))
+        }
+
         async fn upsert_organization(
             tx: &mut Transaction<'static, $db>,
             o: &OrganizationRow,
             actor: &str,
         ) -> Result<(), sqlx::Error> {
-            sqlx::query(
-                r#"INSERT INTO "LiteLLM_OrganizationTable"
-                     ("organization_id", "organization_alias", "budget_id", "metadata", "models", "created_at", "created_by", "updated_at", "updated_by")
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $7)
+            organization_query(
+                concat!(insert_organization!(), r#"
                    ON CONFLICT ("organization_id") DO UPDATE SET
                       "organization_alias" = EXCLUDED."organization_alias", "budget_id" = EXCLUDED."budget_id",
                       "metadata" = EXCLUDED."metadata", "models" = EXCLUDED."models",
-                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#,
+                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#),
+                o,
+                actor,
             )
-            .bind(&o.organization_id)
-            .bind(&o.organization_alias)
-            .bind(&o.budget_id)
-            .bind(Json(Value::Object(o.metadata.clone())))
-            .bind($dialect::models_argument(&o.models))
-            .bind(now())
-            .bind(actor)
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -514,22 +599,43 @@ macro_rules! sql_store {
             upsert_organization(tx, &merged, actor).await
         }
 
+        macro_rules! insert_membership {
+            () => {
+                r#"INSERT INTO "LiteLLM_OrganizationMembership"
+                     ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at", "updated_at")
+                   VALUES ($1, $2, $3, 0.0, $4, $5, $5)"#
+            };
+        }
+
+        fn membership_query<'q>(sql: &'static str, m: &'q MembershipRow) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            sqlx::query(sql)
+                .bind(&m.user_id)
+                .bind(&m.organization_id)
+                .bind(&m.user_role)
+                .bind(&m.budget_id)
+                .bind(now())
+        }
+
+        async fn create_membership(
+            tx: &mut Transaction<'static, $db>,
+            m: &MembershipRow,
+        ) -> Result<Done, Failure> {
+            let done = membership_query(concat!(insert_membership!(), r#" ON CONFLICT ("user_id", "organization_id") DO NOTHING"#), m)
+                .execute(&mut **tx)
+                .await?;
+            created(done, || format!("membership of user {} in organization {}", m.user_id, m.organization_id))
+        }
+
         async fn upsert_membership(
             tx: &mut Transaction<'static, $db>,
             m: &MembershipRow,
         ) -> Result<(), sqlx::Error> {
-            sqlx::query(
-                r#"INSERT INTO "LiteLLM_OrganizationMembership"
-                     ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at", "updated_at")
-                   VALUES ($1, $2, $3, 0.0, $4, $5, $5)
+            membership_query(
+                concat!(insert_membership!(), r#"
                    ON CONFLICT ("user_id", "organization_id") DO UPDATE SET
-                      "user_role" = EXCLUDED."user_role", "budget_id" = EXCLUDED."budget_id", "updated_at" = EXCLUDED."updated_at""#,
+                      "user_role" = EXCLUDED."user_role", "budget_id" = EXCLUDED."budget_id", "updated_at" = EXCLUDED."updated_at""#),
+                m,
             )
-            .bind(&m.user_id)
-            .bind(&m.organization_id)
-            .bind(&m.user_role)
-            .bind(&m.budget_id)
-            .bind(now())
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -540,13 +646,28 @@ macro_rules! sql_store {
             change: &Change,
             actor: &str,
             ledger: &LedgerSql,
-        ) -> Result<(), sqlx::Error> {
+        ) -> Result<Done, Failure> {
             match change {
-                Change::CreateBudget(b) => upsert_budget(tx, b, actor).await,
-                Change::UpdateBudget { after, .. } => upsert_budget(tx, after, actor).await,
-                Change::DeleteBudget { budget_id } => delete_budget(tx, budget_id).await,
-                Change::CreateOrganization(o) => upsert_organization(tx, o, actor).await,
-                Change::UpdateOrganization { before, after } => update_organization(tx, before, after, actor).await,
+                Change::CreateBudget(b) => create_budget(tx, b, actor).await,
+                Change::CreateOrganization(o) => create_organization(tx, o, actor).await,
+                Change::CreateMembership(m) => create_membership(tx, m).await,
+                other => Ok(write_change(tx, other, actor, ledger).await?),
+            }
+        }
+
+        /// The changes that write over what is there (updates, deletes, users).
+        async fn write_change(
+            tx: &mut Transaction<'static, $db>,
+            change: &Change,
+            actor: &str,
+            ledger: &LedgerSql,
+        ) -> Result<Done, sqlx::Error> {
+            match change {
+                Change::UpdateBudget { after, .. } => upsert_budget(tx, after, actor).await.map(|()| Done::Written),
+                Change::DeleteBudget { budget_id } => delete_budget(tx, budget_id).await.map(|()| Done::Written),
+                Change::UpdateOrganization { before, after } => {
+                    update_organization(tx, before, after, actor).await.map(|()| Done::Written)
+                }
                 Change::DeleteOrganization {
                     organization_id,
                     owned_budget_id,
@@ -584,7 +705,7 @@ macro_rules! sql_store {
                         .bind(organization_id)
                         .execute(&mut **tx)
                         .await?;
-                    Ok(())
+                    Ok(Done::Written)
                 }
                 Change::CreateUser { user_id, email, defaults } => {
                     // LiteLLM's new-internal-user defaults: role internal_user; models, max_budget
@@ -618,12 +739,19 @@ macro_rules! sql_store {
                     if let Some(at) = reset_at {
                         q = q.bind(at);
                     }
-                    q.execute(&mut **tx).await?;
-                    Ok(())
+                    if q.execute(&mut **tx).await?.rows_affected() == 0 {
+                        Ok(Done::AlreadyThere)
+                    } else {
+                        Ok(Done::Written)
+                    }
                 }
-                Change::CreateMembership(m) => upsert_membership(tx, m).await,
-                Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await,
-                Change::Claim { .. } | Change::Release { .. } => Ok(()),
+                Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await.map(|()| Done::Written),
+                // Creates are `apply_change`'s; claims and releases are the ledger's.
+                Change::CreateBudget(_)
+                | Change::CreateOrganization(_)
+                | Change::CreateMembership(_)
+                | Change::Claim { .. }
+                | Change::Release { .. } => Ok(Done::Written),
                 Change::DeleteMembership {
                     user_id,
                     organization_id,
@@ -635,7 +763,7 @@ macro_rules! sql_store {
                     .bind(organization_id)
                     .execute(&mut **tx)
                     .await?;
-                    Ok(())
+                    Ok(Done::Written)
                 }
             }
         }
@@ -760,7 +888,7 @@ macro_rules! sql_store {
                     .map_err(StoreError::from_sqlx)
             }
 
-            async fn apply(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+            async fn apply(&self, changes: &[Change], actor: &str) -> Result<Applied, StoreError> {
                 self.apply_inner(changes, actor).await
             }
 
