@@ -5,31 +5,12 @@
 mod export_support;
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use export_support::{budget, kubectl_objects, member, organization, pyyaml_documents};
+use export_support::{
+    adopting_changes_nothing, budget, kubectl_objects, member, organization, pyyaml_documents, run,
+    text,
+};
 use serde_json::{Value, json};
 use support::TestDb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
-
-fn run(dir: &Path, args: &[&str], database: &str) -> Output {
-    Command::new(BIN)
-        .current_dir(dir)
-        .args(args)
-        .env("DATABASE_URL", database)
-        .output()
-        .expect("run the binary")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// What LiteLLM's `/organization/new` and `member_add` leave, written with SQL.
 async fn made_in_litellm(db: &TestDb) {
@@ -63,12 +44,7 @@ async fn export_then_apply_changes_nothing(db: TestDb) {
     assert!(manifests.contains("name: made-in-the-ui"), "{manifests}");
     std::fs::write(dir.path().join("adopt.yaml"), &manifests).expect("write");
 
-    let before = db.snapshot().await;
-    let out = run(dir.path(), &["plan", "-f", "adopt.yaml"], &url);
-    assert_eq!(out.status.code(), Some(0), "plan exits 0: {}", text(&out));
-    let out = run(dir.path(), &["apply", "-f", "adopt.yaml"], &url);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(db.snapshot().await, before, "LiteLLM's rows are unchanged");
+    adopting_changes_nothing(&db, dir.path(), "adopt.yaml").await;
     let ledger = if db.is_postgres() {
         r#"SELECT resource || ' ' || CAST(created AS TEXT) FROM litellm_org_operator.ledger ORDER BY resource"#
     } else {
@@ -113,6 +89,23 @@ async fn export_then_apply_on_litellm_schema() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_apply_on_sqlite() {
     export_then_apply_changes_nothing(TestDb::sqlite().await).await;
+}
+
+/// A test on each store: `NAME::litellm_schema` (PostgreSQL with LiteLLM's migrations) and
+/// `NAME::sqlite`.
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn litellm_schema() {
+                super::$name(super::TestDb::litellm().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::TestDb::sqlite().await).await;
+            }
+        }
+    };
 }
 
 /// The organizations' metadata as the database holds it, by id.
@@ -181,25 +174,12 @@ async fn yaml_1_1_words_read_back_as_strings(db: TestDb) {
         assert_eq!(m["spec"]["user"]["userId"], "y", "{reader}");
         assert_eq!(m["spec"]["user"]["email"], "Off@example.com", "{reader}");
     }
-    let before = db.snapshot().await;
-    let out = run(dir.path(), &["plan", "-f", "adopt.yaml"], &url);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = run(dir.path(), &["apply", "-f", "adopt.yaml"], &url);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(db.snapshot().await, before, "LiteLLM's rows are unchanged");
+    adopting_changes_nothing(&db, dir.path(), "adopt.yaml").await;
     assert_eq!(metadata(&db).await, vec![("o-1".to_string(), meta)]);
     db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn yaml_1_1_words_read_back_as_strings_on_litellm_schema() {
-    yaml_1_1_words_read_back_as_strings(TestDb::litellm().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn yaml_1_1_words_read_back_as_strings_on_sqlite() {
-    yaml_1_1_words_read_back_as_strings(TestDb::sqlite().await).await;
-}
+on_both_stores!(yaml_1_1_words_read_back_as_strings);
 
 /// Issue 20, item 2: a row export cannot represent as a manifest `apply` takes unchanged is
 /// left out with a comment naming it and why, the exit code is 3, and applying what was
@@ -289,17 +269,7 @@ async fn rows_export_cannot_represent_are_left_out(db: TestDb) {
     }
     assert!(stderr.contains("9 row(s) left out"), "{stderr}");
     std::fs::write(dir.path().join("adopt.yaml"), &stdout).expect("write");
-    let before = db.snapshot().await;
-    let out = run(dir.path(), &["apply", "-f", "adopt.yaml"], &url);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "all of it applies: {}",
-        text(&out)
-    );
-    let out = run(dir.path(), &["plan", "-f", "adopt.yaml"], &url);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(db.snapshot().await, before, "LiteLLM's rows are unchanged");
+    adopting_changes_nothing(&db, dir.path(), "adopt.yaml").await;
     assert_eq!(
         db.strings(ledger_resources(&db)).await,
         [
@@ -311,15 +281,7 @@ async fn rows_export_cannot_represent_are_left_out(db: TestDb) {
     db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_export_cannot_represent_are_left_out_on_litellm_schema() {
-    rows_export_cannot_represent_are_left_out(TestDb::litellm().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_export_cannot_represent_are_left_out_on_sqlite() {
-    rows_export_cannot_represent_are_left_out(TestDb::sqlite().await).await;
-}
+on_both_stores!(rows_export_cannot_represent_are_left_out);
 
 /// Issue 20, item 3: a name the ledger already gives a resource (of any manager) is not
 /// given again: the unmanaged organization aliased like a managed one gets a name of its own,
@@ -364,15 +326,7 @@ async fn export_names_avoid_the_ledger(db: TestDb) {
     db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_names_avoid_the_ledger_on_litellm_schema() {
-    export_names_avoid_the_ledger(TestDb::litellm().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_names_avoid_the_ledger_on_sqlite() {
-    export_names_avoid_the_ledger(TestDb::sqlite().await).await;
-}
+on_both_stores!(export_names_avoid_the_ledger);
 
 /// Issue 20, item 6: one organization whose metadata no JSON number can hold (`1e400`) is
 /// named and skipped by `get` and `export`; the others are still listed and exported, and
@@ -415,12 +369,4 @@ async fn one_unreadable_row_does_not_block_the_others(db: TestDb) {
     db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_unreadable_row_does_not_block_the_others_on_litellm_schema() {
-    one_unreadable_row_does_not_block_the_others(TestDb::litellm().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_unreadable_row_does_not_block_the_others_on_sqlite() {
-    one_unreadable_row_does_not_block_the_others(TestDb::sqlite().await).await;
-}
+on_both_stores!(one_unreadable_row_does_not_block_the_others);

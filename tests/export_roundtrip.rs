@@ -9,32 +9,14 @@ mod export_support;
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
 
-use export_support::{budget, kubectl_objects, member, organization, pyyaml_documents};
+use export_support::{
+    adopting_changes_nothing, budget, kubectl_objects, member, organization, pyyaml_documents, run,
+    text,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use support::TestDb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
-
-fn run(dir: &Path, args: &[&str], database: &str) -> Output {
-    Command::new(BIN)
-        .current_dir(dir)
-        .args(args)
-        .env("DATABASE_URL", database)
-        .output()
-        .expect("run the binary")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 const KEYWORDS: &[&str] = &[
     "y", "yes", "n", "no", "true", "false", "on", "off", "null", "~", "nan", ".nan", "inf", ".inf",
@@ -224,12 +206,7 @@ async fn round_trip(db: TestDb, strings: Vec<String>) {
         users.sort_by_key(|v| v.to_string());
         assert_eq!(users, want, "{reader}: every user id");
     }
-    let before = db.snapshot().await;
-    let out = run(dir.path(), &["apply", "-f", "adopt.yaml"], &url);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = run(dir.path(), &["plan", "-f", "adopt.yaml"], &url);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(db.snapshot().await, before, "LiteLLM's rows are unchanged");
+    adopting_changes_nothing(&db, dir.path(), "adopt.yaml").await;
     let aliases = db
         .strings(r#"SELECT organization_alias FROM "LiteLLM_OrganizationTable" ORDER BY organization_id"#)
         .await;

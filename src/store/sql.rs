@@ -64,6 +64,22 @@ macro_rules! sql_store {
             }
         }
 
+        /// A listing read row by row: a row that does not decode is reported by the name
+        /// `read` gives it, and the others are still read.
+        fn read_rows<T>(
+            rows: &[$row],
+            read: impl Fn(&$row) -> (String, Result<T, sqlx::Error>),
+        ) -> Listing<T> {
+            let mut listing = Listing { rows: Vec::with_capacity(rows.len()), unreadable: Vec::new() };
+            for r in rows {
+                match read(r) {
+                    (_, Ok(row)) => listing.rows.push(row),
+                    (row, Err(e)) => listing.unreadable.push(UnreadableRow { row, reason: e.to_string() }),
+                }
+            }
+            listing
+        }
+
         const SELECT_BUDGET: &str = r#"SELECT "budget_id", "max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit", "budget_duration", "model_max_budget", "created_by" FROM "LiteLLM_BudgetTable" WHERE "budget_id" = $1"#;
 
         const SELECT_MEMBERSHIP: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#;
@@ -943,8 +959,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 let owners = self.ledger_owners().await?;
-                let mut listing = Listing { rows: Vec::with_capacity(rows.len()), unreadable: Vec::new() };
-                for r in &rows {
+                Ok(read_rows(&rows, |r| {
                     let id: String = r.try_get("organization_id").unwrap_or_else(|_| "<unreadable id>".into());
                     let summary = (|| {
                         let metadata = metadata_map(r.try_get::<Json<Value>, _>("metadata")?.0);
@@ -952,7 +967,7 @@ macro_rules! sql_store {
                             .get(&organization_key(&id))
                             .cloned()
                             .or_else(|| metadata_owner(&metadata).map(|o| format!("{o} (marker of an earlier version)")));
-                        Ok::<_, sqlx::Error>(OrganizationSummary {
+                        Ok(OrganizationSummary {
                             organization_id: id.clone(),
                             alias: r.try_get("organization_alias")?,
                             budget_id: r.try_get("budget_id")?,
@@ -963,15 +978,8 @@ macro_rules! sql_store {
                             owner,
                         })
                     })();
-                    match summary {
-                        Ok(s) => listing.rows.push(s),
-                        Err(e) => listing.unreadable.push(UnreadableRow {
-                            row: format!("organization {id}"),
-                            reason: e.to_string(),
-                        }),
-                    }
-                }
-                Ok(listing)
+                    (format!("organization {id}"), summary)
+                }))
             }
 
             async fn list_members(&self) -> Result<Listing<MemberSummary>, StoreError> {
@@ -988,12 +996,11 @@ macro_rules! sql_store {
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 let owners = self.ledger_owners().await?;
-                let mut listing = Listing { rows: Vec::with_capacity(rows.len()), unreadable: Vec::new() };
-                for r in &rows {
+                Ok(read_rows(&rows, |r| {
                     let organization_id: String = r.try_get("organization_id").unwrap_or_else(|_| "<unreadable id>".into());
                     let user_id: String = r.try_get("user_id").unwrap_or_else(|_| "<unreadable id>".into());
                     let summary = (|| {
-                        Ok::<_, sqlx::Error>(MemberSummary {
+                        Ok(MemberSummary {
                             owner: owners.get(&membership_key(&organization_id, &user_id)).cloned(),
                             organization_id: organization_id.clone(),
                             organization_alias: r.try_get("organization_alias")?,
@@ -1005,15 +1012,8 @@ macro_rules! sql_store {
                             spend: r.try_get("spend")?,
                         })
                     })();
-                    match summary {
-                        Ok(s) => listing.rows.push(s),
-                        Err(e) => listing.unreadable.push(UnreadableRow {
-                            row: format!("membership of user {user_id} in organization {organization_id}"),
-                            reason: e.to_string(),
-                        }),
-                    }
-                }
-                Ok(listing)
+                    (format!("membership of user {user_id} in organization {organization_id}"), summary)
+                }))
             }
 
             async fn ledger_resources(&self) -> Result<Vec<String>, StoreError> {

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use litellm_org_operator::store::AnyStore;
 use serde_json::Value;
@@ -127,6 +127,58 @@ pub async fn member(
     .await;
 }
 
+const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
+
+/// Run the CLI in `dir` against `database`.
+pub fn run(dir: &Path, args: &[&str], database: &str) -> Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .env("DATABASE_URL", database)
+        .output()
+        .expect("run the binary")
+}
+
+/// stdout and stderr, for a failure message.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `plan` of `file` finds nothing to do, and `apply` of it writes nothing to LiteLLM's rows
+/// (it only takes ownership in the ledger).
+pub async fn adopting_changes_nothing(db: &TestDb, dir: &Path, file: &str) {
+    let url = db.url();
+    let before = db.snapshot().await;
+    let out = run(dir, &["plan", "-f", file], &url);
+    assert_eq!(out.status.code(), Some(0), "plan exits 0: {}", text(&out));
+    let out = run(dir, &["apply", "-f", file], &url);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "all of it applies: {}",
+        text(&out)
+    );
+    let out = run(dir, &["plan", "-f", file], &url);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(db.snapshot().await, before, "LiteLLM's rows are unchanged");
+}
+
+/// A tool's stdout, once it succeeded.
+fn succeeded(mut cmd: Command, what: &str, file: &Path) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} cannot read {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn tool(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run `bash scripts/install-tools.sh && source .tools/env.sh` (scripts/test.sh does)")
@@ -140,39 +192,22 @@ pub fn pyyaml_documents(file: &Path) -> Vec<Value> {
     let script = "import json, sys, yaml\n\
                   docs = [d for d in yaml.safe_load_all(open(sys.argv[1], encoding='utf-8')) if d is not None]\n\
                   json.dump(docs, sys.stdout, ensure_ascii=True, default=str)\n";
-    let out = Command::new(tool("TOOLS_PYTHON"))
-        .arg("-c")
-        .arg(script)
-        .arg(file)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "PyYAML cannot read {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("PyYAML's JSON")
+    let mut cmd = Command::new(tool("TOOLS_PYTHON"));
+    cmd.arg("-c").arg(script).arg(file);
+    serde_json::from_slice(&succeeded(cmd, "PyYAML", file)).expect("PyYAML's JSON")
 }
 
 /// Every object of `file` as kubectl decodes it (YAML 1.1 through go-yaml), without the label
 /// the command adds.
 pub fn kubectl_objects(file: &Path) -> Vec<Value> {
-    let out = Command::new(tool("KUBECTL"))
-        .args(["label", "--local", "-o", "json", "-f"])
+    let mut cmd = Command::new(tool("KUBECTL"));
+    cmd.args(["label", "--local", "-o", "json", "-f"])
         .arg(file)
-        .arg("yaml11-check=read")
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl cannot read {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg("yaml11-check=read");
+    let stdout = succeeded(cmd, "kubectl", file);
     // One JSON object per object read (a `List` when kubectl groups them).
     let mut objects = Vec::new();
-    for value in serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>() {
+    for value in serde_json::Deserializer::from_slice(&stdout).into_iter::<Value>() {
         match value.expect("kubectl's JSON") {
             Value::Object(o) if o.get("kind").and_then(Value::as_str) == Some("List") => objects
                 .extend(
