@@ -379,7 +379,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             if out.contains_key(&key) {
                 // Fail inside the value so the error's path ends with the repeated key.
                 return map.next_value_seed(Duplicate(key));
@@ -388,6 +388,48 @@ impl<'de> Visitor<'de> for StrictVisitor {
             out.insert(key, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// A mapping key as JSON spells it. A YAML key that resolves to a number or a boolean gets
+/// its canonical text (`0x1F: a` is `"31"`, `True: b` is `"true"`), as the API server's
+/// YAML-to-JSON step gives it, so `0xB` and `11` are one key (and a repeated one); a null or
+/// a collection as a key has no JSON form.
+struct Key;
+
+impl<'de> de::DeserializeSeed<'de> for Key {
+    type Value = String;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, number or boolean as a mapping key (JSON cannot hold others)")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_string<E>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        StrictVisitor.visit_f64(v).map(|n| n.to_string())
     }
 }
 
@@ -529,6 +571,23 @@ mod tests {
         assert!(
             e.message.starts_with("invalid YAML: aliases expand"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn keys_that_resolve_to_numbers_or_booleans_are_spelled_as_json_spells_them() {
+        let docs = contents("0x1F: a\nTrue: b\n1.5: c\n0X1F: d\n");
+        assert_eq!(
+            docs[0].as_ref().ok(),
+            Some(&serde_json::json!({"31": "a", "true": "b", "1.5": "c", "0X1F": "d"}))
+        );
+        let e = contents("m:\n  0xB: 1\n  11: 2\n")
+            .remove(0)
+            .expect_err("one key twice");
+        assert_eq!(e.field.as_deref(), Some("m.11"), "{e:?}");
+        assert!(
+            contents("~: a\n").remove(0).is_err(),
+            "a null key has no JSON form"
         );
     }
 }
