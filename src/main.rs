@@ -54,7 +54,7 @@ struct Cli {
     /// Who owns what this run writes, in the ledger: each manager prunes and takes over only
     /// its own rows. Default: `operator` for `run`, `cli` for `plan` and `apply`; give each
     /// manifest set applied with the CLI its own name.
-    #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", global = true)]
+    #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", value_parser = manager_name, global = true)]
     manager: Option<String>,
 
     /// Models of every user this tool creates, as LiteLLM's
@@ -189,6 +189,18 @@ struct Settings {
     manager: Option<String>,
     ledger_schema: String,
     new_user: NewUserDefaults,
+}
+
+/// `--manager`: a name the ledger can show and tell apart, so neither empty nor blank nor
+/// holding control characters.
+fn manager_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("a manager needs a name (for example `cli`, `team-a`); it cannot be empty".into())
+    } else if text.chars().any(char::is_control) {
+        Err("a manager's name cannot hold control characters".into())
+    } else {
+        Ok(text.to_string())
+    }
 }
 
 /// `--new-user-max-budget`: a finite amount of USD, zero or more.
@@ -327,28 +339,54 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .await?
                 .with_ledger_schema(&settings.ledger_schema)?;
             database::ensure_schema(&store).await?;
-            print!(
-                "{}",
-                litellm_org_operator::cli::export::export(&store, &namespace).await?
-            );
-            Ok(ExitCode::SUCCESS)
+            let export = litellm_org_operator::cli::export::export(&store, &namespace).await?;
+            print!("{}", export.yaml);
+            Ok(partial(
+                "export: left out",
+                &export.left_out,
+                "row(s) left out: applying the rest adopts only what was exported",
+            ))
         }
         Command::Get { what, output } => {
             let store = database::open(&url)
                 .await?
                 .with_ledger_schema(&cli.ledger_schema)?;
             database::ensure_schema(&store).await?;
-            let text = match what {
+            let (text, unreadable) = match what {
                 GetWhat::Organizations => {
-                    output::organizations(&store.list_organizations().await?, output)
+                    let listing = store.list_organizations().await?;
+                    (
+                        output::organizations(&listing.rows, output),
+                        listing.unreadable,
+                    )
                 }
-                GetWhat::Members => output::members(&store.list_members().await?, output),
+                GetWhat::Members => {
+                    let listing = store.list_members().await?;
+                    (output::members(&listing.rows, output), listing.unreadable)
+                }
             };
             print!("{text}");
-            Ok(ExitCode::SUCCESS)
+            let skipped: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
+            Ok(partial("get: skipped", &skipped, "row(s) skipped"))
         }
     }
 }
+
+/// Exit code 3 when some rows were skipped or left out (each named on stderr), else 0.
+fn partial(prefix: &str, lines: &[String], summary: &str) -> ExitCode {
+    for line in lines {
+        eprintln!("{prefix} {}", escape(line));
+    }
+    if lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} {summary}.", lines.len());
+        ExitCode::from(PARTIAL)
+    }
+}
+
+/// Exit code of `get` and `export` when some rows could not be read or represented.
+const PARTIAL: u8 = 3;
 
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
 async fn manifests(
@@ -397,7 +435,6 @@ fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> 
     for plan in &report.plans {
         print!("{plan}");
     }
-    let (create, change, delete) = report.counts();
     let errors: Vec<String> = set
         .errors
         .iter()
@@ -410,15 +447,7 @@ fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> 
     if let Some(refusal) = &report.prune_refused {
         eprintln!("{refusal}");
     }
-    let verb = if apply { "Applied" } else { "Plan" };
-    if report.has_changes() {
-        println!(
-            "{verb}: {create} to create, {change} to change, {delete} to delete ({} objects read).",
-            report.objects
-        );
-    } else {
-        println!("No changes ({} objects read).", report.objects);
-    }
+    println!("{}", report.summary(apply, errors.len()));
     if !errors.is_empty() {
         eprintln!("{} error(s).", errors.len());
         return ExitCode::from(1);

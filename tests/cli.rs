@@ -274,3 +274,356 @@ fn database_password_never_printed() {
         "{stderr}"
     );
 }
+
+/// Both stores as the CLI meets them: LiteLLM's own schema on PostgreSQL, and SQLite.
+async fn stores() -> Vec<TestDb> {
+    vec![TestDb::sqlite().await, TestDb::litellm().await]
+}
+
+fn org_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    )
+}
+
+/// `url` with one more query parameter.
+fn with_parameter(url: &str, parameter: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{parameter}")
+}
+
+/// Issue 20, item 5: a query parameter the driver does not know is an error naming the key;
+/// its value never reaches an error or a log line (text or JSON, at any level), nor does the
+/// value of a known parameter the driver refuses, nor the password.
+#[tokio::test]
+async fn url_parameters_are_refused_by_key_and_never_shown() {
+    for db in stores().await {
+        let url = db.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unknown: &[&str] = if db.is_postgres() {
+            &["sslpassword", "passfile", "service"]
+        } else {
+            &["sslpassword", "passfile"]
+        };
+        for key in unknown {
+            let secret = format!("S3CRET-{key}");
+            let bad = with_parameter(&url, &format!("{key}={secret}"));
+            std::fs::write(dir.path().join("url"), &bad).expect("write");
+            let url_file = dir.path().join("url").display().to_string();
+            for args in [
+                &["get", "organizations"][..],
+                &["export"][..],
+                &["apply", "-f", "."][..],
+                &[
+                    "run",
+                    "--log-format",
+                    "json",
+                    "--database-url-file",
+                    &url_file,
+                ][..],
+                &["run", "--database-url-file", &url_file][..],
+            ] {
+                let mut cmd = Command::new(BIN);
+                cmd.current_dir(dir.path())
+                    .args(args)
+                    .env("DATABASE_URL", &bad)
+                    .env("RUST_LOG", "trace")
+                    .env("KUBECONFIG", "/nonexistent");
+                let out = cmd.output().expect("run the binary");
+                let (stdout, stderr) = text(&out);
+                assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+                assert!(
+                    !stdout.contains(&secret) && !stderr.contains(&secret),
+                    "{args:?}: {stdout}{stderr}"
+                );
+                assert!(
+                    stderr.contains(&format!("unsupported parameter \"{key}\"")),
+                    "{args:?}: {stderr}"
+                );
+            }
+        }
+        if db.is_postgres() {
+            // A known parameter with a value the driver refuses: the key, not the value.
+            let bad = with_parameter(&url, "sslmode=S3CRET-mode");
+            let out = run(dir.path(), &["get", "organizations"], Some(&bad));
+            let (_, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.contains("invalid value for the parameter \"sslmode\"")
+                    && !stderr.contains("S3CRET"),
+                "{stderr}"
+            );
+            // A working URL with a password, at the most verbose level: the password is
+            // nowhere (the server trusts 127.0.0.1, so any password connects).
+            let mut u = url::Url::parse(&url).expect("url");
+            u.set_password(Some("S3CRET-password")).expect("password");
+            let mut cmd = Command::new(BIN);
+            let out = cmd
+                .current_dir(dir.path())
+                .args(["get", "organizations"])
+                .env("DATABASE_URL", u.as_str())
+                .env("RUST_LOG", "trace")
+                .output()
+                .expect("run");
+            let (stdout, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+            assert!(
+                !stderr.contains("S3CRET") && !stdout.contains("S3CRET"),
+                "{stderr}"
+            );
+        }
+        db.cleanup().await;
+    }
+}
+
+/// Issue 20, item 7: `--manager ""` is refused (a manager needs a name the ledger can show).
+#[test]
+fn an_empty_manager_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for manager in ["", "  ", "a\nb"] {
+        let out = run(dir.path(), &["--manager", manager, "plan", "-f", "."], None);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{manager:?}: {stdout}{stderr}");
+        assert!(stderr.contains("--manager"), "{stderr}");
+    }
+    assert!(
+        !dir.path().join("litellm-org-operator.db").exists(),
+        "nothing opened"
+    );
+}
+
+/// Issue 20, item 7: a write that fails (a read-only database) never ends with "No changes".
+#[tokio::test]
+async fn a_failed_write_does_not_end_with_no_changes() {
+    for db in stores().await {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("org.yaml"),
+            org_yaml("acme", "{alias: Acme}"),
+        )
+        .expect("write");
+        if db.is_postgres() {
+            db.exec(&format!(
+                "ALTER DATABASE \"{}\" SET default_transaction_read_only = on",
+                db.name()
+            ))
+            .await;
+        } else {
+            // SQLite has no read-only transactions: every write is refused the same way.
+            db.exec(
+                "CREATE TRIGGER read_only BEFORE INSERT ON litellm_org_operator_ledger \
+                 BEGIN SELECT RAISE(ABORT, 'attempt to write a readonly database'); END",
+            )
+            .await;
+        }
+        let url = db.url();
+        let out = run(dir.path(), &["apply", "-f", "org.yaml"], Some(&url));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(!stdout.contains("No changes"), "{stdout}");
+        assert!(
+            stdout.contains(
+                "Nothing applied; 1 error(s): nothing written for those (1 objects read)."
+            ),
+            "{stdout}"
+        );
+        assert!(stderr.contains("Organization default/acme"), "{stderr}");
+        db.cleanup().await;
+    }
+}
+
+/// Issue 20, item 7: a prune that only releases ledger entries (`Retain`) says so.
+#[tokio::test]
+async fn a_prune_that_releases_says_so() {
+    for db in stores().await {
+        let url = db.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("m")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("none")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("m/org.yaml"),
+            org_yaml("acme", "{alias: Acme, deletionPolicy: Retain}"),
+        )
+        .expect("write");
+        let out = run(dir.path(), &["apply", "-f", "m"], Some(&url));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        let out = run(dir.path(), &["plan", "--prune", "-f", "none"], Some(&url));
+        let (stdout, _) = text(&out);
+        assert!(
+            stdout.contains(
+                "No changes to LiteLLM's rows; 2 ledger entries to release (0 objects read)."
+            ),
+            "{stdout}"
+        );
+        let out = run(dir.path(), &["apply", "--prune", "-f", "none"], Some(&url));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        assert!(
+            stdout.contains(
+                "No changes to LiteLLM's rows; 2 ledger entries released (0 objects read)."
+            ),
+            "{stdout}"
+        );
+        assert_eq!(db.count("LiteLLM_OrganizationTable").await, 1, "retained");
+        db.cleanup().await;
+    }
+}
+
+/// The "N to create" of a run's last line.
+fn created(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Applied: "))
+        .and_then(|l| l.split(" to create").next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+/// Issue 20, item 7: two `apply` runs on one database at once each report what they wrote:
+/// the creates they count add up to the rows there are.
+#[tokio::test]
+async fn concurrent_applies_count_what_each_wrote() {
+    for db in stores().await {
+        let url = db.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text_ = String::new();
+        for i in 0..120 {
+            text_.push_str(&org_yaml(
+                &format!("o{i}"),
+                &format!("{{budget: {{maxBudget: {i}}}}}"),
+            ));
+            text_.push_str("---\n");
+            for u in 0..2 {
+                text_.push_str(&format!(
+                    "apiVersion: litellm.dev/v1alpha1\nkind: OrganizationMember\nmetadata: {{name: o{i}-u{u}}}\n\
+                     spec: {{organizationRef: {{name: o{i}}}, user: {{userId: u{i}-{u}}}, role: internal_user}}\n---\n"
+                ));
+            }
+        }
+        std::fs::write(dir.path().join("m.yaml"), &text_).expect("write");
+        let count = || async {
+            db.count("LiteLLM_OrganizationTable").await
+                + db.count("LiteLLM_BudgetTable").await
+                + db.count("LiteLLM_UserTable").await
+                + db.count("LiteLLM_OrganizationMembership").await
+        };
+        let before = count().await;
+        let spawn = || {
+            Command::new(BIN)
+                .current_dir(dir.path())
+                .args(["apply", "-f", "m.yaml"])
+                .env("DATABASE_URL", &url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (
+            a.wait_with_output().expect("wait"),
+            b.wait_with_output().expect("wait"),
+        );
+        for o in [&a, &b] {
+            let (stdout, stderr) = text(o);
+            assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+        }
+        let rows = count().await - before;
+        assert_eq!(rows, 120 * 6, "every row once");
+        let (ca, cb) = (created(&text(&a).0), created(&text(&b).0));
+        eprintln!("creates counted by the two runs: {ca} + {cb}");
+        assert_eq!(ca + cb, rows, "each run counts what it wrote ({ca} + {cb})");
+        db.cleanup().await;
+    }
+}
+
+/// Issue 20, item 7: a statement slower than a second (here: waiting for a lock another
+/// connection holds) prints no SQL and no colours at the default level; `RUST_LOG` shows it,
+/// still without colours when stderr is not a terminal.
+#[tokio::test]
+async fn slow_statements_print_no_sql_and_no_colours() {
+    use sqlx::Connection;
+    for db in stores().await {
+        let url = db.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("org.yaml"),
+            org_yaml("acme", "{alias: Acme}"),
+        )
+        .expect("write");
+        for (log, shown) in [(None, false), (Some("sqlx=debug"), true)] {
+            // Hold a lock the apply must wait for, longer than the one-second threshold.
+            let release = {
+                let url = url.clone();
+                let postgres = db.is_postgres();
+                let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(async move {
+                    if postgres {
+                        let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+                        let mut tx = c.begin().await.expect("begin");
+                        sqlx::query(
+                            r#"LOCK TABLE "LiteLLM_OrganizationTable" IN ACCESS EXCLUSIVE MODE"#,
+                        )
+                        .execute(&mut *tx)
+                        .await
+                        .expect("lock");
+                        locked_tx.send(()).ok();
+                        tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+                        tx.rollback().await.expect("rollback");
+                    } else {
+                        let mut c = sqlx::SqliteConnection::connect(&url)
+                            .await
+                            .expect("connect");
+                        sqlx::raw_sql("BEGIN IMMEDIATE")
+                            .execute(&mut c)
+                            .await
+                            .expect("lock");
+                        locked_tx.send(()).ok();
+                        tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+                        sqlx::raw_sql("ROLLBACK")
+                            .execute(&mut c)
+                            .await
+                            .expect("rollback");
+                    }
+                });
+                locked_rx.await.expect("locked");
+                task
+            };
+            let mut cmd = Command::new(BIN);
+            cmd.current_dir(dir.path())
+                .args(["apply", "-f", "org.yaml"])
+                .env("DATABASE_URL", &url)
+                .env_remove("RUST_LOG");
+            if let Some(filter) = log {
+                cmd.env("RUST_LOG", filter);
+            }
+            let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+                .await
+                .expect("join");
+            release.await.expect("lock holder");
+            let (stdout, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+            assert!(!stderr.contains('\u{1b}'), "no colours: {stderr:?}");
+            assert_eq!(
+                stderr.contains("slow statement"),
+                shown,
+                "{log:?}: {stderr}"
+            );
+            if !shown {
+                assert!(
+                    !stderr.contains("SELECT") && !stderr.contains("INSERT"),
+                    "{stderr}"
+                );
+            }
+            db.exec(
+                r#"DELETE FROM "LiteLLM_OrganizationTable"; DELETE FROM "LiteLLM_BudgetTable""#,
+            )
+            .await;
+            let ledger = if db.is_postgres() {
+                "DELETE FROM litellm_org_operator.ledger"
+            } else {
+                "DELETE FROM litellm_org_operator_ledger"
+            };
+            db.exec(ledger).await;
+        }
+        db.cleanup().await;
+    }
+}

@@ -80,7 +80,7 @@ async fn organization_lifecycle(db: &TestDb) {
     assert!(matches!(plan.changes[0], Change::CreateBudget(_)));
     assert!(matches!(plan.changes[1], Change::CreateOrganization(_)));
 
-    let orgs = db.store().list_organizations().await.expect("list");
+    let orgs = db.store().list_organizations().await.expect("list").rows;
     assert_eq!(orgs.len(), 1);
     assert_eq!(
         orgs[0].organization_id,

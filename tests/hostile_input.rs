@@ -395,7 +395,7 @@ async fn strict_reading_as_the_api_server_does() {
     let cases: Vec<(&str, &str, String, &str)> = vec![
         ("top", "yaml", object("{name: o}", "spec: {}\nspek: {alias: x}\n"), "spek: strict decoding error: unknown field \"spek\""),
         ("meta", "yaml", object("{name: o, nmae: p}", "spec: {}\n"), "metadata.nmae: strict decoding error: unknown field \"metadata.nmae\""),
-        ("dup-yaml", "yaml", object("{name: o}", "spec:\n  alias: a\n  alias: b\n"), "duplicate entry with key \"alias\""),
+        ("dup-yaml", "yaml", object("{name: o}", "spec:\n  alias: a\n  alias: b\n"), "spec.alias: duplicate field \"alias\""),
         ("dup-json", "json", r#"{"apiVersion": "litellm.dev/v1alpha1", "kind": "Organization", "metadata": {"name": "o"}, "spec": {"alias": "a", "alias": "b"}}"#.to_string(), "spec.alias: invalid JSON: duplicate field \"alias\""),
         ("inf", "yaml", object("{name: o}", "spec: {metadata: {ratio: .inf}}\n"), "spec.metadata.ratio: json: unsupported value: +Inf"),
         ("nan", "yaml", object("{name: o}", "spec: {budget: {maxBudget: .nan}}\n"), "spec.budget.maxBudget: json: unsupported value: NaN"),
@@ -722,4 +722,64 @@ async fn the_crd_bounds_metadata_with_a_422() {
             || (code == 400 && message.contains("recursion limit exceeded")),
         "{code} {answer}"
     );
+}
+
+/// Issue 20, item 4: nesting past 128 levels is refused at once in any style (flow sequences
+/// in a field, flow mappings in an unknown field, inside a kind that is skipped, block
+/// style), each document on its own: the other documents of the file are still applied.
+/// (The time each refusal takes is measured by hand, not asserted: see the README.)
+#[tokio::test]
+async fn deep_nesting_is_refused_at_once_and_the_rest_applied() {
+    let n = 100_000;
+    let hostile = [
+        format!(
+            "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {{name: flow}}\nspec:\n  models: {}{}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        ),
+        format!(
+            "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {{name: mapping}}\nspec:\n  unknown: {}\n",
+            "{a: ".repeat(n)
+        ),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: skipped}}\ndata:\n  x: {}\n",
+            "[".repeat(40_000)
+        ),
+        format!(
+            "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {{name: block}}\nspec:\n  metadata:\n{}",
+            (0..200)
+                .map(|i| format!("{}k{i}:\n", " ".repeat(4 + 2 * i)))
+                .collect::<String>()
+        ),
+    ];
+    for db in [TestDb::sqlite().await, TestDb::litellm().await] {
+        let url = db.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let mut text = String::new();
+        for doc in &hostile {
+            text.push_str(doc);
+            text.push_str("---\n");
+        }
+        text.push_str(&org("after", "{alias: After}"));
+        write(d, "deep.yaml", &text);
+        let (code, stdout, stderr) = cli(d, &["apply", "-f", "deep.yaml"], &url);
+        assert_eq!(code, Some(1), "{stdout}{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(errors.len(), 4, "{stderr}");
+        for (i, e) in errors.iter().enumerate() {
+            assert!(
+                e.contains(&format!(
+                    "deep.yaml (document {}): invalid YAML: nested more than 128 levels",
+                    i + 1
+                )),
+                "{e}"
+            );
+        }
+        assert_eq!(aliases(d, &url), ["After"]);
+        db.cleanup().await;
+    }
 }

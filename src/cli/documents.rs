@@ -5,10 +5,36 @@
 //!
 //! A multi-document YAML file is split at its `---` / `...` markers before parsing, so a
 //! syntax error in one document is reported and the documents after it are still read.
+//!
+//! YAML is read with `serde-saphyr` under a parse budget ([`MAX_DEPTH`] levels of nesting,
+//! a cap on nodes, aliases and what aliases expand to, and [`MAX_DOCUMENT_BYTES`] per
+//! document): a hostile document is refused after work proportional to the budget, not to
+//! its size. Plain scalars resolve as YAML 1.2's core schema does (`no`, `on`, `0X1F`,
+//! `1_000`, `0755` and `1:20` are strings); both YAML and JSON go through one strict value
+//! visitor, so a repeated key or a non-finite number is refused with the same words and the
+//! field's path in either.
 
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use serde_saphyr::budget::BudgetBreach;
+
+/// Deepest nesting of mappings and sequences a document may have, as the JSON reader
+/// (`serde_json`'s recursion limit) allows.
+pub const MAX_DEPTH: usize = 128;
+
+/// Largest YAML document read (after splitting a file at its document markers). The API
+/// server takes requests of at most 3 MiB; this leaves room for a `v1 List` of many objects.
+pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Nodes (scalars, mappings, sequences, counting those aliases expand to) one document may
+/// hold: about 100,000 objects in one `v1 List`.
+const MAX_NODES: usize = 4_000_000;
+
+/// Alias uses one document may hold, and parser events they may replay in all: manifests
+/// rarely use aliases at all, and a "billion laughs" document stops here.
+const MAX_ALIASES: usize = 10_000;
+const MAX_REPLAYED_EVENTS: usize = 200_000;
 
 /// One document of a file: its 1-based number and what it holds.
 #[derive(Debug)]
@@ -33,8 +59,29 @@ impl DocumentError {
     }
 }
 
+/// Stack of the thread a file is read on. The readers recurse once per level of nesting, up
+/// to [`MAX_DEPTH`]; in a debug build that takes more than the 2 MiB a test thread or a tokio
+/// worker has, so reading never depends on the caller's stack.
+const READER_STACK: usize = 64 * 1024 * 1024;
+
 /// Read every document of a file (JSON when `json`, else YAML). Empty documents are left out.
 pub fn read(text: &str, json: bool) -> Vec<Document> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("manifest-reader".into())
+            .stack_size(READER_STACK)
+            .spawn_scoped(scope, || read_here(text, json))
+            .map(|reader| reader.join())
+    })
+    .unwrap_or_else(|e| {
+        // No thread to be had: read on this one (enough in a release build's main thread).
+        tracing::debug!(error = %e, "reading a manifest file on the caller's thread");
+        Ok(read_here(text, json))
+    })
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn read_here(text: &str, json: bool) -> Vec<Document> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if json {
         return vec![Document {
@@ -115,78 +162,134 @@ fn is_blank(text: &str) -> bool {
     })
 }
 
-fn parse_yaml(chunk: &Chunk<'_>) -> Result<Value, DocumentError> {
-    let mut yaml: serde_yaml::Value = match serde_yaml::from_str(chunk.text) {
-        Ok(v) => v,
-        Err(_) => return Err(yaml_syntax_error(chunk)),
-    };
-    yaml.apply_merge()
-        .map_err(|e| DocumentError::new(None, format!("invalid YAML merge key (<<): {e}")))?;
-    check_finite(&yaml, "")?;
-    serde_json::to_value(yaml)
-        .map_err(|e| DocumentError::new(None, format!("YAML that JSON cannot hold: {e}")))
-}
-
-/// The parser's message with line numbers counted in the whole file (the chunk is parsed
-/// again behind as many empty lines as precede it: only on this error path).
-fn yaml_syntax_error(chunk: &Chunk<'_>) -> DocumentError {
-    let padded = format!("{}{}", "\n".repeat(chunk.first_line), chunk.text);
-    let message = match serde_yaml::from_str::<serde_yaml::Value>(&padded) {
-        Err(e) => e.to_string(),
-        Ok(_) => "unreadable document".to_string(),
-    };
-    DocumentError::new(None, format!("invalid YAML: {}", explain_depth(message)))
-}
-
-/// The readers stop 128 levels deep: say what the limit is about.
-fn explain_depth(message: String) -> String {
-    if message.contains("recursion limit exceeded") {
-        format!("nested more than 128 levels ({message})")
-    } else {
-        message
+/// The reader's settings: the budget above, YAML 1.2 scalars, and repeated keys and
+/// non-finite numbers passed on to [`StrictVisitor`], which refuses them with their path.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            flow_nesting_limit: MAX_DEPTH,
+            max_nodes: MAX_NODES,
+            max_events: 4 * MAX_NODES,
+            max_aliases: MAX_ALIASES,
+            max_anchors: MAX_ALIASES,
+            max_recorded_anchor_events: MAX_REPLAYED_EVENTS,
+            max_total_scalar_bytes: MAX_DOCUMENT_BYTES,
+            max_documents: 1,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_REPLAYED_EVENTS,
+        },
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        merge_keys: serde_saphyr::MergeKeyPolicy::Merge,
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        with_snippet: false,
     }
 }
 
-/// `.inf`, `-.inf` and `.nan` have no JSON form (the API server's YAML-to-JSON step fails on
-/// them): name the field rather than store `null`.
-fn check_finite(value: &serde_yaml::Value, path: &str) -> Result<(), DocumentError> {
-    match value {
-        serde_yaml::Value::Number(n) => match n.as_f64() {
-            Some(f) if !f.is_finite() => {
-                let shown = if f.is_nan() {
-                    "NaN"
-                } else if f > 0.0 {
-                    "+Inf"
-                } else {
-                    "-Inf"
-                };
-                Err(DocumentError::new(
-                    (!path.is_empty()).then(|| path.to_string()),
-                    format!("json: unsupported value: {shown} (use a finite number)"),
-                ))
-            }
-            _ => Ok(()),
-        },
-        serde_yaml::Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| check_finite(item, &format!("{path}[{i}]"))),
-        serde_yaml::Value::Mapping(map) => map.iter().try_for_each(|(k, v)| {
-            let key = match k {
-                serde_yaml::Value::String(s) => s.clone(),
-                other => serde_yaml::to_string(other)
-                    .map(|s| s.trim_end().to_string())
-                    .unwrap_or_default(),
-            };
-            let child = if path.is_empty() {
-                key
+fn parse_yaml(chunk: &Chunk<'_>) -> Result<Value, DocumentError> {
+    if chunk.text.len() > MAX_DOCUMENT_BYTES {
+        return Err(DocumentError::new(
+            None,
+            format!(
+                "invalid YAML: the document is larger than {} MiB",
+                MAX_DOCUMENT_BYTES >> 20
+            ),
+        ));
+    }
+    let mut path = None;
+    serde_saphyr::with_deserializer_from_str_with_options(chunk.text, yaml_options(), |de| {
+        serde_path_to_error::deserialize::<_, StrictValue>(de)
+            .map(|v| v.0)
+            .map_err(|e| {
+                path = Some(e.path().to_string());
+                e.into_inner()
+            })
+    })
+    .map_err(|e| yaml_error(&e, path, chunk.first_line))
+}
+
+/// A reader error in the words of this tool, with line numbers counted in the whole file.
+/// Errors of [`StrictVisitor`] (a repeated key, a non-finite number) name their field;
+/// syntax errors and budget breaches do not.
+fn yaml_error(err: &serde_saphyr::Error, path: Option<String>, first_line: usize) -> DocumentError {
+    let render = || {
+        err.render_with_options(serde_saphyr::render_options! {
+            line_offset: first_line as u64,
+        })
+    };
+    let at = err
+        .location()
+        .map(|l| {
+            format!(
+                " at line {}, column {}",
+                l.line() + first_line as u64,
+                l.column()
+            )
+        })
+        .unwrap_or_default();
+    match original(err) {
+        serde_saphyr::Error::Message { .. } => {
+            DocumentError::new(path.filter(|p| p != "."), render())
+        }
+        serde_saphyr::Error::Budget { breach, .. } => {
+            DocumentError::new(None, format!("invalid YAML: {}{at}", budget_breach(breach)))
+        }
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+        | serde_saphyr::Error::AliasExpansionLimitExceeded { .. }
+        | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. }
+        | serde_saphyr::Error::AliasReplayCounterOverflow { .. } => {
+            DocumentError::new(None, format!("invalid YAML: {}{at}", aliases_too_many()))
+        }
+        _ => {
+            let message = render();
+            if message.contains("recursion limit exceeded") {
+                DocumentError::new(None, format!("invalid YAML: {}{at}", nested_too_deep()))
             } else {
-                format!("{path}.{key}")
-            };
-            check_finite(v, &child)
-        }),
-        serde_yaml::Value::Tagged(t) => check_finite(&t.value, path),
-        _ => Ok(()),
+                DocumentError::new(None, format!("invalid YAML: {message}"))
+            }
+        }
+    }
+}
+
+/// The error itself, out of the wrappers that add a snippet or an alias's locations.
+fn original(err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    match err.without_snippet() {
+        serde_saphyr::Error::AliasError { error, .. } => original(error),
+        other => other,
+    }
+}
+
+fn aliases_too_many() -> String {
+    format!(
+        "aliases expand to more than the reader allows (at most {MAX_ALIASES} aliases and {MAX_REPLAYED_EVENTS} nodes replayed)"
+    )
+}
+
+fn nested_too_deep() -> String {
+    format!("nested more than {MAX_DEPTH} levels")
+}
+
+/// What a breach of the parse budget means for a manifest.
+fn budget_breach(breach: &BudgetBreach) -> String {
+    match breach {
+        BudgetBreach::Depth { .. } => nested_too_deep(),
+        BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => {
+            format!("more than {MAX_NODES} nodes (counting what aliases expand to)")
+        }
+        BudgetBreach::Aliases { .. }
+        | BudgetBreach::Anchors { .. }
+        | BudgetBreach::AliasAnchorRatio { .. }
+        | BudgetBreach::RecordedAnchorEvents { .. }
+        | BudgetBreach::RecordedAnchorBytes { .. } => aliases_too_many(),
+        BudgetBreach::ScalarBytes { .. } | BudgetBreach::InputBytes { .. } => format!(
+            "the document is larger than {} MiB",
+            MAX_DOCUMENT_BYTES >> 20
+        ),
+        other => format!("exceeds the reader's limits ({other:?})"),
     }
 }
 
@@ -195,7 +298,10 @@ fn parse_json(text: &str) -> Result<Value, DocumentError> {
     let value = serde_path_to_error::deserialize::<_, StrictValue>(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
-        let message = explain_depth(e.into_inner().to_string());
+        let mut message = e.into_inner().to_string();
+        if message.contains("recursion limit exceeded") {
+            message = format!("{} ({message})", nested_too_deep());
+        }
         DocumentError::new(field, format!("invalid JSON: {message}"))
     })?;
     de.end()
@@ -203,7 +309,8 @@ fn parse_json(text: &str) -> Result<Value, DocumentError> {
     Ok(value.0)
 }
 
-/// A JSON value whose objects may not repeat a key (`serde_json::Value` keeps the last).
+/// A JSON value whose objects may not repeat a key (`serde_json::Value` keeps the last) and
+/// whose numbers are finite: what both readers build.
 struct StrictValue(Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
@@ -231,9 +338,22 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // `.inf`, `-.inf`, `.nan` and `1e400` have no JSON form (the API server's YAML-to-JSON
+        // step fails on them): refuse them rather than store `null`.
         serde_json::Number::from_f64(v)
             .map(Value::Number)
-            .ok_or_else(|| E::custom("json: unsupported value: use a finite number"))
+            .ok_or_else(|| {
+                let shown = if v.is_nan() {
+                    "NaN"
+                } else if v > 0.0 {
+                    "+Inf"
+                } else {
+                    "-Inf"
+                };
+                E::custom(format!(
+                    "json: unsupported value: {shown} (use a finite number)"
+                ))
+            })
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_string()))
@@ -259,7 +379,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             if out.contains_key(&key) {
                 // Fail inside the value so the error's path ends with the repeated key.
                 return map.next_value_seed(Duplicate(key));
@@ -268,6 +388,48 @@ impl<'de> Visitor<'de> for StrictVisitor {
             out.insert(key, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// A mapping key as JSON spells it. A YAML key that resolves to a number or a boolean gets
+/// its canonical text (`0x1F: a` is `"31"`, `True: b` is `"true"`), as the API server's
+/// YAML-to-JSON step gives it, so `0xB` and `11` are one key (and a repeated one); a null or
+/// a collection as a key has no JSON form.
+struct Key;
+
+impl<'de> de::DeserializeSeed<'de> for Key {
+    type Value = String;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, number or boolean as a mapping key (JSON cannot hold others)")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_string<E>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        StrictVisitor.visit_f64(v).map(|n| n.to_string())
     }
 }
 
@@ -332,11 +494,19 @@ mod tests {
     #[test]
     fn duplicate_keys_and_non_finite_numbers_are_errors() {
         let e = contents("a: 1\na: 2\n").remove(0).expect_err("duplicate");
-        assert!(e.message.contains("duplicate"), "{e:?}");
+        assert!(e.message.contains("duplicate field \"a\""), "{e:?}");
+        let e = contents("spec:\n  alias: a\n  alias: b\n")
+            .remove(0)
+            .expect_err("duplicate");
+        assert_eq!(e.field.as_deref(), Some("spec.alias"), "{e:?}");
         let e = parse_json(r#"{"spec": {"alias": "a", "alias": "b"}}"#).expect_err("duplicate");
         assert_eq!(e.field.as_deref(), Some("spec.alias"));
         assert!(e.message.contains("duplicate field \"alias\""), "{e:?}");
-        for (text, shown) in [("x: {y: [1, .inf]}", "+Inf"), ("x: {y: .nan}", "NaN")] {
+        for (text, shown) in [
+            ("x: {y: [1, .inf]}", "+Inf"),
+            ("x: {y: .nan}", "NaN"),
+            ("x: {y: -1e400}", "-Inf"),
+        ] {
             let e = contents(text).remove(0).expect_err("non-finite");
             assert!(e.message.contains(shown), "{e:?}");
             assert!(
@@ -344,5 +514,80 @@ mod tests {
                 "{e:?}"
             );
         }
+    }
+
+    #[test]
+    fn plain_scalars_resolve_as_yaml_1_2_core() {
+        let docs = contents(
+            "a: no\nb: on\nc: 0X1F\nd: 1_000\ne: 1:20\nf: 0755\ng: y\nh: 2001-12-14\ni: 0x1f\nj: 1.5\nk: ~\nl: true\n",
+        );
+        assert_eq!(
+            docs[0].as_ref().ok(),
+            Some(&serde_json::json!({
+                "a": "no", "b": "on", "c": "0X1F", "d": "1_000", "e": "1:20", "f": "0755",
+                "g": "y", "h": "2001-12-14", "i": 31, "j": 1.5, "k": null, "l": true
+            }))
+        );
+    }
+
+    /// Deep nesting is refused after work proportional to the limit, whatever the size of
+    /// the input: flow sequences, flow mappings in an unknown field, a skipped kind, block
+    /// style. (Timing is measured by hand, not asserted: see the README.)
+    #[test]
+    fn deep_nesting_is_refused_at_the_limit() {
+        let n = 100_000;
+        let cases = [
+            format!("models: {}{}", "[".repeat(n), "]".repeat(n)),
+            format!("spec: {{unknown: {}", "{a: ".repeat(n)),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\ndata: {}",
+                "[".repeat(40_000)
+            ),
+            (0..200).map(|i| format!("{}- \n", " ".repeat(i))).collect(),
+            format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+        ];
+        for text in &cases {
+            let e = contents(text).remove(0).expect_err("too deep");
+            assert!(
+                e.message
+                    .starts_with("invalid YAML: nested more than 128 levels"),
+                "{e:?}"
+            );
+        }
+        let ok = format!("a: {}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(contents(&ok)[0].is_ok());
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let e = contents(&text).remove(0).expect_err("billion laughs");
+        assert!(
+            e.message.starts_with("invalid YAML: aliases expand"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn keys_that_resolve_to_numbers_or_booleans_are_spelled_as_json_spells_them() {
+        let docs = contents("0x1F: a\nTrue: b\n1.5: c\n0X1F: d\n");
+        assert_eq!(
+            docs[0].as_ref().ok(),
+            Some(&serde_json::json!({"31": "a", "true": "b", "1.5": "c", "0X1F": "d"}))
+        );
+        let e = contents("m:\n  0xB: 1\n  11: 2\n")
+            .remove(0)
+            .expect_err("one key twice");
+        assert_eq!(e.field.as_deref(), Some("m.11"), "{e:?}");
+        assert!(
+            contents("~: a\n").remove(0).is_err(),
+            "a null key has no JSON form"
+        );
     }
 }

@@ -28,7 +28,7 @@ pub enum CliError {
     Usage(String),
     /// The CustomResourceDefinitions could not be rendered.
     #[error("cannot render the CRDs: {0}")]
-    Crd(#[from] serde_yaml::Error),
+    Crd(#[from] crate::yaml::Error),
     /// The Kubernetes side of `run` failed (already worded with what was attempted).
     #[error("{0}")]
     Cluster(String),

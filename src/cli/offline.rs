@@ -33,7 +33,7 @@ use crate::engine::{
     DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
     PruneKeep,
 };
-use crate::error::EngineError;
+use crate::error::{EngineError, StoreError};
 use crate::store::{Change, Store};
 
 /// Objects planned or applied at a time. The PostgreSQL store's pool has as many connections;
@@ -91,6 +91,76 @@ impl RunReport {
     /// that already match, are not changes: `plan` exits 0 for them).
     pub fn has_changes(&self) -> bool {
         self.plans.iter().any(ObjectPlan::changes_rows)
+    }
+
+    /// Counts of ledger entries written (claims) and removed (releases) across all plans.
+    pub fn ledger_counts(&self) -> (usize, usize) {
+        let mut c = (0, 0);
+        for change in self.plans.iter().flat_map(|p| &p.changes) {
+            match change {
+                Change::Claim { .. } => c.0 += 1,
+                Change::Release { .. } => c.1 += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// The last line of `plan` and `apply`: what was written (or would be), the ledger
+    /// entries too, and the errors; "No changes" only when nothing was, or would be, written
+    /// and every object was planned.
+    pub fn summary(&self, apply: bool, errors: usize) -> String {
+        let (create, change, delete) = self.counts();
+        let (claims, releases) = self.ledger_counts();
+        let mut ledger = Vec::new();
+        if claims > 0 {
+            ledger.push(if apply {
+                format!("{claims} ledger entries written")
+            } else {
+                format!("{claims} ledger entries to write")
+            });
+        }
+        if releases > 0 {
+            ledger.push(if apply {
+                format!("{releases} ledger entries released")
+            } else {
+                format!("{releases} ledger entries to release")
+            });
+        }
+        let mut tail: Vec<String> = Vec::new();
+        if !ledger.is_empty() {
+            tail.push(ledger.join(", "));
+        }
+        if errors > 0 {
+            tail.push(if apply {
+                format!("{errors} error(s): nothing written for those")
+            } else {
+                format!("{errors} error(s): those not planned")
+            });
+        }
+        let tail = if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", tail.join("; "))
+        };
+        let read = format!("{} objects read", self.objects);
+        if self.has_changes() {
+            let verb = if apply { "Applied" } else { "Plan" };
+            format!(
+                "{verb}: {create} to create, {change} to change, {delete} to delete{tail} ({read})."
+            )
+        } else if claims + releases > 0 {
+            format!("No changes to LiteLLM's rows{tail} ({read}).")
+        } else if errors > 0 {
+            let what = if apply {
+                "Nothing applied"
+            } else {
+                "Nothing to change among the objects planned"
+            };
+            format!("{what}{tail} ({read}).")
+        } else {
+            format!("No changes ({read}).")
+        }
     }
 }
 
@@ -212,10 +282,8 @@ impl<'a, S: Store> Run<'a, S> {
                 let mut out = Vec::with_capacity(group.len());
                 for i in group {
                     if let Ok(d) = &desired_ref[i] {
-                        let result = match engine.plan_organization(d).await {
-                            Ok(plan) => write(engine, apply, plan).await,
-                            Err(e) => Err(e),
-                        };
+                        let result =
+                            plan_and_write(engine, apply, || engine.plan_organization(d)).await;
                         out.push((i, result));
                     }
                     progress.inc(1);
@@ -371,17 +439,25 @@ impl<'a, S: Store> Run<'a, S> {
                     let mut out = Vec::with_capacity(group.len());
                     for (i, planned) in group {
                         if let Ok(t) = &targets_ref[i] {
-                            let plan = match planned {
+                            let replan =
+                                || engine.plan_member(&t.desired, &t.organization_id, t.pending);
+                            let mut plan = match planned {
                                 Some(plan) => plan,
-                                None => {
-                                    engine
-                                        .plan_member(&t.desired, &t.organization_id, t.pending)
-                                        .await
-                                }
+                                None => replan().await,
                             };
-                            let result = match plan.and_then(|p| claim(&mut claims, p, t)) {
-                                Ok(p) => write(engine, true, p).await,
-                                Err(e) => Err(e),
+                            let mut attempts = 0;
+                            let result = loop {
+                                let written = match plan.and_then(|p| claim(&mut claims, p, t)) {
+                                    Ok(p) => engine.apply_written(p).await,
+                                    Err(e) => break Err(e),
+                                };
+                                match written {
+                                    Err(e) if is_stale(&e) && attempts < STALE_RETRIES => {
+                                        attempts += 1;
+                                        plan = replan().await;
+                                    }
+                                    other => break other,
+                                }
                             };
                             out.push((i, result));
                         }
@@ -443,10 +519,11 @@ impl<'a, S: Store> Run<'a, S> {
         })
     }
 
-    /// Write a plan when the run applies; a plan-only run passes it through.
+    /// Write a plan when the run applies (and return it as written); a plan-only run passes
+    /// it through.
     async fn apply(&self, plan: ObjectPlan) -> Result<ObjectPlan, EngineError> {
         if self.options.apply {
-            self.engine.apply(&plan).await?;
+            return self.engine.apply_written(plan).await;
         }
         Ok(plan)
     }
@@ -520,7 +597,9 @@ fn claim(
         plan.user_id.clone().unwrap_or_default(),
         target.organization_id.clone(),
     );
-    if let Some(other) = claims.get(&pair) {
+    if let Some(other) = claims.get(&pair)
+        && *other != target.desired.key
+    {
         return Err(EngineError::Conflict(format!(
             "user {} in organization {} is already claimed by OrganizationMember {other}",
             pair.0, pair.1
@@ -530,16 +609,38 @@ fn claim(
     Ok(plan)
 }
 
-/// Write a plan when the run applies (one transaction); a plan-only run passes it through.
-async fn write<S: Store>(
+/// How often an object is planned again when another writer (a second `apply` on the same
+/// database) created a row its plan creates between the plan's read and its write.
+const STALE_RETRIES: usize = 3;
+
+fn is_stale(err: &EngineError) -> bool {
+    matches!(err, EngineError::Store(StoreError::Stale(_)))
+}
+
+/// Plan, and when the run applies, write the plan (one transaction) and return it as written.
+/// A plan another writer overtook is made again from what the database holds then, so the
+/// report counts what this run wrote, never what another run wrote.
+async fn plan_and_write<S, F, Fut>(
     engine: &Engine<S>,
     apply: bool,
-    plan: ObjectPlan,
-) -> Result<ObjectPlan, EngineError> {
-    if apply {
-        engine.apply(&plan).await?;
+    plan: F,
+) -> Result<ObjectPlan, EngineError>
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<ObjectPlan, EngineError>>,
+{
+    let mut attempts = 0;
+    loop {
+        let planned = plan().await?;
+        if !apply {
+            return Ok(planned);
+        }
+        match engine.apply_written(planned).await {
+            Err(e) if is_stale(&e) && attempts < STALE_RETRIES => attempts += 1,
+            other => return other,
+        }
     }
-    Ok(plan)
 }
 
 /// Objects that must run one after the other: indexes grouped by shared keys (connected

@@ -32,7 +32,7 @@ fn money(v: Option<f64>) -> String {
 fn serialized<T: Serialize>(rows: &[T], format: Format) -> Option<String> {
     match format {
         Format::Json => serde_json::to_string_pretty(rows).ok().map(|s| s + "\n"),
-        Format::Yaml => serde_yaml::to_string(rows).ok(),
+        Format::Yaml => crate::yaml::to_string(&rows).ok(),
         Format::Table => None,
     }
 }

@@ -148,11 +148,11 @@ fn strip_closed_objects(value: &mut serde_json::Value) {
 }
 
 /// Both CRDs as one multi-document YAML stream.
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crds_yaml() -> Result<String, crate::yaml::Error> {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&crate::yaml::to_string(&crd)?);
     }
     Ok(out)
 }

@@ -378,11 +378,27 @@ impl<S: Store> Engine<S> {
 
     /// Apply one object's plan in one transaction. An empty plan touches nothing.
     pub async fn apply(&self, plan: &ObjectPlan) -> Result<(), EngineError> {
+        self.apply_changes(plan).await.map(|_| ())
+    }
+
+    /// Apply one object's plan and return it as written: a user the plan creates that another
+    /// writer created since the plan read is left out (it was found, not created), so what a
+    /// run reports is what it wrote. A row the plan creates that another writer created in
+    /// the meantime fails the transaction ([`crate::error::StoreError::Stale`]): plan again.
+    pub async fn apply_written(&self, mut plan: ObjectPlan) -> Result<ObjectPlan, EngineError> {
+        let applied = self.apply_changes(&plan).await?;
+        for index in applied.unchanged.into_iter().rev() {
+            plan.changes.remove(index);
+        }
+        Ok(plan)
+    }
+
+    async fn apply_changes(&self, plan: &ObjectPlan) -> Result<crate::store::Applied, EngineError> {
         if plan.changes.is_empty() {
-            return Ok(());
+            return Ok(Default::default());
         }
         self.count("apply");
-        self.store.apply(&plan.changes, &self.actor).await?;
+        let applied = self.store.apply(&plan.changes, &self.actor).await?;
         if plan.changes.iter().any(|c| {
             matches!(
                 c,
@@ -392,7 +408,7 @@ impl<S: Store> Engine<S> {
             self.membership_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Spend, budget and member count, for status. The counts come from one grouped read,

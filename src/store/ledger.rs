@@ -68,6 +68,7 @@ pub struct LedgerSql {
     pub release_organization: Arc<str>,
     pub created_member_budgets: Arc<str>,
     pub owners: Arc<str>,
+    pub resources: Arc<str>,
 }
 
 /// A schema name the ledger may use: a plain lower-case identifier, never `public`.
@@ -133,8 +134,10 @@ impl LedgerSql {
                    WHERE "organization_id" = $1 AND "created" AND "row_key" LIKE 'budget/%'"#
             )),
             owners: s(format!(
-                r#"SELECT "row_key", "manager", "resource" FROM {table} WHERE "row_key" LIKE 'organization/%'"#
+                r#"SELECT "row_key", "manager", "resource" FROM {table}
+                   WHERE "row_key" LIKE 'organization/%' OR "row_key" LIKE 'membership/%'"#
             )),
+            resources: s(format!(r#"SELECT DISTINCT "resource" FROM {table}"#)),
         }
     }
 

@@ -253,6 +253,31 @@ pub struct MemberSummary {
     pub budget_id: Option<String>,
     pub max_budget_in_organization: Option<f64>,
     pub spend: f64,
+    /// `Kind/namespace/name (manager)` of the resource holding the membership in the ledger.
+    pub owner: Option<String>,
+}
+
+/// What a listing read: the rows, and the rows it could not read. One row holding a value
+/// the reader cannot decode (metadata with `1e400`, which no JSON number can hold) is
+/// reported by id; it does not hide the others.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing<T> {
+    pub rows: Vec<T>,
+    pub unreadable: Vec<UnreadableRow>,
+}
+
+/// A row a listing could not read, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnreadableRow {
+    /// `organization <id>` or `membership of user <id> in organization <id>`.
+    pub row: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnreadableRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} cannot be read: {}", self.row, self.reason)
+    }
 }
 
 /// Membership rows whose budget row was created by the operator (used by `--prune`).
@@ -331,18 +356,33 @@ pub trait Store: Send + Sync {
         &self,
         manager: &str,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
-    /// Apply changes in one transaction: all or nothing.
+    /// Apply changes in one transaction: all or nothing. A create finding its row already
+    /// there (another writer created it since the plan read) fails the whole transaction with
+    /// [`StoreError::Stale`], except a user's: that user is then used as it is, and the change
+    /// is named in [`Applied::unchanged`].
     fn apply(
         &self,
         changes: &[Change],
         actor: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// All organizations, for `get organizations`.
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+    /// All organizations, for `get organizations` and `export`.
     fn list_organizations(
         &self,
-    ) -> impl Future<Output = Result<Vec<OrganizationSummary>, StoreError>> + Send;
-    /// All memberships, for `get members`.
-    fn list_members(&self) -> impl Future<Output = Result<Vec<MemberSummary>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Listing<OrganizationSummary>, StoreError>> + Send;
+    /// All memberships, for `get members` and `export`.
+    fn list_members(
+        &self,
+    ) -> impl Future<Output = Result<Listing<MemberSummary>, StoreError>> + Send;
+    /// Every resource the ledger names (`Kind/namespace/name`), of every manager: the names
+    /// `export` must not give again.
+    fn ledger_resources(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// What [`Store::apply`] did beyond what the changes say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Indexes of the changes that wrote nothing (a user to create was there already).
+    pub unchanged: Vec<usize>,
 }
 
 /// The store the CLI opens from a URL: Postgres or SQLite.
@@ -422,13 +462,16 @@ impl Store for AnyStore {
     async fn owned_memberships(&self, actor: &str) -> Result<Vec<OwnedMembership>, StoreError> {
         delegate!(self, s => s.owned_memberships(actor))
     }
-    async fn apply(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+    async fn apply(&self, changes: &[Change], actor: &str) -> Result<Applied, StoreError> {
         delegate!(self, s => s.apply(changes, actor))
     }
-    async fn list_organizations(&self) -> Result<Vec<OrganizationSummary>, StoreError> {
+    async fn list_organizations(&self) -> Result<Listing<OrganizationSummary>, StoreError> {
         delegate!(self, s => s.list_organizations())
     }
-    async fn list_members(&self) -> Result<Vec<MemberSummary>, StoreError> {
+    async fn list_members(&self) -> Result<Listing<MemberSummary>, StoreError> {
         delegate!(self, s => s.list_members())
+    }
+    async fn ledger_resources(&self) -> Result<Vec<String>, StoreError> {
+        delegate!(self, s => s.ledger_resources())
     }
 }

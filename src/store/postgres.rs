@@ -2,11 +2,10 @@
 //! `timestamp(3)`), never altering it. The SQL is shared with SQLite (see `sql.rs`); this file
 //! holds the connection and the Postgres-only hooks.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use secrecy::SecretString;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::ledger::{DEFAULT_LEDGER_SCHEMA, LedgerSql, ledger_schema};
 use super::sql::sql_store;
@@ -25,14 +24,7 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connect with a URL kept secret: it never reaches a log or an error message.
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url.expose_secret())
-            .map_err(|_| {
-                StoreError::Unavailable(
-                    "invalid PostgreSQL URL (expected postgres://user:password@host:port/database)"
-                        .into(),
-                )
-            })?
-            .application_name("litellm-org-operator");
+        let options = super::open::postgres_options(url)?;
         // No liveness ping before each checkout: it is a round trip on every transaction and
         // every object's reads. The pool still pings each connection as it is returned and
         // drops it if it fails, so a connection that died idle (a server restart) fails one

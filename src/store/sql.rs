@@ -29,9 +29,9 @@ macro_rules! sql_store {
         use $crate::store::schema::{self, $ddl, SchemaState};
         use $crate::store::ledger::LedgerSql;
         use $crate::store::{
-            BudgetRow, Change, LedgerEntry, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
+            Applied, BudgetRow, Change, LedgerEntry, Listing, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
             ObservedOrganization, OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership,
-            Store, UserRow, budget_key, held_user_id, membership_key, metadata_owner, organization_key,
+            Store, UnreadableRow, UserRow, budget_key, held_user_id, membership_key, metadata_owner, organization_key,
         };
         use $crate::store::budget::{self as budget_sql, Bind};
 
@@ -81,6 +81,22 @@ macro_rules! sql_store {
                 Value::Object(m) => m,
                 _ => Map::new(),
             }
+        }
+
+        /// A listing read row by row: a row that does not decode is reported by the name
+        /// `read` gives it, and the others are still read.
+        fn read_rows<T>(
+            rows: &[$row],
+            read: impl Fn(&$row) -> (String, Result<T, sqlx::Error>),
+        ) -> Listing<T> {
+            let mut listing = Listing { rows: Vec::with_capacity(rows.len()), unreadable: Vec::new() };
+            for r in rows {
+                match read(r) {
+                    (_, Ok(row)) => listing.rows.push(row),
+                    (row, Err(e)) => listing.unreadable.push(UnreadableRow { row, reason: e.to_string() }),
+                }
+            }
+            listing
         }
 
 
@@ -152,6 +168,26 @@ macro_rules! sql_store {
                     Err(e) if $dialect::is_missing_table(&e) => Ok(false),
                     Err(e) => Err(e),
                 }
+            }
+
+            /// `Kind/namespace/name (manager)` of every organization and membership row the
+            /// ledger holds, by row key (for listings).
+            async fn ledger_owners(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+                let mut owners = std::collections::HashMap::new();
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                if self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
+                    for r in sqlx::query(ledger_sql(&self.ledger.owners))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?
+                    {
+                        let key: String = r.try_get("row_key").map_err(StoreError::from_sqlx)?;
+                        let resource: String = r.try_get("resource").map_err(StoreError::from_sqlx)?;
+                        let manager: String = r.try_get("manager").map_err(StoreError::from_sqlx)?;
+                        owners.insert(key, format!("{resource} ({manager})"));
+                    }
+                }
+                Ok(owners)
             }
 
             /// The entry of one row, if any manager holds it.
@@ -339,10 +375,11 @@ macro_rules! sql_store {
                 Ok(observed)
             }
 
-            async fn apply_inner(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+            async fn apply_inner(&self, changes: &[Change], actor: &str) -> Result<Applied, StoreError> {
                 let db = StoreError::from_sqlx;
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                for change in changes {
+                let mut applied = Applied::default();
+                for (index, change) in changes.iter().enumerate() {
                     match change {
                         Change::Claim { entry, replaces } => {
                             let done = sqlx::query(ledger_sql(&self.ledger.claim))
@@ -385,22 +422,60 @@ macro_rules! sql_store {
                                 .await
                                 .map_err(db)?;
                         }
-                        other => apply_change(&mut tx, other, actor, &self.ledger).await.map_err(db)?,
+                        other => match apply_change(&mut tx, other, actor, &self.ledger).await {
+                            Ok(Done::Written) => {}
+                            Ok(Done::AlreadyThere) => applied.unchanged.push(index),
+                            Err(Failure::Sql(e)) => return Err(db(e)),
+                            Err(Failure::Stale(row)) => return Err(StoreError::Stale(row)),
+                        },
                     }
                 }
-                tx.commit().await.map_err(db)
+                tx.commit().await.map_err(db)?;
+                Ok(applied)
             }
         }
 
-        /// A new budget row with the limits of `b` (a row of that id is left as it is: the
-        /// plan read it as missing, so another writer made it in between).
+        /// What one change did.
+        enum Done {
+            Written,
+            /// A user to create was already there (another writer created it since the plan
+            /// read): the plan's intent holds, nothing was written.
+            AlreadyThere,
+        }
+
+        /// Why one change failed.
+        enum Failure {
+            Sql(sqlx::Error),
+            /// A row to create exists: another writer created it since the plan read.
+            Stale(String),
+        }
+
+        impl From<sqlx::Error> for Failure {
+            fn from(e: sqlx::Error) -> Self {
+                Self::Sql(e)
+            }
+        }
+
+        /// A create inserts only: a row that is there already was created by another writer
+        /// since the plan read the database, and writing the plan over it would overwrite that
+        /// writer's values with ones read before they existed.
+        fn created(done: <$db as sqlx::Database>::QueryResult, row: impl FnOnce() -> String) -> Result<Done, Failure> {
+            if done.rows_affected() == 0 {
+                Err(Failure::Stale(row()))
+            } else {
+                Ok(Done::Written)
+            }
+        }
+
+        /// A new budget row with the limits of `b`, inserted only (see `created`).
         async fn create_budget(
             tx: &mut Transaction<'static, $db>,
             b: &BudgetRow,
             actor: &str,
-        ) -> Result<(), sqlx::Error> {
+        ) -> Result<Done, Failure> {
             let (sql, values) = budget_sql::insert(b, actor, now());
-            execute_built(tx, sql, values).await
+            let done = execute_built(tx, sql, values).await?;
+            created(done, || format!("budget {}", b.budget_id))
         }
 
         /// Run a statement `store::budget` built, with its values.
@@ -408,13 +483,12 @@ macro_rules! sql_store {
             tx: &mut Transaction<'static, $db>,
             sql: String,
             values: Vec<Bind>,
-        ) -> Result<(), sqlx::Error> {
+        ) -> Result<<$db as sqlx::Database>::QueryResult, sqlx::Error> {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for v in values {
                 q = bind(q, v);
             }
-            q.execute(&mut **tx).await?;
-            Ok(())
+            q.execute(&mut **tx).await
         }
 
         /// Write the managed columns where `after` differs from `before`, onto the row as
@@ -426,34 +500,37 @@ macro_rules! sql_store {
             actor: &str,
         ) -> Result<(), sqlx::Error> {
             match budget_sql::update(before, after, actor, now()) {
-                Some((sql, values)) => execute_built(tx, sql, values).await,
+                Some((sql, values)) => execute_built(tx, sql, values).await.map(drop),
                 None => Ok(()),
             }
         }
 
         /// A whole copy of the budget row `source` as `after.budget_id`: every column the
         /// table has (read from the catalog, so columns of later LiteLLM versions are copied
-        /// too) and its reset window, then the managed columns `after` changes.
+        /// too) and its reset window, then the managed columns `after` changes. Like every
+        /// create it inserts only (see `created`).
         async fn copy_budget(
             tx: &mut Transaction<'static, $db>,
             source: &BudgetRow,
             after: &BudgetRow,
             actor: &str,
-        ) -> Result<(), sqlx::Error> {
+        ) -> Result<Done, Failure> {
             let columns: Vec<String> = sqlx::query_scalar($dialect::COLUMNS_OF)
                 .bind("LiteLLM_BudgetTable")
                 .fetch_all(&mut **tx)
                 .await?;
             let sql = budget_sql::copy(&columns);
-            sqlx::query(sqlx::AssertSqlSafe(sql))
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&source.budget_id)
                 .bind(&after.budget_id)
                 .bind(now())
                 .bind(actor)
                 .execute(&mut **tx)
                 .await?;
+            created(done, || format!("budget {}", after.budget_id))?;
             let copied = BudgetRow { budget_id: after.budget_id.clone(), ..source.clone() };
-            update_budget(tx, &copied, after, actor).await
+            update_budget(tx, &copied, after, actor).await?;
+            Ok(Done::Written)
         }
 
         async fn delete_budget(
@@ -467,27 +544,50 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        macro_rules! insert_organization {
+            () => {
+                r#"INSERT INTO "LiteLLM_OrganizationTable"
+                     ("organization_id", "organization_alias", "budget_id", "metadata", "models", "created_at", "created_by", "updated_at", "updated_by")
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $7)"#
+            };
+        }
+
+        fn organization_query<'q>(sql: &'static str, o: &'q OrganizationRow, actor: &'q str) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            sqlx::query(sql)
+                .bind(&o.organization_id)
+                .bind(&o.organization_alias)
+                .bind(&o.budget_id)
+                .bind(Json(budget_sql::raw_json(&o.metadata)))
+                .bind($dialect::models_argument(&o.models))
+                .bind(now())
+                .bind(actor)
+        }
+
+        async fn create_organization(
+            tx: &mut Transaction<'static, $db>,
+            o: &OrganizationRow,
+            actor: &str,
+        ) -> Result<Done, Failure> {
+            let done = organization_query(concat!(insert_organization!(), r#" ON CONFLICT ("organization_id") DO NOTHING"#), o, actor)
+                .execute(&mut **tx)
+                .await?;
+            created(done, || format!("organization {}", o.organization_id))
+        }
+
         async fn upsert_organization(
             tx: &mut Transaction<'static, $db>,
             o: &OrganizationRow,
             actor: &str,
         ) -> Result<(), sqlx::Error> {
-            sqlx::query(
-                r#"INSERT INTO "LiteLLM_OrganizationTable"
-                     ("organization_id", "organization_alias", "budget_id", "metadata", "models", "created_at", "created_by", "updated_at", "updated_by")
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $7)
+            organization_query(
+                concat!(insert_organization!(), r#"
                    ON CONFLICT ("organization_id") DO UPDATE SET
                       "organization_alias" = EXCLUDED."organization_alias", "budget_id" = EXCLUDED."budget_id",
                       "metadata" = EXCLUDED."metadata", "models" = EXCLUDED."models",
-                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#,
+                      "updated_at" = EXCLUDED."updated_at", "updated_by" = EXCLUDED."updated_by""#),
+                o,
+                actor,
             )
-            .bind(&o.organization_id)
-            .bind(&o.organization_alias)
-            .bind(&o.budget_id)
-            .bind(Json(budget_sql::raw_json(&o.metadata)))
-            .bind($dialect::models_argument(&o.models))
-            .bind(now())
-            .bind(actor)
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -548,22 +648,43 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        macro_rules! insert_membership {
+            () => {
+                r#"INSERT INTO "LiteLLM_OrganizationMembership"
+                     ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at", "updated_at")
+                   VALUES ($1, $2, $3, 0.0, $4, $5, $5)"#
+            };
+        }
+
+        fn membership_query<'q>(sql: &'static str, m: &'q MembershipRow) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            sqlx::query(sql)
+                .bind(&m.user_id)
+                .bind(&m.organization_id)
+                .bind(&m.user_role)
+                .bind(&m.budget_id)
+                .bind(now())
+        }
+
+        async fn create_membership(
+            tx: &mut Transaction<'static, $db>,
+            m: &MembershipRow,
+        ) -> Result<Done, Failure> {
+            let done = membership_query(concat!(insert_membership!(), r#" ON CONFLICT ("user_id", "organization_id") DO NOTHING"#), m)
+                .execute(&mut **tx)
+                .await?;
+            created(done, || format!("membership of user {} in organization {}", m.user_id, m.organization_id))
+        }
+
         async fn upsert_membership(
             tx: &mut Transaction<'static, $db>,
             m: &MembershipRow,
         ) -> Result<(), sqlx::Error> {
-            sqlx::query(
-                r#"INSERT INTO "LiteLLM_OrganizationMembership"
-                     ("user_id", "organization_id", "user_role", "spend", "budget_id", "created_at", "updated_at")
-                   VALUES ($1, $2, $3, 0.0, $4, $5, $5)
+            membership_query(
+                concat!(insert_membership!(), r#"
                    ON CONFLICT ("user_id", "organization_id") DO UPDATE SET
-                      "user_role" = EXCLUDED."user_role", "budget_id" = EXCLUDED."budget_id", "updated_at" = EXCLUDED."updated_at""#,
+                      "user_role" = EXCLUDED."user_role", "budget_id" = EXCLUDED."budget_id", "updated_at" = EXCLUDED."updated_at""#),
+                m,
             )
-            .bind(&m.user_id)
-            .bind(&m.organization_id)
-            .bind(&m.user_role)
-            .bind(&m.budget_id)
-            .bind(now())
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -613,13 +734,14 @@ macro_rules! sql_store {
             Ok(())
         }
 
-        /// A user with LiteLLM's new-internal-user defaults.
+        /// A user with LiteLLM's new-internal-user defaults; one already there (another
+        /// writer created it since the plan read) is left as it is.
         async fn create_user(
             tx: &mut Transaction<'static, $db>,
             user_id: &str,
             email: Option<&str>,
             defaults: &$crate::store::NewUserDefaults,
-        ) -> Result<(), sqlx::Error> {
+        ) -> Result<Done, sqlx::Error> {
             // LiteLLM's new-internal-user defaults: role internal_user; models, max_budget
             // and budget_duration as the proxy is configured (none by default). A budget
             // with a duration gets budget_reset_at, which LiteLLM's reset job selects on.
@@ -651,8 +773,11 @@ macro_rules! sql_store {
             if let Some(at) = reset_at {
                 q = q.bind(at);
             }
-            q.execute(&mut **tx).await?;
-            Ok(())
+            if q.execute(&mut **tx).await?.rows_affected() == 0 {
+                Ok(Done::AlreadyThere)
+            } else {
+                Ok(Done::Written)
+            }
         }
 
         async fn apply_change(
@@ -660,24 +785,46 @@ macro_rules! sql_store {
             change: &Change,
             actor: &str,
             ledger: &LedgerSql,
-        ) -> Result<(), sqlx::Error> {
+        ) -> Result<Done, Failure> {
             match change {
                 Change::CreateBudget(b) => create_budget(tx, b, actor).await,
-                Change::UpdateBudget { before, after } => update_budget(tx, before, after, actor).await,
                 Change::CopyBudget { source, after } => copy_budget(tx, source, after, actor).await,
-                Change::DeleteBudget { budget_id } => delete_budget(tx, budget_id).await,
-                Change::CreateOrganization(o) => upsert_organization(tx, o, actor).await,
-                Change::UpdateOrganization { before, after } => update_organization(tx, before, after, actor).await,
+                Change::CreateOrganization(o) => create_organization(tx, o, actor).await,
+                Change::CreateMembership(m) => create_membership(tx, m).await,
+                other => Ok(write_change(tx, other, actor, ledger).await?),
+            }
+        }
+
+        /// The changes that write over what is there (updates, deletes, users).
+        async fn write_change(
+            tx: &mut Transaction<'static, $db>,
+            change: &Change,
+            actor: &str,
+            ledger: &LedgerSql,
+        ) -> Result<Done, sqlx::Error> {
+            match change {
+                Change::UpdateBudget { before, after } => update_budget(tx, before, after, actor).await.map(|()| Done::Written),
+                Change::DeleteBudget { budget_id } => delete_budget(tx, budget_id).await.map(|()| Done::Written),
+                Change::UpdateOrganization { before, after } => {
+                    update_organization(tx, before, after, actor).await.map(|()| Done::Written)
+                }
                 Change::DeleteOrganization {
                     organization_id,
                     owned_budget_id,
-                } => delete_organization(tx, organization_id, owned_budget_id.as_deref(), ledger).await,
+                } => delete_organization(tx, organization_id, owned_budget_id.as_deref(), ledger)
+                    .await
+                    .map(|()| Done::Written),
                 Change::CreateUser { user_id, email, defaults } => {
                     create_user(tx, user_id, email.as_deref(), defaults).await
                 }
-                Change::CreateMembership(m) => upsert_membership(tx, m).await,
-                Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await,
-                Change::Claim { .. } | Change::Release { .. } => Ok(()),
+                Change::UpdateMembership { after, .. } => upsert_membership(tx, after).await.map(|()| Done::Written),
+                // Creates are `apply_change`'s; claims and releases are the ledger's.
+                Change::CreateBudget(_)
+                | Change::CreateOrganization(_)
+                | Change::CreateMembership(_)
+                | Change::CopyBudget { .. }
+                | Change::Claim { .. }
+                | Change::Release { .. } => Ok(Done::Written),
                 Change::DeleteMembership {
                     user_id,
                     organization_id,
@@ -689,7 +836,7 @@ macro_rules! sql_store {
                     .bind(organization_id)
                     .execute(&mut **tx)
                     .await?;
-                    Ok(())
+                    Ok(Done::Written)
                 }
             }
         }
@@ -821,7 +968,7 @@ macro_rules! sql_store {
                     .map_err(StoreError::from_sqlx)
             }
 
-            async fn apply(&self, changes: &[Change], actor: &str) -> Result<(), StoreError> {
+            async fn apply(&self, changes: &[Change], actor: &str) -> Result<Applied, StoreError> {
                 self.apply_inner(changes, actor).await
             }
 
@@ -865,7 +1012,7 @@ macro_rules! sql_store {
                     .map_err(StoreError::from_sqlx)
             }
 
-            async fn list_organizations(&self) -> Result<Vec<OrganizationSummary>, StoreError> {
+            async fn list_organizations(&self) -> Result<Listing<OrganizationSummary>, StoreError> {
                 let rows = sqlx::query(
                     r#"SELECT o."organization_id", o."organization_alias", o."budget_id", b."max_budget", o."spend", o."models", o."metadata",
                               (SELECT count(*) FROM "LiteLLM_OrganizationMembership" m WHERE m."organization_id" = o."organization_id") AS "members"
@@ -875,30 +1022,17 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-                let mut owners = std::collections::HashMap::new();
-                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
-                if self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
-                    for r in sqlx::query(ledger_sql(&self.ledger.owners))
-                        .fetch_all(&mut *conn)
-                        .await
-                        .map_err(StoreError::from_sqlx)?
-                    {
-                        let key: String = r.try_get("row_key").map_err(StoreError::from_sqlx)?;
-                        let resource: String = r.try_get("resource").map_err(StoreError::from_sqlx)?;
-                        let manager: String = r.try_get("manager").map_err(StoreError::from_sqlx)?;
-                        owners.insert(key, format!("{resource} ({manager})"));
-                    }
-                }
-                rows.iter()
-                    .map(|r| {
+                let owners = self.ledger_owners().await?;
+                Ok(read_rows(&rows, |r| {
+                    let id: String = r.try_get("organization_id").unwrap_or_else(|_| "<unreadable id>".into());
+                    let summary = (|| {
                         let metadata = metadata_map(r.try_get::<Json<Value>, _>("metadata")?.0);
-                        let id: String = r.try_get("organization_id")?;
                         let owner = owners
                             .get(&organization_key(&id))
                             .cloned()
                             .or_else(|| metadata_owner(&metadata).map(|o| format!("{o} (marker of an earlier version)")));
                         Ok(OrganizationSummary {
-                            organization_id: id,
+                            organization_id: id.clone(),
                             alias: r.try_get("organization_alias")?,
                             budget_id: r.try_get("budget_id")?,
                             max_budget: r.try_get("max_budget")?,
@@ -907,12 +1041,12 @@ macro_rules! sql_store {
                             models: $dialect::models(r)?,
                             owner,
                         })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(StoreError::from_sqlx)
+                    })();
+                    (format!("organization {id}"), summary)
+                }))
             }
 
-            async fn list_members(&self) -> Result<Vec<MemberSummary>, StoreError> {
+            async fn list_members(&self) -> Result<Listing<MemberSummary>, StoreError> {
                 let rows = sqlx::query(
                     r#"SELECT m."organization_id", o."organization_alias", m."user_id", u."user_email", m."user_role", m."budget_id",
                               b."max_budget", COALESCE(m."spend", 0.0) AS "spend"
@@ -925,20 +1059,35 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-                rows.iter()
-                    .map(|r| {
+                let owners = self.ledger_owners().await?;
+                Ok(read_rows(&rows, |r| {
+                    let organization_id: String = r.try_get("organization_id").unwrap_or_else(|_| "<unreadable id>".into());
+                    let user_id: String = r.try_get("user_id").unwrap_or_else(|_| "<unreadable id>".into());
+                    let summary = (|| {
                         Ok(MemberSummary {
-                            organization_id: r.try_get("organization_id")?,
+                            owner: owners.get(&membership_key(&organization_id, &user_id)).cloned(),
+                            organization_id: organization_id.clone(),
                             organization_alias: r.try_get("organization_alias")?,
-                            user_id: r.try_get("user_id")?,
+                            user_id: user_id.clone(),
                             user_email: r.try_get("user_email")?,
                             role: r.try_get("user_role")?,
                             budget_id: r.try_get("budget_id")?,
                             max_budget_in_organization: r.try_get("max_budget")?,
                             spend: r.try_get("spend")?,
                         })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
+                    })();
+                    (format!("membership of user {user_id} in organization {organization_id}"), summary)
+                }))
+            }
+
+            async fn ledger_resources(&self) -> Result<Vec<String>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+                if !self.ledger_known(&mut conn).await.map_err(StoreError::from_sqlx)? {
+                    return Ok(Vec::new());
+                }
+                sqlx::query_scalar(ledger_sql(&self.ledger.resources))
+                    .fetch_all(&mut *conn)
+                    .await
                     .map_err(StoreError::from_sqlx)
             }
         }

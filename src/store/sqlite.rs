@@ -2,11 +2,10 @@
 //! and JSON are JSON text; foreign keys are enforced. The SQL is shared with Postgres (see
 //! `sql.rs`); this file holds the connection and the SQLite-only hooks.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use secrecy::SecretString;
+use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use super::ledger::LedgerSql;
 use super::sql::sql_store;
@@ -25,12 +24,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Open (creating if needed) a SQLite database file, or any `sqlite:` URL.
     pub async fn connect(url: &SecretString) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url.expose_secret())
-            .map_err(|_| {
-                StoreError::Unavailable(
-                    "invalid SQLite URL (expected sqlite://path/to/file.db)".into(),
-                )
-            })?
+        let options = super::open::sqlite_options(url)?
             .create_if_missing(true)
             .foreign_keys(true)
             .journal_mode(SqliteJournalMode::Wal)
