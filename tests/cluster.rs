@@ -70,6 +70,23 @@ async fn dry_run_create(cluster: &Cluster, name: &str, docs: &[Value]) -> (bool,
         .await
 }
 
+/// `kubectl explain FIELD`, asked again (for at most a minute) while kubectl reports that
+/// the resource is not in the published OpenAPI yet; any other failure fails at once.
+async fn explain_when_published(kubectl: &Kubectl, field: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (ok, out) = kubectl.status(&["explain", field]).await;
+        if ok {
+            return out;
+        }
+        assert!(
+            out.contains("couldn't find resource") && std::time::Instant::now() < deadline,
+            "kubectl explain {field}: {out}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apiextensions_accepts_the_committed_crds_and_kubectl_explains_them() {
     let cluster = Cluster::shared().await;
@@ -98,8 +115,11 @@ async fn apiextensions_accepts_the_committed_crds_and_kubectl_explains_them() {
     assert!(ok, "{out}");
     assert!(out.contains("created (server dry run)"), "{out}");
 
-    // kubectl explain reads the published OpenAPI: our descriptions, field by field.
-    let explained = squeeze(&kubectl.ok(&["explain", "organization.spec.budget"]).await);
+    // kubectl explain reads the published OpenAPI: our descriptions, field by field. The
+    // apiserver publishes a CRD's OpenAPI some time after it is Established (on a shared
+    // control plane the CRDs may have been installed a moment ago), so explain is asked
+    // again, bounded, while the resource is not published yet.
+    let explained = squeeze(&explain_when_published(&kubectl, "organization.spec.budget").await);
     let organization = committed_crds()
         .into_iter()
         .find(|c| c["spec"]["names"]["kind"] == "Organization")
