@@ -30,9 +30,6 @@
 //! wait for Ready per size, default 600), OPBENCH_CONCURRENCY (the operator's --concurrency,
 //! default its own), OPBENCH_RUST_LOG (the operator's RUST_LOG, default warn; its stderr goes to
 //! target/bench/operator-<objects>.log), OPERATOR_BIN (another operator binary).
-#[path = "../tests/support/emulator/mod.rs"]
-mod emulator;
-
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::str::FromStr;
@@ -40,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kube_emulator as emulator;
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
@@ -544,9 +542,9 @@ async fn run_size(n: usize, resync: Duration, timeout: Duration, ticks: f64) -> 
     fresh_database(&name).await;
     let admin = PgConnectOptions::from_str(&admin_url()).expect("url");
 
-    let emu = emulator::Emulator::start_with(emulator::Options::default())
-        .await
-        .expect("start the emulator");
+    let emu =
+        emulator::Emulator::start(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"))
+            .await;
     emu.create_namespace(NS);
     // The first of each kind goes through admission (schema, defaults, CEL); the rest are
     // stored as fast as `insert_raw` can, in exactly the admitted form.

@@ -2,10 +2,12 @@
 # The whole test suite, as README gives it:
 #   scripts/test.sh [extra args for cargo test]
 #
-# Starts PostgreSQL if needed, installs the pinned tools into .tools/, builds
-# the LiteLLM schema template database, then runs rustfmt, clippy and every
-# test target. Tests create their own databases from DATABASE_TEST_URL, cloned
-# from $LITELLM_TEMPLATE_DB.
+# Starts PostgreSQL if needed, installs the pinned tools into .tools/, starts
+# one Kubernetes control plane for the run (scripts/kube-up.sh; stopped on
+# exit), builds the LiteLLM schema template database, then runs rustfmt, clippy
+# and every test target. Tests create their own databases from
+# DATABASE_TEST_URL, cloned from $LITELLM_TEMPLATE_DB, and their own namespaces
+# on the control plane of $LORG_TEST_KUBECONFIG.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +36,31 @@ bash scripts/install-tools.sh 2>&1
 source .tools/env.sh
 done_step
 
+step "helm (scripts/go-tools.sh helm)"
+# The real helm CLI, built from its Go module (cached in .tools/gotools/); the
+# chart tests and the operator tests render the chart with it.
+bash scripts/go-tools.sh helm 2>&1
+done_step
+
+step "control plane (scripts/kube-up.sh)"
+# One kube-apiserver + etcd + kube-controller-manager for every test binary of
+# the run (each test works in namespaces of its own); a fresh one each run.
+KUBE_DIR=$ROOT/target/kube-test
+bash scripts/kube-down.sh "$KUBE_DIR" >/dev/null 2>&1 || true
+stop_control_plane() {
+    local pid rss
+    pid=$(cat "$KUBE_DIR/controlplane.pid" 2>/dev/null || true)
+    rss=$(ps -o rss= -p "$pid" 2>/dev/null | tr -d ' ' || true)
+    if [ -n "$rss" ]; then
+        echo "==> [test.sh] control plane RSS at the end: $((rss / 1024)) MiB (pid $pid)"
+    fi
+    bash scripts/kube-down.sh "$KUBE_DIR" >/dev/null 2>&1 || true
+}
+trap stop_control_plane EXIT
+bash scripts/kube-up.sh "$KUBE_DIR" 2>&1
+export LORG_TEST_KUBECONFIG=$KUBE_DIR/admin.kubeconfig
+done_step
+
 step "litellm-template-db ($LITELLM_TEMPLATE_DB)"
 bash scripts/litellm-template-db.sh 2>&1
 done_step
@@ -50,13 +77,14 @@ echo "    LITELLM_TEMPLATE_DB=$LITELLM_TEMPLATE_DB"
 echo "    LITELLM_MIGRATIONS_DIR=$LITELLM_MIGRATIONS_DIR"
 echo "    KUBECTL=$KUBECTL"
 echo "    HELM_PYTHON=$HELM_PYTHON"
+echo "    LORG_TEST_KUBECONFIG=$LORG_TEST_KUBECONFIG"
 
 step "cargo fmt --check"
 cargo fmt --check
 done_step
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 done_step
 
 step "cargo test --all-targets $*"

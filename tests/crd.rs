@@ -103,39 +103,3 @@ fn organization_schema_bounds() {
         serde_json::json!(["Delete", "Retain"])
     );
 }
-
-#[path = "support/emulator/mod.rs"]
-mod emulator;
-
-/// The rules apiextensions-apiserver applies to a CRD on create (structural schema, defaults,
-/// list-map keys, CEL rules that compile and fit the cost budget), as the emulator checks them.
-#[test]
-fn crds_pass_the_apiservers_crd_validation() {
-    for crd in crds() {
-        let v = serde_json::to_value(&crd).expect("json");
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        let errors: Vec<String> = emulator::crd_validation::validate(&v)
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field, e.detail))
-            .collect();
-        assert!(errors.is_empty(), "{name}: {errors:#?}");
-    }
-}
-
-/// The same rules do fail on a CRD that breaks them (so the test above can fail).
-#[test]
-fn crd_validation_refuses_an_unbounded_rule_in_our_crd() {
-    let mut v = serde_json::to_value(&crds()[0]).expect("json");
-    let models = &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-        ["models"];
-    models.as_object_mut().expect("models").remove("maxItems");
-    models["x-kubernetes-validations"] =
-        serde_json::json!([{"rule": "self.all(m, m.matches('^[a-z]+$'))"}]);
-    let errors = emulator::crd_validation::validate(&v);
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.detail.contains("estimated rule cost exceeds budget")),
-        "{errors:?}"
-    );
-}

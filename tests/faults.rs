@@ -1,15 +1,15 @@
 //! Fault campaigns: the operator binary killed with SIGKILL at random points while it creates,
 //! updates and deletes a mixed population; a real PostgreSQL instance of the test's own stopped
-//! mid-run; latency on the link to the database (a slow proxy on loopback); API faults
-//! injected by the emulator (500, 429 with Retry-After, 409 on status writes, cut watches, 410
-//! Gone); and the CLI killed at random points of a large apply. After each fault the database
-//! must equal the desired state exactly: every organization and membership the resources
-//! declare, nothing else, no duplicate user, no orphan budget, and nothing stuck terminating.
+//! mid-run; latency on the link to the database (a slow proxy on loopback) — these on the real
+//! control plane (`support::cluster`), the operator with the chart's RBAC; API faults injected
+//! by the API emulator (`kube-emulator`: 500, 429 with Retry-After, 409 on status writes, cut
+//! watches, 410 Gone), which a real kube-apiserver cannot be made to give on cue; and the CLI
+//! killed at random points of a large apply. After each fault the database must equal the
+//! desired state exactly: every organization and membership the resources declare, nothing
+//! else, no duplicate user, no orphan budget, and nothing stuck terminating.
 //!
 //! Randomness comes from a seed printed at the start of each test (`FAULT_SEED` replays one).
 
-#[path = "support/emulator/mod.rs"]
-mod emulator;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,14 +17,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use emulator::Emulator;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
+use kube_emulator::Emulator;
 use litellm_org_operator::crd::{Organization, OrganizationMember};
 use litellm_org_operator::engine::ids;
 use litellm_org_operator::store::OWNER_KEY;
 use serde_json::json;
 use support::TestDb;
+use support::cluster::{Cluster, OperatorAccess};
 use support::operator::{
     BIN, DbProxy, Operator, Options, free_port, member_ready, org_ready, poll,
 };
@@ -67,15 +68,25 @@ impl Rng {
 /// The operator in the campaigns' configuration: 4 reconciles in flight per kind, errors only
 /// in its log (passed through, not kept; `FAULT_LOG` sets another `RUST_LOG` filter, e.g. to
 /// replay a failing `FAULT_SEED` with `litellm_org_operator=debug`), the tests' 3 s resync.
-async fn start_operator(emu: &Emulator, database_url: &str) -> Operator {
+async fn start_operator(kubeconfig: &Path, options: Options) -> Operator {
     Operator::start_with(
-        emu.kubeconfig_path(),
-        Options::new(database_url)
+        kubeconfig,
+        options
             .args(&["--concurrency", "4"])
             .rust_log(&std::env::var("FAULT_LOG").unwrap_or_else(|_| "error".into()))
             .inherit_log(),
     )
     .await
+}
+
+/// A namespace of the campaign's own on the shared control plane, the population's APIs in it,
+/// and the chart's access for an operator watching it alone.
+async fn on_the_cluster(prefix: &str) -> (Cluster, Population, OperatorAccess) {
+    let cluster = Cluster::shared().await;
+    let ns = cluster.namespace(prefix).await;
+    let access = cluster.operator_access(&ns, json!({})).await;
+    let pop = Population::new(cluster.client(), &ns);
+    (cluster, pop, access)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,9 +169,7 @@ struct Population {
 }
 
 impl Population {
-    fn new(emu: &Emulator, ns: &str) -> Self {
-        emu.create_namespace(ns);
-        let client = emu.client();
+    fn new(client: kube::Client, ns: &str) -> Self {
         Self {
             orgs: Api::namespaced(client.clone(), ns),
             members: Api::namespaced(client, ns),
@@ -482,12 +491,11 @@ async fn operator_killed_at_random_points_converges_exactly() {
     let db_handle = TestDb::litellm().await;
     let url = db_handle.url();
     let db = Db { url: &url };
-    let emu = Emulator::start().await;
-    let mut pop = Population::new(&emu, "kill");
+    let (_cluster, mut pop, access) = on_the_cluster("kill").await;
     for _ in 0..6 {
         pop.add_org(&mut rng, 2).await;
     }
-    let mut op = start_operator(&emu, &url).await;
+    let mut op = start_operator(&access.kubeconfig, access.options(&url)).await;
     pop.converge(&db, 120, "initial population").await;
     for round in 0..KILLS {
         pop.churn(&mut rng).await;
@@ -499,7 +507,7 @@ async fn operator_killed_at_random_points_converges_exactly() {
             // Sometimes the change lands while no operator runs.
             pop.churn(&mut rng).await;
         }
-        op = start_operator(&emu, &url).await;
+        op = start_operator(&access.kubeconfig, access.options(&url)).await;
         pop.converge(&db, 120, &format!("after kill {}", round + 1))
             .await;
     }
@@ -701,12 +709,11 @@ async fn database_outage_of_a_real_server_backs_off_and_recovers_without_restart
     let url = pg.url();
     let db = Db { url: &url };
 
-    let emu = Emulator::start().await;
-    let mut pop = Population::new(&emu, "outage");
+    let (_cluster, mut pop, access) = on_the_cluster("outage").await;
     for _ in 0..4 {
         pop.add_org(&mut rng, 2).await;
     }
-    let mut op = start_operator(&emu, &url).await;
+    let mut op = start_operator(&access.kubeconfig, access.options(&url)).await;
     pop.converge(&db, 120, "before the outage").await;
 
     pg.stop();
@@ -792,12 +799,11 @@ async fn slow_database_converges_without_duplicates() {
     let db = Db { url: &direct };
     let proxy = DbProxy::start().await;
     let url = proxy.url(&direct);
-    let emu = Emulator::start().await;
-    let mut pop = Population::new(&emu, "slow");
+    let (_cluster, mut pop, access) = on_the_cluster("slow").await;
     for _ in 0..4 {
         pop.add_org(&mut rng, 2).await;
     }
-    let mut op = start_operator(&emu, &url).await;
+    let mut op = start_operator(&access.kubeconfig, access.options(&url)).await;
     pop.converge(&db, 120, "before the latency").await;
     let errors_before = op.metric("reconcile_errors_total", "").await;
 
@@ -842,7 +848,8 @@ async fn slow_database_converges_without_duplicates() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// API faults injected by the emulator.
+// API faults injected by the API emulator (a real kube-apiserver cannot be made to give them
+// on cue).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_faults_lose_and_duplicate_nothing() {
@@ -850,12 +857,13 @@ async fn api_faults_lose_and_duplicate_nothing() {
     let db_handle = TestDb::litellm().await;
     let url = db_handle.url();
     let db = Db { url: &url };
-    let emu = Emulator::start().await;
-    let mut pop = Population::new(&emu, "faults");
+    let emu = Emulator::start(&support::crds_dir()).await;
+    emu.create_namespace("faults");
+    let mut pop = Population::new(emu.client(), "faults");
     for _ in 0..5 {
         pop.add_org(&mut rng, 2).await;
     }
-    let op = start_operator(&emu, &url).await;
+    let op = start_operator(emu.kubeconfig_path(), Options::new(&url)).await;
     pop.converge(&db, 120, "before the faults").await;
     let errors_before = op.metric("reconcile_errors_total", "").await;
 

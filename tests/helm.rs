@@ -2,13 +2,14 @@
 //!
 //! There is no `helm` binary here: `tests/helm/render.py` drives Helm v4's Go SDK through
 //! `helm-python-sdk` (a ctypes binding over `libhelm_c`), run with `$HELM_PYTHON` from
-//! `.tools/env.sh`. Each call is one process fed one JSON request on stdin, so the tests share
-//! no files and run in parallel. Rendered objects are read back into `k8s-openapi` types, so a
-//! field of the wrong type or shape fails here as it would at `helm install`.
+//! `.tools/env.sh` (`support::helm::drive`). Each call is one process fed one JSON request on
+//! stdin, so the tests share no files and run in parallel. Rendered objects are read back into
+//! `k8s-openapi` types, so a field of the wrong type or shape fails here as it would at
+//! `helm install`.
+
+mod support;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Secret, Service, ServiceAccount};
@@ -16,9 +17,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use support::helm::{CHART, drive};
 
-const CHART: &str = "charts/litellm-org-operator";
-const DRIVER: &str = "tests/helm/render.py";
 const RELEASE: &str = "lorg";
 const NAMESPACE: &str = "litellm-system";
 const FULLNAME: &str = "lorg-litellm-org-operator";
@@ -63,43 +63,6 @@ const CRD_NAMES: [&str; 2] = [
 ];
 
 type Triple = (String, String, String);
-
-fn helm_python() -> String {
-    std::env::var("HELM_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "HELM_PYTHON is not set: it names the Python with helm-python-sdk that renders the \
-             chart. Run `source .tools/env.sh` first (scripts/install-tools.sh creates it; \
-             scripts/test.sh does both)"
-        )
-    })
-}
-
-/// Sends one request to the driver and returns its JSON answer.
-fn drive(request: Value) -> Value {
-    let python = helm_python();
-    let mut child = Command::new(&python)
-        .arg(DRIVER)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python} {DRIVER}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("write request");
-    let out = child.wait_with_output().expect("driver output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{DRIVER} failed ({}): {stderr}",
-        out.status
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{DRIVER} printed no JSON ({e}); stderr: {stderr}"))
-}
 
 fn with_database(mut values: Value) -> Value {
     if values.get("database").is_none() {

@@ -1,41 +1,50 @@
 //! The real `kubectl` (v1.37.1, from `$KUBECTL`, installed by scripts/install-tools.sh) against
-//! the Kubernetes API emulator: apply (client-side and server-side), get with printer
-//! columns, describe, patch, wait, delete with a finalizer, get --watch, and the emulator's
-//! 422 for invalid manifests. Each test has its own emulator, kubeconfig and kubectl cache.
-#[path = "support/emulator/mod.rs"]
-mod emulator;
+//! a real control plane with the project's CRDs: apply (client-side and server-side), get with
+//! printer columns, describe, patch, wait, delete with a finalizer, get --watch, and
+//! kube-apiserver's 422 for invalid manifests. Each test works in a namespace of its own, with
+//! its own kubectl cache.
 mod support;
 
 use std::process::Output;
 use std::time::Duration;
 
-use emulator::Emulator;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use litellm_org_operator::crd::Organization;
+use support::cluster::Cluster;
 use support::kube::{Kubectl, finished, ready_status_apply};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const NS: &str = "ai-platform";
-
-fn kubectl(emu: &Emulator) -> Kubectl {
-    Kubectl::new(emu.kubeconfig_path(), emu.dir())
+/// A test's namespace on the shared control plane.
+struct Env {
+    cluster: Cluster,
+    ns: String,
 }
 
-async fn run(emu: &Emulator, args: &[&str]) -> Output {
-    kubectl(emu).run(args).await
+fn kubectl(env: &Env) -> Kubectl {
+    env.cluster.kubectl()
+}
+
+async fn run(env: &Env, args: &[&str]) -> Output {
+    kubectl(env).run(args).await
 }
 
 /// Run kubectl and require success; returns stdout.
-async fn ok(emu: &Emulator, args: &[&str]) -> String {
-    kubectl(emu).ok(args).await
+async fn ok(env: &Env, args: &[&str]) -> String {
+    kubectl(env).ok(args).await
 }
 
-async fn with_examples() -> Emulator {
-    let emu = Emulator::start().await;
-    emu.create_namespace(NS);
-    let out = kubectl(&emu).apply_examples(false).await;
+async fn env(prefix: &str) -> Env {
+    let cluster = Cluster::shared().await;
+    let ns = cluster.namespace(prefix).await;
+    Env { cluster, ns }
+}
+
+/// The examples applied (client-side) into a new namespace.
+async fn with_examples(prefix: &str) -> Env {
+    let env = env(prefix).await;
+    let out = kubectl(&env).apply_examples(&env.ns, false).await;
     for line in [
         "organization.litellm.dev/research created",
         "organization.litellm.dev/finance created",
@@ -45,7 +54,7 @@ async fn with_examples() -> Emulator {
     ] {
         assert!(out.contains(line), "{line:?} in:\n{out}");
     }
-    emu
+    env
 }
 
 fn squeeze(s: &str) -> String {
@@ -57,8 +66,9 @@ fn squeeze(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_get_describe_and_patch() {
-    let emu = with_examples().await;
-    let table = squeeze(&ok(&emu, &["get", "lorg", "-n", NS]).await);
+    let env = with_examples("kubectl-get").await;
+    let ns = env.ns.as_str();
+    let table = squeeze(&ok(&env, &["get", "lorg", "-n", ns]).await);
     assert!(
         table.starts_with("NAME ALIAS ID SPEND BUDGET READY AGE"),
         "printer columns:\n{table}"
@@ -67,8 +77,8 @@ async fn apply_get_describe_and_patch() {
     assert!(table.contains("\nresearch Research "), "{table}");
     let wide = squeeze(
         &ok(
-            &emu,
-            &["get", "organizationmembers", "-n", NS, "-o", "wide"],
+            &env,
+            &["get", "organizationmembers", "-n", ns, "-o", "wide"],
         )
         .await,
     );
@@ -80,13 +90,13 @@ async fn apply_get_describe_and_patch() {
         wide.contains("research-carol internal_user_viewer"),
         "{wide}"
     );
-    let category = ok(&emu, &["get", "litellm", "-A"]).await;
+    let category = ok(&env, &["get", "litellm", "-n", ns]).await;
     assert!(
         category.contains("organization.litellm.dev/research")
             && category.contains("organizationmember.litellm.dev/research-bob"),
         "{category}"
     );
-    let yaml = ok(&emu, &["get", "lorg", "research", "-n", NS, "-o", "yaml"]).await;
+    let yaml = ok(&env, &["get", "lorg", "research", "-n", ns, "-o", "yaml"]).await;
     for needle in [
         "kind: Organization",
         "alias: Research",
@@ -99,10 +109,10 @@ async fn apply_get_describe_and_patch() {
     }
     // An event recorded the way the operator records them (kube-runtime's Recorder writes
     // events.k8s.io/v1); kubectl describe reads core/v1 Events with field selectors.
-    let api: Api<Organization> = Api::namespaced(emu.client(), NS);
+    let api: Api<Organization> = Api::namespaced(env.cluster.client(), ns);
     let research = api.get("research").await.expect("get research");
     let recorder = Recorder::new(
-        emu.client(),
+        env.cluster.client(),
         Reporter {
             controller: "litellm-org-operator".into(),
             instance: Some("test".into()),
@@ -121,7 +131,7 @@ async fn apply_get_describe_and_patch() {
         )
         .await
         .expect("publish an event");
-    let described = ok(&emu, &["describe", "lorg", "research", "-n", NS]).await;
+    let described = ok(&env, &["describe", "lorg", "research", "-n", ns]).await;
     let events = squeeze(&described);
     assert!(
         events.contains("Normal Synced")
@@ -140,21 +150,21 @@ async fn apply_get_describe_and_patch() {
         assert!(described.contains(needle), "{needle:?} in:\n{described}");
     }
     assert!(
-        kubectl(&emu)
-            .merge_patch("lorg", "research", NS, r#"{"spec":{"alias":"Research 2"}}"#)
+        kubectl(&env)
+            .merge_patch("lorg", "research", ns, r#"{"spec":{"alias":"Research 2"}}"#)
             .await
             .contains("patched")
     );
-    let after = kubectl(&emu)
+    let after = kubectl(&env)
         .jsonpath(
             "lorg",
             "research",
-            NS,
+            ns,
             "{.spec.alias}/{.metadata.generation}",
         )
         .await;
     assert_eq!(after, "Research 2/2");
-    let reapplied = kubectl(&emu).apply_examples(false).await;
+    let reapplied = kubectl(&env).apply_examples(ns, false).await;
     assert!(
         reapplied.contains("organization.litellm.dev/research configured"),
         "{reapplied}"
@@ -163,29 +173,29 @@ async fn apply_get_describe_and_patch() {
         reapplied.contains("organization.litellm.dev/finance unchanged"),
         "{reapplied}"
     );
-    let back = kubectl(&emu)
-        .jsonpath("lorg", "research", NS, "{.spec.alias}")
+    let back = kubectl(&env)
+        .jsonpath("lorg", "research", ns, "{.spec.alias}")
         .await;
     assert_eq!(back, "Research");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply() {
-    let emu = Emulator::start().await;
-    emu.create_namespace(NS);
-    let out = kubectl(&emu).apply_examples(true).await;
+    let env = env("kubectl-ssa").await;
+    let ns = env.ns.as_str();
+    let out = kubectl(&env).apply_examples(ns, true).await;
     assert!(
         out.contains("organization.litellm.dev/research serverside-applied"),
         "{out}"
     );
     let managed = ok(
-        &emu,
+        &env,
         &[
             "get",
             "lorg",
             "research",
             "-n",
-            NS,
+            ns,
             "-o",
             "yaml",
             "--show-managed-fields",
@@ -198,28 +208,33 @@ async fn server_side_apply() {
     );
     assert!(managed.contains("alias: Research"), "{managed}");
     let again = ok(
-        &emu,
+        &env,
         &[
             "apply",
             "--server-side",
             "-f",
-            "examples/quickstart/organization-research.yaml",
+            &kubectl(&env)
+                .examples(ns)
+                .join("quickstart/organization-research.yaml")
+                .display()
+                .to_string(),
         ],
     )
     .await;
     assert!(again.contains("serverside-applied"), "{again}");
-    let generation = kubectl(&emu)
-        .jsonpath("lorg", "research", NS, "{.metadata.generation}")
+    let generation = kubectl(&env)
+        .jsonpath("lorg", "research", ns, "{.metadata.generation}")
         .await;
     assert_eq!(generation, "1", "an unchanged apply is a no-op");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_ready_while_another_task_sets_the_status() {
-    let emu = with_examples().await;
-    let waiting = kubectl(&emu).start_wait_ready(NS, &["lorg/research"], Duration::from_secs(30));
+    let env = with_examples("kubectl-wait").await;
+    let ns = env.ns.as_str();
+    let waiting = kubectl(&env).start_wait_ready(ns, &["lorg/research"], Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let api: Api<Organization> = Api::namespaced(emu.client(), NS);
+    let api: Api<Organization> = Api::namespaced(env.cluster.client(), ns);
     api.patch_status(
         "research",
         &PatchParams::apply("litellm-org-operator").force(),
@@ -238,7 +253,7 @@ async fn wait_for_ready_while_another_task_sets_the_status() {
         stdout.contains("organization.litellm.dev/research condition met"),
         "{stdout}"
     );
-    let ready = squeeze(&ok(&emu, &["get", "lorg", "research", "-n", NS]).await);
+    let ready = squeeze(&ok(&env, &["get", "lorg", "research", "-n", ns]).await);
     assert!(
         ready.contains("research Research True"),
         "the Ready printer column: {ready}"
@@ -247,40 +262,41 @@ async fn wait_for_ready_while_another_task_sets_the_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_waits_for_the_finalizer_and_delete_wait_false_returns_at_once() {
-    let emu = with_examples().await;
-    kubectl(&emu)
+    let env = with_examples("kubectl-delete").await;
+    let ns = env.ns.as_str();
+    kubectl(&env)
         .merge_patch(
             "lorg",
             "finance",
-            NS,
+            ns,
             r#"{"metadata":{"finalizers":["litellm.dev/cleanup"]}}"#,
         )
         .await;
     let out = ok(
-        &emu,
-        &["delete", "lorg", "finance", "-n", NS, "--wait=false"],
+        &env,
+        &["delete", "lorg", "finance", "-n", ns, "--wait=false"],
     )
     .await;
     assert!(out.contains("deleted"), "{out}");
-    let ts = kubectl(&emu)
-        .jsonpath("lorg", "finance", NS, "{.metadata.deletionTimestamp}")
+    let ts = kubectl(&env)
+        .jsonpath("lorg", "finance", ns, "{.metadata.deletionTimestamp}")
         .await;
     assert!(ts.ends_with('Z'), "still there, terminating: {ts:?}");
     let mut deleting =
-        kubectl(&emu).spawn(&["delete", "lorg", "finance", "-n", NS, "--timeout=30s"]);
+        kubectl(&env).spawn(&["delete", "lorg", "finance", "-n", ns, "--timeout=30s"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         deleting.try_wait().expect("try_wait").is_none(),
         "kubectl delete waits while the finalizer is present"
     );
-    ok(&emu, &["patch", "lorg", "finance", "-n", NS, "--type=json", "-p", r#"[{"op":"test","path":"/metadata/finalizers/0","value":"litellm.dev/cleanup"},{"op":"remove","path":"/metadata/finalizers/0"}]"#]).await;
+    ok(&env, &["patch", "lorg", "finance", "-n", ns, "--type=json", "-p", r#"[{"op":"test","path":"/metadata/finalizers/0","value":"litellm.dev/cleanup"},{"op":"remove","path":"/metadata/finalizers/0"}]"#]).await;
     let out = finished(deleting, Duration::from_secs(30)).await;
     assert!(
         out.status.success(),
         "kubectl delete: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let gone = run(&emu, &["get", "lorg", "finance", "-n", NS]).await;
+    let gone = run(&env, &["get", "lorg", "finance", "-n", ns]).await;
     assert!(!gone.status.success());
     assert!(
         String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
@@ -288,8 +304,8 @@ async fn delete_waits_for_the_finalizer_and_delete_wait_false_returns_at_once() 
         String::from_utf8_lossy(&gone.stderr)
     );
     let out = ok(
-        &emu,
-        &["delete", "lorgm", "research-bob", "-n", NS, "--wait=false"],
+        &env,
+        &["delete", "lorgm", "research-bob", "-n", ns, "--wait=false"],
     )
     .await;
     assert!(
@@ -297,7 +313,7 @@ async fn delete_waits_for_the_finalizer_and_delete_wait_false_returns_at_once() 
         "{out}"
     );
     assert!(
-        !run(&emu, &["get", "lorgm", "research-bob", "-n", NS])
+        !run(&env, &["get", "lorgm", "research-bob", "-n", ns])
             .await
             .status
             .success(),
@@ -307,9 +323,10 @@ async fn delete_waits_for_the_finalizer_and_delete_wait_false_returns_at_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_prints_events() {
-    let emu = with_examples().await;
+    let env = with_examples("kubectl-watch").await;
+    let ns = env.ns.as_str();
     let mut watching =
-        kubectl(&emu).spawn(&["get", "lorg", "-n", NS, "--watch", "--output-watch-events"]);
+        kubectl(&env).spawn(&["get", "lorg", "-n", ns, "--watch", "--output-watch-events"]);
     let stdout = watching.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut seen = Vec::new();
@@ -329,11 +346,11 @@ async fn get_watch_prints_events() {
         }
     };
     next(&mut seen, "ADDED research Research").await;
-    kubectl(&emu)
-        .merge_patch("lorg", "research", NS, r#"{"spec":{"alias":"Renamed"}}"#)
+    kubectl(&env)
+        .merge_patch("lorg", "research", ns, r#"{"spec":{"alias":"Renamed"}}"#)
         .await;
     next(&mut seen, "MODIFIED research Renamed").await;
-    ok(&emu, &["delete", "lorg", "marketing", "-n", NS]).await;
+    ok(&env, &["delete", "lorg", "marketing", "-n", ns]).await;
     next(&mut seen, "DELETED marketing").await;
     assert!(
         seen[0].starts_with("EVENT NAME ALIAS"),
@@ -344,16 +361,16 @@ async fn get_watch_prints_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_manifests_are_rejected_with_the_emulators_422() {
-    let emu = Emulator::start().await;
-    emu.create_namespace(NS);
-    let bad = emu.dir().join("bad.yaml");
+async fn invalid_manifests_are_rejected_with_the_apiservers_422() {
+    let env = env("kubectl-invalid").await;
+    let ns = env.ns.as_str();
+    let bad = env.cluster.dir().join("bad.yaml");
     std::fs::write(
         &bad,
-        "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata:\n  name: bad\n  namespace: ai-platform\nspec:\n  budget:\n    maxBudget: -5\n    budgetDuration: 3x\n",
+        format!("apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata:\n  name: bad\n  namespace: {ns}\nspec:\n  budget:\n    maxBudget: -5\n    budgetDuration: 3x\n"),
     )
     .expect("write");
-    let out = run(&emu, &["apply", "-f", &bad.to_string_lossy()]).await;
+    let out = run(&env, &["apply", "-f", &bad.to_string_lossy()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -365,14 +382,14 @@ async fn invalid_manifests_are_rejected_with_the_emulators_422() {
         stderr.contains("spec.budget.budgetDuration: Invalid value: \"3x\""),
         "{stderr}"
     );
-    let exclusive = emu.dir().join("exclusive.yaml");
+    let exclusive = env.cluster.dir().join("exclusive.yaml");
     std::fs::write(
         &exclusive,
-        "apiVersion: litellm.dev/v1alpha1\nkind: OrganizationMember\nmetadata:\n  name: m\n  namespace: ai-platform\nspec:\n  organizationRef: {name: research}\n  organizationId: org-1\n  user: {email: a@example.com}\n  role: org_admin\n",
+        format!("apiVersion: litellm.dev/v1alpha1\nkind: OrganizationMember\nmetadata:\n  name: m\n  namespace: {ns}\nspec:\n  organizationRef: {{name: research}}\n  organizationId: org-1\n  user: {{email: a@example.com}}\n  role: org_admin\n"),
     )
     .expect("write");
     let out = run(
-        &emu,
+        &env,
         &["apply", "--server-side", "-f", &exclusive.to_string_lossy()],
     )
     .await;
@@ -382,32 +399,27 @@ async fn invalid_manifests_are_rejected_with_the_emulators_422() {
         stderr.contains("spec.organizationRef: Required value: set exactly one of organizationRef"),
         "{stderr}"
     );
-    let unknown = emu.dir().join("unknown.yaml");
-    std::fs::write(&unknown, "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata:\n  name: u\n  namespace: ai-platform\nspec:\n  aliass: typo\n").expect("write");
-    let out = run(&emu, &["apply", "-f", &unknown.to_string_lossy()]).await;
+    let unknown = env.cluster.dir().join("unknown.yaml");
+    std::fs::write(&unknown, format!("apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata:\n  name: u\n  namespace: {ns}\nspec:\n  aliass: typo\n")).expect("write");
+    let out = run(&env, &["apply", "-f", &unknown.to_string_lossy()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
         "kubectl's strict field validation refuses unknown fields"
     );
     assert!(stderr.contains("unknown field \"spec.aliass\""), "{stderr}");
-    ok(
-        &emu,
-        &[
-            "apply",
-            "-f",
-            "examples/quickstart/organization-finance-retain.yaml",
-        ],
-    )
-    .await;
+    let finance = kubectl(&env)
+        .examples(ns)
+        .join("quickstart/organization-finance-retain.yaml");
+    ok(&env, &["apply", "-f", &finance.display().to_string()]).await;
     let out = run(
-        &emu,
+        &env,
         &[
             "patch",
             "lorg",
             "finance",
             "-n",
-            NS,
+            ns,
             "--type=merge",
             "-p",
             r#"{"spec":{"organizationId":"other"}}"#,
@@ -419,39 +431,5 @@ async fn invalid_manifests_are_rejected_with_the_emulators_422() {
     assert!(
         stderr.contains("organizationId is immutable once set"),
         "{stderr}"
-    );
-}
-
-/// kubectl's typed clients speak protobuf: `kubectl create namespace` sends a protobuf body
-/// and asks for a protobuf answer (errors included).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_namespace_speaks_protobuf() {
-    let emu = Emulator::start().await;
-    let out = run(&emu, &["create", "namespace", "platform", "-v=8"]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("namespace/platform created"), "{stdout}");
-    let log = stderr.to_ascii_lowercase();
-    // The request's and the response's headers, as `-v=8` logs them.
-    assert!(
-        log.matches("content-type: application/vnd.kubernetes.protobuf")
-            .count()
-            >= 2,
-        "a protobuf request and answer in kubectl's log:\n{stderr}"
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&emu, &["get", "namespace", "platform", "-o", "json"]).await)
-            .expect("namespace JSON");
-    assert_eq!(json["status"]["phase"], "Active", "{json}");
-    assert_eq!(
-        json["metadata"]["labels"]["kubernetes.io/metadata.name"], "platform",
-        "{json}"
-    );
-    let again = run(&emu, &["create", "namespace", "platform"]).await;
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(
-        !again.status.success() && stderr.contains("namespaces \"platform\" already exists"),
-        "a protobuf Status for the second create: {stderr}"
     );
 }

@@ -3,23 +3,17 @@
 //! between two reconciles. Declared fields are put back (DriftCorrected), undeclared ones kept,
 //! status stays Ready, no Conflict.
 
-#[path = "support/emulator/mod.rs"]
-mod emulator;
 mod support;
 
 use std::time::Duration;
 
-use emulator::Emulator;
-use kube::Api;
 use kube::api::PostParams;
-use litellm_org_operator::crd::{Organization, OrganizationMember};
 use litellm_org_operator::engine::ids;
 use serde_json::json;
 use support::TestDb;
-use support::kube::{Kubectl, member, organization};
-use support::operator::{Operator, member_ready, org_ready, poll, wait_for};
-
-const NS: &str = "coexistence";
+use support::cluster::World;
+use support::kube::{member, organization};
+use support::operator::{member_ready, org_ready, poll, wait_for};
 
 /// Poll a query until it returns `want`, or fail after `secs`.
 async fn wait_rows(db: &TestDb, sql: &str, want: &[String], secs: u64) {
@@ -36,18 +30,10 @@ async fn wait_rows(db: &TestDb, sql: &str, want: &[String], secs: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn litellm_updates_between_reconciles() {
-    let db = TestDb::litellm().await;
-    let emu = Emulator::start().await;
-    emu.create_namespace(NS);
-    let op = Operator::start(
-        emu.kubeconfig_path(),
-        &db.url(),
-        &["--resync-interval", "2s", "--install-crds"],
-    )
-    .await;
-    let client = emu.client();
-    let orgs: Api<Organization> = Api::namespaced(client.clone(), NS);
-    let members: Api<OrganizationMember> = Api::namespaced(client.clone(), NS);
+    let w = World::with_values("coexistence", json!({"installCRDs": true})).await;
+    let (db, ns) = (&w.db, w.ns.as_str());
+    let op = w.operator(&["--resync-interval", "2s"]).await;
+    let (orgs, members) = (w.orgs.clone(), w.members.clone());
     orgs.create(
         &PostParams::default(),
         &organization(
@@ -83,7 +69,7 @@ async fn litellm_updates_between_reconciles() {
         .expect("organizationId in status");
     let pat = ids::user_id_for_email("pat@example.com");
     let quinn = ids::user_id_for_email("quinn@example.com");
-    let pat_budget = ids::member_budget_id(NS, "pat");
+    let pat_budget = ids::member_budget_id(ns, "pat");
 
     // What LiteLLM's endpoints write: /organization/update (the seed's: metadata wholesale),
     // /organization/member_update for both members (role; budget: the existing row updated,
@@ -99,7 +85,7 @@ async fn litellm_updates_between_reconciles() {
 
     // The resync puts the declared fields back and keeps the rest.
     wait_rows(
-        &db,
+        db,
         &format!(
             r#"SELECT organization_alias || '|' || COALESCE(metadata->>'team', 'NULL') || '|' || COALESCE(metadata->>'cost_center', 'NULL') FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{id}'"#
         ),
@@ -113,7 +99,7 @@ async fn litellm_updates_between_reconciles() {
     ];
     want.sort();
     wait_rows(
-        &db,
+        db,
         &format!(
             r#"SELECT m.user_id || '|' || m.user_role || '|' || COALESCE(m.budget_id, 'NULL') || '|' || COALESCE(CAST(b.max_budget AS TEXT), 'NULL')
                FROM "LiteLLM_OrganizationMembership" m LEFT JOIN "LiteLLM_BudgetTable" b ON b.budget_id = m.budget_id
@@ -124,8 +110,9 @@ async fn litellm_updates_between_reconciles() {
     )
     .await;
 
-    let events = Kubectl::new(emu.kubeconfig_path(), emu.dir())
-        .ok(&["get", "events.events.k8s.io", "-n", NS, "-o", "json"])
+    let events = w
+        .kubectl()
+        .ok(&["get", "events.events.k8s.io", "-n", ns, "-o", "json"])
         .await;
     assert!(
         events.contains("DriftCorrected") && events.contains("organization_alias"),
@@ -153,5 +140,5 @@ async fn litellm_updates_between_reconciles() {
         "{}",
         log.join("\n")
     );
-    db.cleanup().await;
+    w.db.cleanup().await;
 }

@@ -1,9 +1,10 @@
-//! What the tests that drive a cluster (the emulator) share: the real kubectl bound to one
-//! kubeconfig, `kubectl wait` for Ready, the example manifests, and object builders.
+//! What the tests that drive a cluster share: the real kubectl bound to one kubeconfig,
+//! `kubectl wait` for Ready, the example manifests in a namespace of the test's, and object
+//! builders.
 //!
-//! It does not depend on the emulator module (test crates that include `support` without
-//! the emulator still build): a [`Kubectl`] takes a kubeconfig path and a scratch directory,
-//! which `Emulator::kubeconfig_path()` and `Emulator::dir()` give.
+//! A [`Kubectl`] takes a kubeconfig path and a scratch directory: a real control plane's
+//! (`support::cluster::Cluster::kubectl`), or the API emulator's (`Emulator::kubeconfig_path()`
+//! and `Emulator::dir()`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -16,14 +17,10 @@ use serde_json::{Value, json};
 /// The API version of the project's kinds.
 pub const API_VERSION: &str = "litellm.dev/v1alpha1";
 
-/// `kubectl apply` arguments for the committed examples (quickstart and budget-ref).
-pub const EXAMPLES: [&str; 5] = [
-    "-R",
-    "-f",
-    "examples/quickstart",
-    "-f",
-    "examples/budget-ref",
-];
+/// The committed examples `kubectl apply` takes (they declare the namespace `ai-platform`).
+pub const EXAMPLES: [&str; 2] = ["quickstart", "budget-ref"];
+/// The namespace the committed examples declare.
+pub const EXAMPLES_NAMESPACE: &str = "ai-platform";
 
 /// How long one kubectl run may take before the test fails.
 const KUBECTL_LIMIT: Duration = Duration::from_secs(60);
@@ -143,13 +140,47 @@ impl Kubectl {
             .await
     }
 
-    /// `kubectl apply` of the committed examples (`--server-side` if asked); returns stdout.
-    pub async fn apply_examples(&self, server_side: bool) -> String {
-        let mut args = vec!["apply"];
-        if server_side {
-            args.push("--server-side");
+    /// The committed examples copied into this kubectl's scratch directory with their
+    /// namespace set to `namespace` (tests sharing a control plane each use their own);
+    /// returns the directory holding `quickstart/` and `budget-ref/`.
+    pub fn examples(&self, namespace: &str) -> PathBuf {
+        let dir = self.home.join(format!("examples-{namespace}"));
+        let from = format!("namespace: {EXAMPLES_NAMESPACE}");
+        let to = format!("namespace: {namespace}");
+        for example in EXAMPLES {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(example);
+            std::fs::create_dir_all(dir.join(example)).expect("examples directory");
+            for entry in std::fs::read_dir(&source).expect("read examples/") {
+                let path = entry.expect("entry").path();
+                let text = std::fs::read_to_string(&path).expect("read an example");
+                std::fs::write(
+                    dir.join(example).join(path.file_name().expect("file name")),
+                    text.replace(&from, &to),
+                )
+                .expect("write an example");
+            }
         }
-        args.extend(EXAMPLES);
+        dir
+    }
+
+    /// `kubectl apply` of the committed examples into `namespace` (`--server-side` if asked);
+    /// returns stdout.
+    pub async fn apply_examples(&self, namespace: &str, server_side: bool) -> String {
+        let dir = self.examples(namespace);
+        let mut args = vec!["apply".to_string()];
+        if server_side {
+            args.push("--server-side".into());
+        }
+        for example in EXAMPLES {
+            args.extend([
+                "-R".into(),
+                "-f".into(),
+                dir.join(example).display().to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.ok(&args).await
     }
 

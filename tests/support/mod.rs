@@ -2,9 +2,12 @@
 //! template that `scripts/test.sh` builds) or a fresh SQLite file, so tests run in parallel.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod helm;
 pub mod kube;
 pub mod operator;
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use litellm_org_operator::engine::{DEFAULT_ACTOR, Engine};
@@ -12,6 +15,11 @@ use litellm_org_operator::store::{AnyStore, PostgresStore, SqliteStore, Store};
 use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Row};
+
+/// The committed CRDs (`crds/`).
+pub fn crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds")
+}
 
 /// Admin connection for creating test databases.
 pub fn admin_url() -> String {

@@ -3,8 +3,8 @@
 //! in front of PostgreSQL that can be cut or slowed down ([`DbProxy`]), and the polls on the
 //! objects it reconciles.
 //!
-//! Like `support::kube`, it does not depend on the emulator module: the operator takes a
-//! kubeconfig path, which `Emulator::kubeconfig_path()` gives.
+//! The operator takes a kubeconfig path: the chart's ServiceAccount on a real control plane
+//! (`support::cluster`), or the API emulator's.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -179,9 +179,12 @@ impl Operator {
             });
             log
         });
-        let op = Self { child, http, log };
+        let mut op = Self { child, http, log };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !matches!(http_get(op.http, "/readyz").await, Ok((200, _))) {
+            if let Ok(Some(status)) = op.child.try_wait() {
+                panic!("the operator exited before it was ready ({status}; {args:?})");
+            }
             assert!(
                 Instant::now() < deadline,
                 "the operator never became ready ({args:?})"
@@ -455,5 +458,51 @@ where
             panic!("{name}: timed out waiting for {what}; now {current:#?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every events.k8s.io/v1 Event in `ns` about the object named `name`.
+pub async fn events_about(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .is_some_and(|n| n == name)
+        })
+        .collect()
+}
+
+/// Poll until an event about `name` with this type and reason exists; returns it.
+pub async fn wait_event(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = events_about(client, ns, name).await;
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+        {
+            return e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {type_} {reason} event about {name}; events: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

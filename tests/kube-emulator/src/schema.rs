@@ -2,7 +2,7 @@
 //! prune unknown fields and non-nullable nulls, apply `default`s, validate the OpenAPI
 //! constraints, then (only when nothing blocking was found) the CEL `x-kubernetes-validations`.
 //!
-//! Simplifications, all documented in the README's testing section:
+//! Simplifications (the README's testing section summarises them):
 //! - `format` is checked for `date-time`, `date` and `uuid` strings only (the real server knows
 //!   a few more string formats; numeric formats such as `int32` are not range-checked by either).
 //! - `metadata` is kept as sent (the real server prunes it to `ObjectMeta` and validates names).

@@ -1,6 +1,11 @@
-//! An in-process Kubernetes API server emulator for the tests.
+//! An in-process Kubernetes API server emulator, kept for the tests that inject faults a real
+//! control plane cannot be made to produce on cue: a 500, 429 or 409 on the next requests
+//! ([`Emulator::fail_next`]), cut watch streams ([`Emulator::cut_watches`]), 410 Gone
+//! ([`Emulator::force_gone_next_watches`], [`Emulator::compact`]) and objects stored past
+//! admission ([`Emulator::insert_raw`]). Every other operator test runs against a real
+//! kube-apiserver (`scripts/kube-up.sh`, `tests/support/cluster.rs`).
 //!
-//! It serves the project's CRDs (and any CRD posted to it) over real HTTP on 127.0.0.1, well
+//! It serves the CRDs it is given (and any CRD posted to it) over real HTTP on 127.0.0.1, well
 //! enough that kube-rs and the real `kubectl` work against it unchanged: discovery, namespaces,
 //! Events, Leases, CRUD with the apiserver's object semantics (uid, creationTimestamp, a
 //! cluster-wide resourceVersion, generation, optimistic concurrency, the status subresource,
@@ -9,8 +14,8 @@
 //! and fault injection.
 //!
 //! It is test infrastructure: where it simplifies kube-apiserver it says so in a comment where
-//! it happens. The known differences a controller test could trip over (also in the README's
-//! testing section):
+//! it happens. The known differences a controller test could trip over (the README's testing
+//! section summarises them):
 //!
 //! - Kinds: only Namespaces, Events (core/v1 and events.k8s.io/v1, one storage), Leases, CRDs
 //!   and the CRDs' kinds. No Secrets, ConfigMaps, Pods, Services...: they answer 404.
@@ -102,8 +107,7 @@ pub use store::{ApiError, State};
 /// Options for [`Emulator::start_with`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// A directory (or file) of CRD YAML to load at start (default: the committed `crds/`);
-    /// `None` loads the crate's own `crd::crds()`.
+    /// A directory (or file) of CRD YAML to load at start; `None`: no CRDs.
     pub crds: Option<PathBuf>,
     /// Port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
@@ -118,7 +122,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            crds: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds")),
+            crds: None,
             port: 0,
             history_limit: 1000,
             bookmark_interval: Duration::from_secs(1),
@@ -419,9 +423,13 @@ pub fn load_crd_files(path: &Path) -> Result<Vec<Value>, String> {
 }
 
 impl Emulator {
-    /// Start with the crate's own CRDs on a free port.
-    pub async fn start() -> Emulator {
-        match Self::start_with(Options::default()).await {
+    /// Start with the CRDs of a YAML file or directory, on a free port.
+    pub async fn start(crds: &Path) -> Emulator {
+        let options = Options {
+            crds: Some(crds.to_path_buf()),
+            ..Options::default()
+        };
+        match Self::start_with(options).await {
             Ok(e) => e,
             Err(e) => panic!("the Kubernetes API emulator did not start: {e}"),
         }
@@ -430,10 +438,7 @@ impl Emulator {
     pub async fn start_with(options: Options) -> Result<Emulator, String> {
         let crds: Vec<Value> = match &options.crds {
             Some(path) => load_crd_files(path)?,
-            None => litellm_org_operator::crd::crds()
-                .into_iter()
-                .map(|c| serde_json::to_value(c).map_err(|e| e.to_string()))
-                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
