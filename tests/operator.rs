@@ -615,6 +615,74 @@ async fn leader_election_fails_over_without_duplicates() {
     w.db.cleanup().await;
 }
 
+/// The line without terminal colours (the log's fields may be wrapped in them).
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The identity an operator logged at start (`identity=…`).
+fn logged_identity(op: &Operator) -> Option<String> {
+    op.log_lines().iter().map(|l| plain(l)).find_map(|l| {
+        let at = l.find("identity=")?;
+        let rest = &l[at + "identity=".len()..];
+        Some(rest.split_whitespace().next()?.to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_outside_a_pod_elect_one_leader() {
+    // Two replicas with leader election and no POD_NAME (as on a laptop or a VM): each gets an
+    // identity of its own, so exactly one of them leads.
+    let w = World::with_values("ids", json!({"replicaCount": 2})).await;
+    assert!(w.access.args.iter().any(|a| a == "--leader-elect"));
+    let a = w.operator_with(w.options().pod_name(None)).await;
+    let b = w.operator_with(w.options().pod_name(None)).await;
+    let (id_a, id_b) = (
+        logged_identity(&a).expect("identity of a"),
+        logged_identity(&b).expect("identity of b"),
+    );
+    assert_ne!(id_a, id_b, "each process has an identity of its own");
+    assert_ne!(id_a, "litellm-org-operator");
+    let leads = |op: &Operator| op.log_lines().iter().any(|l| l.contains("elected leader"));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !(leads(&a) || leads(&b)) {
+        assert!(
+            Instant::now() < deadline,
+            "no replica was elected within 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Longer than the lease (15 s): a second leader would have shown by now.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(leads(&a) != leads(&b), "exactly one replica leads");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client(), &w.ns);
+    let holder = leases
+        .get("litellm-org-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
+    let leader = if leads(&a) { &id_a } else { &id_b };
+    assert_eq!(&holder, leader, "the Lease names the replica that leads");
+    a.kill().await;
+    b.kill().await;
+    w.db.cleanup().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hostile objects: one object must never stop the others, and whatever the operator publishes
 // must be accepted by a real API server.
