@@ -373,6 +373,20 @@ async fn database_outage_backs_off_and_recovers() {
     .expect("ready");
     assert_eq!(ready.status, "False");
     assert!(!ready.message.contains("postgres://"), "{}", ready.message);
+    // What someone on call needs: what happened and where, never a driver's internals.
+    let server = format!("the database at 127.0.0.1:{}", proxy.port());
+    let says_what = |text: &str| {
+        text.contains(&format!("lost the connection to {server}"))
+            || text.contains(&format!("cannot connect to {server}"))
+    };
+    assert!(says_what(&ready.message), "{}", ready.message);
+    let log = op.log_lines();
+    assert!(log.iter().any(|l| says_what(l)), "{log:#?}");
+    for text in log.iter().chain([&ready.message]) {
+        for internal in ["docs.rs", "rustls", "close_notify", "https://"] {
+            assert!(!text.contains(internal), "{text}");
+        }
+    }
     let attempts = op.growth_over(10, is_unavailable_error).await;
     // Backoff from 2 s doubling: at most a handful of attempts in 10 s, never a hot loop.
     assert!(attempts <= 5.0, "{attempts} failed attempts in 10 s");
