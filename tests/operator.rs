@@ -544,6 +544,18 @@ async fn paused_objects_are_not_written() {
     w.db.cleanup().await;
 }
 
+/// The holder of the operator's Lease in the world's namespace.
+async fn lease_holder(w: &World) -> String {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client(), &w.ns);
+    leases
+        .get("litellm-org-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_fails_over_without_duplicates() {
     // Two replicas of one release with the chart's leader election (a real Lease in the
@@ -565,14 +577,7 @@ async fn leader_election_fails_over_without_duplicates() {
     for i in 0..10 {
         wait_for(orgs, &format!("ha-{i}"), 60, "Ready", org_ready).await;
     }
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client(), &w.ns);
-    let holder = leases
-        .get("litellm-org-operator")
-        .await
-        .expect("lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("holder");
+    let holder = lease_holder(&w).await;
     let leader = if holder == "op-a" { 0 } else { 1 };
     assert!(holder == "op-a" || holder == "op-b", "{holder}");
     // Only the leader wrote: every reconcile that wrote came from one process.
@@ -609,13 +614,7 @@ async fn leader_election_fails_over_without_duplicates() {
         org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(500.0)
     })
     .await;
-    let new_holder = leases
-        .get("litellm-org-operator")
-        .await
-        .expect("lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("holder");
+    let new_holder = lease_holder(&w).await;
     assert_ne!(new_holder, holder, "the lease moved");
     assert_eq!(
         db.count("LiteLLM_OrganizationTable").await,
@@ -682,14 +681,7 @@ async fn replicas_outside_a_pod_elect_one_leader() {
     // Longer than the lease (15 s): a second leader would have shown by now.
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert!(leads(&a) != leads(&b), "exactly one replica leads");
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client(), &w.ns);
-    let holder = leases
-        .get("litellm-org-operator")
-        .await
-        .expect("lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("holder");
+    let holder = lease_holder(&w).await;
     let leader = if leads(&a) { &id_a } else { &id_b };
     assert_eq!(&holder, leader, "the Lease names the replica that leads");
     a.kill().await;
