@@ -6,9 +6,17 @@ use crate::crd::ConditionReason;
 /// Failures of the database layer. Messages never contain the connection URL or password.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The server could not be reached or the connection broke.
+    /// The database cannot be used as configured (an unsupported or invalid URL).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The server could not be reached or the connection broke, worded for someone on call:
+    /// what happened and where (host and port), never a driver's internals.
+    #[error("{}", .fault.describe(.address.as_deref()))]
+    Connection {
+        fault: ConnectionFault,
+        /// `HOST:PORT` from the parsed URL (never its user, password or options).
+        address: Option<String>,
+    },
     /// The database has LiteLLM tables but lacks some the operator needs.
     #[error(
         "the database schema is missing {}: upgrade LiteLLM (its migrations create them); the operator never alters an existing LiteLLM schema",
@@ -42,25 +50,115 @@ pub enum StoreError {
     },
 }
 
+/// How a connection to the database failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionFault {
+    /// Nothing listens there.
+    Refused,
+    /// An open connection broke (reset, closed, cut mid-conversation).
+    Lost,
+    /// No connection within the pool's timeout.
+    TimedOut,
+    /// The TLS handshake failed.
+    Tls,
+    /// The pool is shut down (the process is stopping).
+    Closed,
+    /// Another failure to connect, in words that hold no library internals.
+    Other(String),
+}
+
+impl ConnectionFault {
+    /// Classify an I/O error of the connection: a refusal, a broken connection (a reset, a
+    /// peer that went away, TLS closed without `close_notify`), or what its kind says.
+    pub fn from_io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused => Self::Refused,
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
+                Self::Lost
+            }
+            TimedOut => Self::Other("timed out".into()),
+            _ => {
+                let text = e.to_string();
+                if text.contains("close_notify") || text.contains("rustls") {
+                    Self::Lost
+                } else {
+                    Self::Other(without_links(&text))
+                }
+            }
+        }
+    }
+
+    /// The sentence: "lost the connection to the database at HOST:PORT", "cannot connect to
+    /// the database at HOST:PORT: connection refused", ...
+    pub fn describe(&self, address: Option<&str>) -> String {
+        let at = address.map(|a| format!(" at {a}")).unwrap_or_default();
+        match self {
+            Self::Refused => format!("cannot connect to the database{at}: connection refused"),
+            Self::Lost => format!("lost the connection to the database{at}"),
+            Self::TimedOut => {
+                format!("cannot connect to the database{at}: timed out waiting for a connection")
+            }
+            Self::Tls => format!("cannot connect to the database{at}: TLS handshake failed"),
+            Self::Closed => format!("the connections to the database{at} are closed"),
+            Self::Other(why) => format!("cannot connect to the database{at}: {why}"),
+        }
+    }
+}
+
+/// The text before any link (libraries append "https://docs.rs/…" to some messages).
+fn without_links(text: &str) -> String {
+    let cut = text.find("http://").or_else(|| text.find("https://"));
+    let kept = cut.map_or(text, |at| &text[..at]);
+    kept.trim_end_matches([' ', ':', ';', ',', '-', '('])
+        .to_string()
+}
+
+/// `HOST:PORT` of a parsed URL (`[HOST]:PORT` for an IPv6 address).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 impl StoreError {
+    /// A connection failure.
+    pub fn connection(fault: ConnectionFault) -> Self {
+        Self::Connection {
+            fault,
+            address: None,
+        }
+    }
+
+    /// Name the database's `HOST:PORT` in a connection failure (other errors are unchanged).
+    pub fn at(self, address: &str) -> Self {
+        match self {
+            Self::Connection {
+                fault,
+                address: None,
+            } => Self::Connection {
+                fault,
+                address: Some(address.to_string()),
+            },
+            other => other,
+        }
+    }
+
     /// Map a driver error, keeping only what is safe to show (never the URL).
     pub fn from_sqlx(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Self::Unavailable("connection refused".into())
-            }
-            sqlx::Error::Io(e) => Self::Unavailable(e.to_string()),
-            sqlx::Error::Tls(_) => Self::Unavailable("TLS handshake failed".into()),
-            sqlx::Error::PoolTimedOut => {
-                Self::Unavailable("timed out waiting for a connection".into())
-            }
-            sqlx::Error::PoolClosed => Self::Unavailable("connection pool closed".into()),
+            sqlx::Error::Io(e) => Self::connection(ConnectionFault::from_io(&e)),
+            sqlx::Error::Tls(_) => Self::connection(ConnectionFault::Tls),
+            sqlx::Error::PoolTimedOut => Self::connection(ConnectionFault::TimedOut),
+            sqlx::Error::PoolClosed => Self::connection(ConnectionFault::Closed),
             sqlx::Error::Configuration(_) => {
                 Self::Unavailable("invalid database URL (check scheme, host and options)".into())
             }
             // A connection that broke mid-conversation reads as garbage: the server went away.
             sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
-                Self::Unavailable("the connection to the database broke".into())
+                Self::connection(ConnectionFault::Lost)
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => {
                 Self::Query(format!(
@@ -186,5 +284,81 @@ impl NextStep {
     /// True when only a change elsewhere can unblock the object (kstatus `Stalled`).
     pub fn is_stalled(self) -> bool {
         matches!(self, Self::AwaitChange | Self::Resync)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind, text: &str) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(kind, text.to_string()))
+    }
+
+    #[test]
+    fn a_refused_connection_names_host_and_port() {
+        let e = StoreError::from_sqlx(io(std::io::ErrorKind::ConnectionRefused, "os error 111"))
+            .at("db.example:5432");
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to the database at db.example:5432: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_tls_close_without_close_notify_reads_as_a_lost_connection() {
+        // What rustls reports when the peer goes away mid-run.
+        let e = StoreError::from_sqlx(io(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+        ))
+        .at("10.0.0.5:5432");
+        assert_eq!(
+            e.to_string(),
+            "lost the connection to the database at 10.0.0.5:5432"
+        );
+        // Whatever kind it comes with.
+        let e = StoreError::from_sqlx(io(
+            std::io::ErrorKind::Other,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/",
+        ));
+        assert_eq!(e.to_string(), "lost the connection to the database");
+    }
+
+    #[test]
+    fn broken_connections_read_as_lost() {
+        use std::io::ErrorKind::*;
+        for kind in [
+            ConnectionReset,
+            ConnectionAborted,
+            BrokenPipe,
+            UnexpectedEof,
+        ] {
+            let e = StoreError::from_sqlx(io(kind, "os detail")).at("h:1");
+            assert_eq!(e.to_string(), "lost the connection to the database at h:1");
+        }
+        let e = StoreError::from_sqlx(sqlx::Error::Protocol("garbage".into())).at("h:1");
+        assert_eq!(e.to_string(), "lost the connection to the database at h:1");
+    }
+
+    #[test]
+    fn other_failures_keep_no_links_and_never_replace_an_address() {
+        let e = StoreError::from_sqlx(io(
+            std::io::ErrorKind::Other,
+            "something odd: https://docs.rs/some/page",
+        ))
+        .at("h:1")
+        .at("other:2");
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to the database at h:1: something odd"
+        );
+        let e = StoreError::from_sqlx(sqlx::Error::PoolTimedOut).at("h:1");
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to the database at h:1: timed out waiting for a connection"
+        );
+        assert_eq!(host_port("::1", 5432), "[::1]:5432");
+        assert_eq!(host_port("db", 5432), "db:5432");
     }
 }

@@ -50,12 +50,33 @@ struct AppState {
     metrics: Arc<Metrics>,
 }
 
-/// Serve until the process ends.
+/// Bind the address of `/healthz`, `/readyz` and `/metrics`, before anything else starts: a
+/// process that cannot serve its probes must not run (a second instance on a taken port
+/// would otherwise run unseen). The message names the address.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| cannot_serve(addr, &e))
+}
+
+/// "cannot serve /healthz, /readyz and /metrics on ADDR: WHY".
+pub fn cannot_serve(addr: SocketAddr, error: &std::io::Error) -> String {
+    let why = match error.kind() {
+        std::io::ErrorKind::AddrInUse => "address in use".to_string(),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this host".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => error.to_string(),
+    };
+    format!("cannot serve /healthz, /readyz and /metrics on {addr}: {why}")
+}
+
+/// Serve on a bound listener until the process ends; an error ends the process too.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
+) -> Result<(), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -80,7 +101,8 @@ pub async fn serve(
             }),
         )
         .with_state(AppState { readiness, metrics });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz, /metrics");
-    axum::serve(listener, app).await
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| cannot_serve(addr, &e))
 }

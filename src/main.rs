@@ -222,6 +222,26 @@ fn budget_duration(text: &str) -> Result<String, String> {
         })
 }
 
+/// This process's identity in the Lease and the logs, unique whatever the environment:
+/// `$POD_NAME` in a pod, else the host's name and a random suffix (two replicas outside a
+/// cluster, or on one host, never share one).
+fn instance_identity() -> String {
+    if let Some(pod) = std::env::var("POD_NAME")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+    {
+        return pod;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "litellm-org-operator".to_string());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}
+
 /// Runs past this many objects get a progress bar on a terminal.
 const PROGRESS_THRESHOLD: usize = 300;
 
@@ -307,8 +327,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     .unwrap_or_else(|| OPERATOR_MANAGER.to_string()),
                 ledger_schema: cli.ledger_schema.clone(),
                 install_crds,
-                instance: std::env::var("POD_NAME")
-                    .unwrap_or_else(|_| "litellm-org-operator".to_string()),
+                instance: instance_identity(),
             };
             let lease = leader_elect.then(|| {
                 (
@@ -467,6 +486,10 @@ async fn operate(
     http_addr: SocketAddr,
     lease: Option<(String, String)>,
 ) -> Result<(), CliError> {
+    tracing::info!(identity = %config.instance, "starting");
+    let listener = litellm_org_operator::http::bind(http_addr)
+        .await
+        .map_err(CliError::Cluster)?;
     let store = database::open(url)
         .await?
         .with_ledger_schema(&config.ledger_schema)?;
@@ -500,8 +523,8 @@ async fn operate(
         );
     }
     let readiness = Arc::new(litellm_org_operator::http::Readiness::new(engine.clone()));
-    let http = tokio::spawn(litellm_org_operator::http::serve(
-        http_addr,
+    let mut http = tokio::spawn(litellm_org_operator::http::serve(
+        listener,
         readiness.clone(),
         metrics.clone(),
     ));
@@ -529,7 +552,18 @@ async fn operate(
             controller::Leadership::from_lease(rx)
         }
     };
-    let result = controller::run(client, engine, config, metrics, readiness, leadership).await;
-    http.abort();
-    result.map_err(|e| CliError::Cluster(e.to_string()))
+    // The probes and the controllers live and die together: a server that stops (its
+    // listener failed) ends the process with its error.
+    let controllers = controller::run(client, engine, config, metrics, readiness, leadership);
+    tokio::select! {
+        result = controllers => {
+            http.abort();
+            result.map_err(|e| CliError::Cluster(e.to_string()))
+        }
+        served = &mut http => Err(CliError::Cluster(match served {
+            Ok(Ok(())) => format!("the server of /healthz, /readyz and /metrics on {http_addr} stopped"),
+            Ok(Err(message)) => message,
+            Err(join) => format!("the server of /healthz, /readyz and /metrics on {http_addr} failed: {join}"),
+        })),
+    }
 }

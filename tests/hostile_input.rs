@@ -510,7 +510,7 @@ fn a_refused_connection_is_named_with_host_and_port() {
         let (code, stdout, stderr) = cli(dir.path(), args, &url);
         assert_eq!(code, Some(1), "{stdout}{stderr}");
         assert!(
-            stderr.contains("cannot connect to 127.0.0.1:9: connection refused"),
+            stderr.contains("cannot connect to the database at 127.0.0.1:9: connection refused"),
             "{stderr}"
         );
         assert!(!stderr.contains("timed out"), "{stderr}");

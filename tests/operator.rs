@@ -373,6 +373,20 @@ async fn database_outage_backs_off_and_recovers() {
     .expect("ready");
     assert_eq!(ready.status, "False");
     assert!(!ready.message.contains("postgres://"), "{}", ready.message);
+    // What someone on call needs: what happened and where, never a driver's internals.
+    let server = format!("the database at 127.0.0.1:{}", proxy.port());
+    let says_what = |text: &str| {
+        text.contains(&format!("lost the connection to {server}"))
+            || text.contains(&format!("cannot connect to {server}"))
+    };
+    assert!(says_what(&ready.message), "{}", ready.message);
+    let log = op.log_lines();
+    assert!(log.iter().any(|l| says_what(l)), "{log:#?}");
+    for text in log.iter().chain([&ready.message]) {
+        for internal in ["docs.rs", "rustls", "close_notify", "https://"] {
+            assert!(!text.contains(internal), "{text}");
+        }
+    }
     let attempts = op.growth_over(10, is_unavailable_error).await;
     // Backoff from 2 s doubling: at most a handful of attempts in 10 s, never a hot loop.
     assert!(attempts <= 5.0, "{attempts} failed attempts in 10 s");
@@ -530,6 +544,18 @@ async fn paused_objects_are_not_written() {
     w.db.cleanup().await;
 }
 
+/// The holder of the operator's Lease in the world's namespace.
+async fn lease_holder(w: &World) -> String {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client(), &w.ns);
+    leases
+        .get("litellm-org-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_fails_over_without_duplicates() {
     // Two replicas of one release with the chart's leader election (a real Lease in the
@@ -551,14 +577,7 @@ async fn leader_election_fails_over_without_duplicates() {
     for i in 0..10 {
         wait_for(orgs, &format!("ha-{i}"), 60, "Ready", org_ready).await;
     }
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client(), &w.ns);
-    let holder = leases
-        .get("litellm-org-operator")
-        .await
-        .expect("lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("holder");
+    let holder = lease_holder(&w).await;
     let leader = if holder == "op-a" { 0 } else { 1 };
     assert!(holder == "op-a" || holder == "op-b", "{holder}");
     // Only the leader wrote: every reconcile that wrote came from one process.
@@ -595,13 +614,7 @@ async fn leader_election_fails_over_without_duplicates() {
         org_ready(o) && o.status.as_ref().and_then(|s| s.max_budget) == Some(500.0)
     })
     .await;
-    let new_holder = leases
-        .get("litellm-org-operator")
-        .await
-        .expect("lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("holder");
+    let new_holder = lease_holder(&w).await;
     assert_ne!(new_holder, holder, "the lease moved");
     assert_eq!(
         db.count("LiteLLM_OrganizationTable").await,
@@ -612,6 +625,67 @@ async fn leader_election_fails_over_without_duplicates() {
     for op in ops.into_iter().flatten() {
         op.kill().await;
     }
+    w.db.cleanup().await;
+}
+
+/// The line without terminal colours (the log's fields may be wrapped in them).
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The identity an operator logged at start (`identity=…`).
+fn logged_identity(op: &Operator) -> Option<String> {
+    op.log_lines().iter().map(|l| plain(l)).find_map(|l| {
+        let at = l.find("identity=")?;
+        let rest = &l[at + "identity=".len()..];
+        Some(rest.split_whitespace().next()?.to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_outside_a_pod_elect_one_leader() {
+    // Two replicas with leader election and no POD_NAME (as on a laptop or a VM): each gets an
+    // identity of its own, so exactly one of them leads.
+    let w = World::with_values("ids", json!({"replicaCount": 2})).await;
+    assert!(w.access.args.iter().any(|a| a == "--leader-elect"));
+    let a = w.operator_with(w.options().pod_name(None)).await;
+    let b = w.operator_with(w.options().pod_name(None)).await;
+    let (id_a, id_b) = (
+        logged_identity(&a).expect("identity of a"),
+        logged_identity(&b).expect("identity of b"),
+    );
+    assert_ne!(id_a, id_b, "each process has an identity of its own");
+    assert_ne!(id_a, "litellm-org-operator");
+    let leads = |op: &Operator| op.log_lines().iter().any(|l| l.contains("elected leader"));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !(leads(&a) || leads(&b)) {
+        assert!(
+            Instant::now() < deadline,
+            "no replica was elected within 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Longer than the lease (15 s): a second leader would have shown by now.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(leads(&a) != leads(&b), "exactly one replica leads");
+    let holder = lease_holder(&w).await;
+    let leader = if leads(&a) { &id_a } else { &id_b };
+    assert_eq!(&holder, leader, "the Lease names the replica that leads");
+    a.kill().await;
+    b.kill().await;
     w.db.cleanup().await;
 }
 

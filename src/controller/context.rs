@@ -388,6 +388,10 @@ pub fn public_message(err: &EngineError) -> String {
         EngineError::Store(StoreError::Unavailable(_)) => {
             "the database is unavailable; retrying with backoff".to_string()
         }
+        // Where and what (refused, lost), never a driver's internals or the URL.
+        EngineError::Store(e @ StoreError::Connection { .. }) => {
+            format!("{e}; retrying with backoff")
+        }
         other => other.to_string(),
     }
 }

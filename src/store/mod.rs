@@ -407,7 +407,8 @@ impl AnyStore {
 macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
-            AnyStore::Postgres($store) => $call.await,
+            // Connection failures name the server they concern.
+            AnyStore::Postgres($store) => $call.await.map_err(|e| e.at($store.address())),
             AnyStore::Sqlite($store) => $call.await,
         }
     };

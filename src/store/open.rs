@@ -13,7 +13,7 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::error::StoreError;
+use crate::error::{StoreError, host_port};
 use crate::store::{AnyStore, PostgresStore, SchemaState, SqliteStore, Store};
 
 /// The embedded default: a SQLite file in the working directory, created on first use.
@@ -161,18 +161,9 @@ async fn probe_postgres(url: &SecretString) -> Result<(), StoreError> {
             let _ = sqlx::Connection::close(connection).await;
             Ok(())
         }
-        Err(sqlx::Error::Io(e)) => {
-            let why = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-                _ => e.to_string(),
-            };
-            Err(StoreError::Unavailable(format!(
-                "cannot connect to {}:{}: {why}",
-                options.get_host(),
-                options.get_port()
-            )))
+        Err(e) => {
+            Err(StoreError::from_sqlx(e).at(&host_port(options.get_host(), options.get_port())))
         }
-        Err(other) => Err(StoreError::from_sqlx(other)),
     }
 }
 

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::ledger::{DEFAULT_LEDGER_SCHEMA, LedgerSql, ledger_schema};
 use super::sql::sql_store;
-use crate::error::StoreError;
+use crate::error::{StoreError, host_port};
 
 /// A pool of connections to one PostgreSQL database.
 #[derive(Clone)]
@@ -19,12 +19,15 @@ pub struct PostgresStore {
     ledger: std::sync::Arc<LedgerSql>,
     /// Whether the ledger table is known to exist (reads of a missing ledger are empty).
     ledger_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `HOST:PORT` of the server, for messages about its connections.
+    address: std::sync::Arc<str>,
 }
 
 impl PostgresStore {
     /// Connect with a URL kept secret: it never reaches a log or an error message.
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
         let options = super::open::postgres_options(url)?;
+        let address = host_port(options.get_host(), options.get_port());
         // No liveness ping before each checkout: it is a round trip on every transaction and
         // every object's reads. The pool still pings each connection as it is returned and
         // drops it if it fails, so a connection that died idle (a server restart) fails one
@@ -35,13 +38,16 @@ impl PostgresStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await
-            .map_err(StoreError::from_sqlx)?;
+            .map_err(|e| StoreError::from_sqlx(e).at(&address))?;
         Ok(Self::from_pool(pool))
     }
 
     /// Wrap an existing pool (tests, benchmarks).
     pub fn from_pool(pool: PgPool) -> Self {
+        let options = pool.connect_options();
+        let address = host_port(options.get_host(), options.get_port()).into();
         Self {
+            address,
             pool,
             ledger: std::sync::Arc::new(LedgerSql::postgres(DEFAULT_LEDGER_SCHEMA)),
             ledger_ready: Default::default(),
@@ -56,6 +62,11 @@ impl PostgresStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// `HOST:PORT` of the server (from the parsed URL: never its user, password or options).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 }
 
