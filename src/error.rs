@@ -39,6 +39,10 @@ pub enum StoreError {
     /// nothing of the transaction was written; plan again.
     #[error("{0} was created by another writer since it was planned; nothing was written")]
     Stale(String),
+    /// What a delete removes grew since it was planned (a team, key or membership added to
+    /// the organization): nothing of the transaction was written; plan again.
+    #[error("{0}; nothing was written: plan again")]
+    Changed(String),
     /// The ledger names another resource or manager for a row this write claims.
     #[error(
         "{row} is managed by {resource} (manager {manager:?}); a row is never taken over from another resource or manager"
@@ -201,7 +205,12 @@ pub enum EngineError {
     /// The spec breaks a rule; nothing is written until it changes.
     #[error("{field}: {message}")]
     InvalidSpec { field: String, message: String },
-    /// The organization a member points at does not exist (yet).
+    /// A row the spec names is not in the database (a `budgetRef` to a budget LiteLLM does
+    /// not hold): the database's content, not the manifest, decides it, so it is looked at
+    /// again at each resync and clears once the row exists.
+    #[error("{field}: {message}")]
+    BudgetNotFound { field: String, message: String },
+    /// The organization a member points at does not exist (yet), or is being deleted.
     #[error("{0}")]
     OrganizationNotFound(String),
     /// The referenced organization exists as a resource but has not been reconciled.
@@ -238,6 +247,7 @@ impl EngineError {
     pub fn reason(&self) -> ConditionReason {
         match self {
             Self::InvalidSpec { .. } => ConditionReason::InvalidSpec,
+            Self::BudgetNotFound { .. } => ConditionReason::BudgetNotFound,
             Self::OrganizationNotFound(_) => ConditionReason::OrganizationNotFound,
             Self::OrganizationNotReady(_) => ConditionReason::OrganizationNotReady,
             Self::Conflict(_) => ConditionReason::Conflict,
@@ -249,14 +259,17 @@ impl EngineError {
     /// conditions (stalled or still reconciling) and the events all read.
     pub fn next_step(&self) -> NextStep {
         match self {
-            // Nothing changes until the spec does.
+            // What the manifest alone decides: nothing changes until the spec does.
             Self::InvalidSpec { .. } => NextStep::AwaitChange,
-            // The other owner may let go; look again at the resync.
-            Self::Conflict(_) => NextStep::Resync,
-            // The organization's own reconcile (or its watch) usually wakes the member sooner.
-            Self::OrganizationNotFound(_) | Self::OrganizationNotReady(_) => {
-                NextStep::RetryAfter(ORGANIZATION_WAIT)
+            // What the database's content (or another object) decides: the other owner may
+            // let go, the budget or the organization may be created; stalled, and looked at
+            // again at each resync. A member whose Organization comes back is woken by its
+            // watch sooner.
+            Self::Conflict(_) | Self::BudgetNotFound { .. } | Self::OrganizationNotFound(_) => {
+                NextStep::Resync
             }
+            // The organization's own reconcile (or its watch) usually wakes the member sooner.
+            Self::OrganizationNotReady(_) => NextStep::RetryAfter(ORGANIZATION_WAIT),
             Self::Store(_) => NextStep::Backoff,
         }
     }

@@ -149,6 +149,10 @@ enum Command {
         /// Also plan deleting rows this tool owns that no manifest declares.
         #[arg(long)]
         prune: bool,
+        /// Let the prune delete organizations that still have teams or API keys (LiteLLM's
+        /// whole cascade); without it those deletes are refused, the others run.
+        #[arg(long, requires = "prune")]
+        delete_teams_and_keys: bool,
     },
     /// Reconcile the database to the manifests, one transaction per object.
     Apply {
@@ -158,6 +162,10 @@ enum Command {
         /// Also delete rows this tool owns that no manifest declares.
         #[arg(long)]
         prune: bool,
+        /// Let the prune delete organizations that still have teams or API keys (LiteLLM's
+        /// whole cascade); without it those deletes are refused, the others run.
+        #[arg(long, requires = "prune")]
+        delete_teams_and_keys: bool,
     },
     /// Write manifests that adopt the organizations (and their members) no manager holds yet,
     /// with exactly their current values: applying them changes nothing in LiteLLM and takes
@@ -351,8 +359,28 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("schema ready");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { paths, prune } => manifests(&url, &settings, &paths, false, prune).await,
-        Command::Apply { paths, prune } => manifests(&url, &settings, &paths, true, prune).await,
+        Command::Plan {
+            paths,
+            prune,
+            delete_teams_and_keys,
+        } => {
+            let prune = Prune {
+                enabled: prune,
+                delete_teams_and_keys,
+            };
+            manifests(&url, &settings, &paths, false, prune).await
+        }
+        Command::Apply {
+            paths,
+            prune,
+            delete_teams_and_keys,
+        } => {
+            let prune = Prune {
+                enabled: prune,
+                delete_teams_and_keys,
+            };
+            manifests(&url, &settings, &paths, true, prune).await
+        }
         Command::Export { namespace } => {
             let store = database::open(&url)
                 .await?
@@ -407,13 +435,19 @@ fn partial(prefix: &str, lines: &[String], summary: &str) -> ExitCode {
 /// Exit code of `get` and `export` when some rows could not be read or represented.
 const PARTIAL: u8 = 3;
 
+/// `--prune` and what it may delete.
+struct Prune {
+    enabled: bool,
+    delete_teams_and_keys: bool,
+}
+
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
 async fn manifests(
     url: &SecretString,
     cli: &Settings,
     paths: &[PathBuf],
     apply: bool,
-    prune: bool,
+    prune: Prune,
 ) -> Result<ExitCode, CliError> {
     let set = ManifestSet::load(paths);
     for notice in set.skipped.iter().chain(&set.notices) {
@@ -441,7 +475,8 @@ async fn manifests(
     }
     let options = RunOptions {
         apply,
-        prune,
+        prune: prune.enabled,
+        delete_teams_and_keys: prune.delete_teams_and_keys,
         progress: std::io::stdout().is_terminal() && set.len() > PROGRESS_THRESHOLD,
     };
     let report = offline::run(&engine, &set, options).await;

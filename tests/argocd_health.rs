@@ -117,6 +117,12 @@ fn cases() -> Vec<Case> {
         "Applying generation 3",
     );
     let paused = cond("Reconciling", "False", "Paused", "Reconciliation is paused");
+    let paused_condition = cond(
+        "Paused",
+        "True",
+        "Paused",
+        "writes are paused by the litellm.dev/paused annotation",
+    );
     let not_reconciling = cond("Reconciling", "False", "Synced", "");
     vec![
         ("no status at all", Some(3), None, "Progressing", ""),
@@ -199,7 +205,31 @@ fn cases() -> Vec<Case> {
         (
             "Reconciling=False with reason Paused",
             Some(3),
-            Some(with_conditions(3, vec![not_ready.clone(), paused])),
+            Some(with_conditions(3, vec![not_ready.clone(), paused.clone()])),
+            "Suspended",
+            "Reconciliation is paused",
+        ),
+        (
+            "Paused=True wins over Ready=True (a paused object is not kept in sync)",
+            Some(3),
+            Some(with_conditions(
+                3,
+                vec![ready.clone(), paused.clone(), paused_condition.clone()],
+            )),
+            "Suspended",
+            "writes are paused by the litellm.dev/paused annotation",
+        ),
+        (
+            "Paused=True after a spec change the operator has not observed",
+            Some(4),
+            Some(with_conditions(3, vec![ready.clone(), paused_condition])),
+            "Suspended",
+            "writes are paused by the litellm.dev/paused annotation",
+        ),
+        (
+            "Ready=True with an earlier release's Reconciling=False reason Paused",
+            Some(3),
+            Some(with_conditions(3, vec![ready.clone(), paused.clone()])),
             "Suspended",
             "Reconciliation is paused",
         ),

@@ -472,6 +472,96 @@ async fn a_prune_that_releases_says_so() {
     }
 }
 
+/// Issue 19, §2: a prune never takes teams or keys no manifest declares without an opt-in.
+/// The organization that has them is refused (named, with the counts; exit 1), the rest of
+/// the prune runs, and `--delete-teams-and-keys` runs LiteLLM's whole cascade.
+#[tokio::test]
+async fn a_prune_refuses_to_take_teams_and_keys_unless_told() {
+    for db in stores().await {
+        let url = db.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["m", "none"] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        std::fs::write(
+            dir.path().join("m/orgs.yaml"),
+            format!(
+                "{}---\n{}",
+                org_yaml("busy", "{organizationId: org-busy}"),
+                org_yaml("idle", "{organizationId: org-idle}")
+            ),
+        )
+        .expect("write");
+        let out = run(dir.path(), &["apply", "-f", "m"], Some(&url));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        // LiteLLM's UI adds a team and two keys to one of them.
+        db.exec(
+            r#"INSERT INTO "LiteLLM_TeamTable" (team_id, organization_id) VALUES ('ui-team', 'org-busy');
+               INSERT INTO "LiteLLM_VerificationToken" (token, organization_id) VALUES ('hashed-1', 'org-busy');
+               INSERT INTO "LiteLLM_VerificationToken" (token, organization_id) VALUES ('hashed-2', 'org-busy');"#,
+        )
+        .await;
+
+        // plan shows the refusal as apply would meet it, with the counts.
+        let out = run(dir.path(), &["plan", "--prune", "-f", "none"], Some(&url));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(
+            stderr.contains("prune Organization default/busy")
+                && stderr.contains("1 team and 2 keys")
+                && stderr.contains("--delete-teams-and-keys"),
+            "{stderr}"
+        );
+        assert!(
+            stdout.contains("organization org-idle (cascade: 0 teams, 0 keys, 0 memberships)"),
+            "{stdout}"
+        );
+
+        let out = run(dir.path(), &["apply", "--prune", "-f", "none"], Some(&url));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stderr.contains("1 team and 2 keys"), "{stderr}");
+        assert_eq!(
+            db.strings(r#"SELECT organization_id FROM "LiteLLM_OrganizationTable""#)
+                .await,
+            vec!["org-busy".to_string()],
+            "the idle organization pruned, the busy one kept"
+        );
+        assert_eq!(db.count("LiteLLM_VerificationToken").await, 2);
+        assert_eq!(db.count("LiteLLM_TeamTable").await, 1);
+
+        // The opt-in needs --prune, and then runs the cascade, naming what it removed.
+        let out = run(
+            dir.path(),
+            &["apply", "--delete-teams-and-keys", "-f", "none"],
+            Some(&url),
+        );
+        let (_, stderr) = text(&out);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("--prune"), "{stderr}");
+        assert_eq!(db.count("LiteLLM_OrganizationTable").await, 1);
+        let out = run(
+            dir.path(),
+            &["apply", "--prune", "--delete-teams-and-keys", "-f", "none"],
+            Some(&url),
+        );
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("organization org-busy (cascade: 1 team, 2 keys, 0 memberships)"),
+            "{stdout}"
+        );
+        for table in [
+            "LiteLLM_OrganizationTable",
+            "LiteLLM_TeamTable",
+            "LiteLLM_VerificationToken",
+        ] {
+            assert_eq!(db.count(table).await, 0, "{table}");
+        }
+        db.cleanup().await;
+    }
+}
+
 /// The "N to create" of a run's last line.
 fn created(stdout: &str) -> usize {
     stdout

@@ -288,6 +288,7 @@ async fn seed(db: &TestDb) {
 const APPLY: RunOptions = RunOptions {
     apply: true,
     prune: false,
+    delete_teams_and_keys: false,
     progress: false,
 };
 

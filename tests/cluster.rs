@@ -334,7 +334,7 @@ async fn kubectl_wait_describe_and_get_events_show_the_operators_work() {
     let events = poll(30, "both events listed", || async {
         let table = squeeze(&kubectl.ok(&["get", "events", "-n", ns]).await);
         if table.contains("Normal Created organization/research")
-            && table.contains("Warning InvalidSpec organization/dangling")
+            && table.contains("Warning BudgetNotFound organization/dangling")
         {
             Ok(table)
         } else {
@@ -367,7 +367,7 @@ async fn kubectl_wait_describe_and_get_events_show_the_operators_work() {
             "-n",
             ns,
             "--field-selector",
-            "involvedObject.kind=Organization,reason=InvalidSpec",
+            "involvedObject.kind=Organization,reason=BudgetNotFound",
             "-o",
             "jsonpath={.items[*].involvedObject.name}",
         ])

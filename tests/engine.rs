@@ -6,9 +6,9 @@ use litellm_org_operator::crd::{OrganizationMemberSpec, OrganizationSpec};
 use litellm_org_operator::engine::{
     DesiredMember, DesiredOrganization, ObjectKey, ObjectPlan, ids,
 };
-use litellm_org_operator::error::EngineError;
+use litellm_org_operator::error::{EngineError, StoreError};
 use litellm_org_operator::store::{
-    BudgetRow, Change, NewUserDefaults, OrganizationRow, Scalar, Store,
+    BudgetRow, Change, Dependents, NewUserDefaults, OrganizationRow, Scalar, Store,
 };
 use support::{TestDb, spec};
 
@@ -161,11 +161,14 @@ async fn organization_lifecycle(db: &TestDb) {
         .await;
     assert_eq!(budgets, vec!["shared".to_string()]);
 
-    // A missing budgetRef is an invalid spec naming the field; nothing is written.
+    // A missing budgetRef names the field (the database decides it, not the spec); nothing
+    // is written.
     let missing = org("team-a", "other", "budgetRef: {budgetId: nope}\n");
     match db.engine().plan_organization(&missing).await {
-        Err(EngineError::InvalidSpec { field, .. }) => assert_eq!(field, "spec.budgetRef.budgetId"),
-        other => panic!("expected InvalidSpec, got {other:?}"),
+        Err(EngineError::BudgetNotFound { field, .. }) => {
+            assert_eq!(field, "spec.budgetRef.budgetId")
+        }
+        other => panic!("expected BudgetNotFound, got {other:?}"),
     }
 }
 on_both!(organization_lifecycle);
@@ -426,6 +429,42 @@ async fn organization_delete_cascades(db: &TestDb) {
         .await
         .expect("plan");
     assert_eq!(row_changes(plan.clone()).changes.len(), 1, "{plan}");
+    // The plan names what the cascade takes.
+    assert_eq!(
+        plan.deleted_dependents(),
+        Some(Dependents {
+            teams: 1,
+            keys: 1,
+            memberships: 2
+        })
+    );
+    assert!(
+        plan.to_string()
+            .contains("(cascade: 1 team, 1 key, 2 memberships)"),
+        "{plan}"
+    );
+    // A key added after the plan read: the delete writes nothing and says to plan again.
+    db.exec(&format!(
+        r#"INSERT INTO "LiteLLM_VerificationToken" (token, organization_id) VALUES ('hashed-key-2', '{id}');"#
+    ))
+    .await;
+    let before = db.snapshot().await;
+    match engine.apply(&plan).await {
+        Err(EngineError::Store(StoreError::Changed(m))) => {
+            assert!(m.contains("2 keys"), "{m}")
+        }
+        other => panic!("expected Changed, got {other:?}"),
+    }
+    assert_eq!(
+        db.snapshot().await,
+        before,
+        "nothing of the delete was written"
+    );
+    let plan = engine
+        .plan_delete_organization(&o.key, &o.organization_id, false)
+        .await
+        .expect("plan");
+    assert_eq!(plan.deleted_dependents().map(|d| d.keys), Some(2));
     engine.apply(&plan).await.expect("cascade");
     for table in [
         "LiteLLM_TeamTable",

@@ -29,6 +29,19 @@ end
 local status = obj.status or {}
 local generation = (obj.metadata or {}).generation
 local observed = status.observedGeneration
+local conditions = status.conditions or {}
+
+-- Paused=True (the litellm.dev/paused annotation): the operator writes nothing
+-- until it is lifted, so whatever else the status says is as of the pause.
+-- Earlier releases said so with Reconciling=False, reason Paused, alone.
+local paused = condition(conditions, "Paused")
+local reconciling = condition(conditions, "Reconciling")
+if (paused ~= nil and paused.status == "True")
+    or (reconciling ~= nil and reconciling.status == "False" and reconciling.reason == "Paused") then
+  hs.status = "Suspended"
+  hs.message = describe(paused or reconciling, "Paused")
+  return hs
+end
 
 -- A status that has not caught up with the spec says nothing about the spec:
 -- missing, the schema default -1, or older than metadata.generation.
@@ -37,8 +50,6 @@ if observed == nil or observed == -1 or (generation ~= nil and observed < genera
   hs.message = "Waiting for the operator to reconcile the latest generation"
   return hs
 end
-
-local conditions = status.conditions or {}
 
 -- Stalled=True: the operator gave up until the spec changes (invalid spec,
 -- conflict); it takes precedence over every other condition.
@@ -58,17 +69,9 @@ if ready ~= nil and ready.status == "True" then
 end
 
 -- Reconciling=True: the operator is still working on it, or retrying.
-local reconciling = condition(conditions, "Reconciling")
 if reconciling ~= nil and reconciling.status == "True" then
   hs.status = "Progressing"
   hs.message = describe(reconciling, "Reconciling")
-  return hs
-end
-
--- Reconciling=False with reason Paused: reconciliation is switched off on purpose.
-if reconciling ~= nil and reconciling.status == "False" and reconciling.reason == "Paused" then
-  hs.status = "Suspended"
-  hs.message = describe(reconciling, "Paused")
   return hs
 end
 

@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub apply: bool,
     /// Also delete rows the operator owns that no manifest declares any more.
     pub prune: bool,
+    /// Let a prune delete an organization that still has teams or API keys (LiteLLM's whole
+    /// cascade); without it such a prune is refused for that organization alone.
+    pub delete_teams_and_keys: bool,
     /// Show a progress bar (the caller decides: only on a terminal, for large runs).
     pub progress: bool,
 }
@@ -561,6 +564,20 @@ impl<'a, S: Store> Run<'a, S> {
         };
         for plan in plans {
             let subject = prune_subject(&plan);
+            if let Some((organization_id, dependents)) = plan.deletes_teams_or_keys()
+                && !self.options.delete_teams_and_keys
+            {
+                self.report.errors.push(ManifestError {
+                    source: None,
+                    object: Some(format!("prune {subject}")),
+                    field: None,
+                    message: format!(
+                        "refused: organization {organization_id} has {} that no manifest declares (its delete would remove {dependents}); nothing of it was deleted: remove them in LiteLLM first, or run again with --delete-teams-and-keys",
+                        dependents.teams_and_keys()
+                    ),
+                });
+                continue;
+            }
             match self.apply(plan).await {
                 Ok(plan) => self.report.plans.push(plan),
                 Err(e) => self.prune_error(&subject, &e),
@@ -614,7 +631,10 @@ fn claim(
 const STALE_RETRIES: usize = 3;
 
 fn is_stale(err: &EngineError) -> bool {
-    matches!(err, EngineError::Store(StoreError::Stale(_)))
+    matches!(
+        err,
+        EngineError::Store(StoreError::Stale(_) | StoreError::Changed(_))
+    )
 }
 
 /// Plan, and when the run applies, write the plan (one transaction) and return it as written.
@@ -724,7 +744,8 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
 
 fn object_error(source: Option<&Source>, object: &str, err: &EngineError) -> ManifestError {
     let (field, message) = match err {
-        EngineError::InvalidSpec { field, message } => (Some(field.clone()), message.clone()),
+        EngineError::InvalidSpec { field, message }
+        | EngineError::BudgetNotFound { field, message } => (Some(field.clone()), message.clone()),
         other => (None, format!("{}: {other}", other.reason().as_str())),
     };
     ManifestError {

@@ -31,6 +31,9 @@ pub enum ControllerError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Finalizer(Box<finalizer::Error<ControllerError>>),
+    /// A delete that waits for the user (protection, teams or keys); status says why.
+    #[error("the delete waits; see the object's status")]
+    DeleteWaits,
 }
 
 impl ControllerError {
@@ -59,6 +62,7 @@ impl ControllerError {
         match self {
             Self::Engine(e) => e.reason().as_str(),
             Self::Kube(_) => "KubernetesApi",
+            Self::DeleteWaits => "DeleteWaits",
             Self::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.class(),
                 _ => "KubernetesApi",

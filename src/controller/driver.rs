@@ -114,14 +114,22 @@ pub async fn reconcile<K: Reconciled>(
         }
     } else {
         let c = ctx.clone();
-        finalizer(&api, FINALIZER, raw.clone(), |event| async move {
+        match finalizer(&api, FINALIZER, raw.clone(), |event| async move {
             match event {
                 Finalizer::Apply(r) => apply(r, &c).await,
                 Finalizer::Cleanup(r) => cleanup(r, &c).await,
             }
         })
         .await
-        .map_err(|e| ControllerError::Finalizer(Box::new(e)))
+        {
+            // A delete that waits (protection, teams or keys) keeps the finalizer by failing
+            // the cleanup; it is not a fault: looked at again at the resync, or sooner when
+            // the spec changes.
+            Err(kube::runtime::finalizer::Error::CleanupFailed(ControllerError::DeleteWaits)) => {
+                Ok(resync_action(ctx.resync))
+            }
+            other => other.map_err(|e| ControllerError::Finalizer(Box::new(e))),
+        }
     };
     ctx.metrics.observe_reconcile(
         K::KIND,
@@ -343,11 +351,27 @@ async fn cleanup<K: Reconciled>(
             return Ok(Action::await_change());
         }
     };
+    if target.deletion_protection {
+        let message = "spec.deletionProtection is true: the delete waits and nothing is removed from LiteLLM; set it to false to let the delete run".to_string();
+        return delete_waits(&raw, ctx, ConditionReason::DeletionProtected, message).await;
+    }
     // Retain releases the rows from the ledger (they stay in LiteLLM, free to adopt);
     // Delete removes what the operator created and releases what it adopted.
     let plan = K::plan_delete(&key, &target, ctx).await?;
+    if let Some((organization_id, dependents)) = plan.deletes_teams_or_keys()
+        && !target.delete_teams_and_keys
+    {
+        let message = format!(
+            "the delete waits: organization {organization_id} has {} that no manifest declares (LiteLLM's delete would remove {dependents}); remove them in LiteLLM first, or set spec.deleteTeamsAndKeys: true to delete them with it",
+            dependents.teams_and_keys()
+        );
+        return delete_waits(&raw, ctx, ConditionReason::DeletionBlocked, message).await;
+    }
     ctx.engine.apply(&plan).await?;
     ctx.done_waiting(&failure_key::<K>(raw.as_ref()));
+    if let Some(dependents) = plan.deleted_dependents() {
+        tracing::info!(kind = K::KIND, namespace = %key.namespace, name = %key.name, removed = %dependents, "deleted the organization from LiteLLM");
+    }
     if target.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
             raw.as_ref(),
@@ -358,15 +382,40 @@ async fn cleanup<K: Reconciled>(
         )
         .await;
     } else if plan.changes_rows() {
-        ctx.event(
-            raw.as_ref(),
-            false,
-            "Deleted",
-            "Delete",
-            K::DELETED_NOTE.into(),
-        )
-        .await;
+        let note = match plan.deleted_dependents() {
+            Some(d) => format!("{} (removed with it: {d})", K::DELETED_NOTE),
+            None => K::DELETED_NOTE.into(),
+        };
+        ctx.event(raw.as_ref(), false, "Deleted", "Delete", note)
+            .await;
     }
     ctx.metrics.forget(K::KIND, &key.namespace, &key.name);
     Ok(Action::await_change())
+}
+
+/// A delete that must wait (the object is protected, or its organization has teams or keys
+/// and the spec does not opt in to deleting them): nothing is removed, the finalizer stays,
+/// status and a Warning event say why and how to proceed.
+async fn delete_waits<K: Reconciled>(
+    raw: &Raw<K>,
+    ctx: &Context,
+    reason: ConditionReason,
+    message: String,
+) -> Result<Action, ControllerError> {
+    let key = key_of(raw);
+    tracing::info!(kind = K::KIND, namespace = %key.namespace, name = %key.name, reason = reason.as_str(), "{message}");
+    if let Ok(obj) = raw.decode() {
+        let api: Api<Raw<K>> = Api::namespaced(ctx.client.clone(), &key.namespace);
+        let outcome = Outcome::Failed {
+            reason,
+            message: message.clone(),
+            stalled: true,
+        };
+        if let Err(e) = write_status(&api, &obj, ctx, &outcome, None).await {
+            tracing::debug!(error = %e, "status not written");
+        }
+    }
+    ctx.event(raw, true, reason.as_str(), "Delete", message)
+        .await;
+    Err(ControllerError::DeleteWaits)
 }

@@ -141,8 +141,9 @@ impl Reconciled for OrganizationMember {
         self.status.as_ref()
     }
 
-    /// A member applied together with its organization: the organization's Ready wakes it in
-    /// a moment, so one status write (Ready) says it all. Until then its status stays the
+    /// A member applied together with its organization (which may not even be in the cache,
+    /// or in the database, yet): the organization's Ready wakes it in a moment, so one status
+    /// write (Ready) says it all. Until then its status stays the
     /// admission default (observedGeneration -1: in progress to kstatus and Argo CD). The wait
     /// is written as usual once the organization has a status of its own that is not Ready
     /// (paused, stalled, failing) and the member has waited QUIET_WAIT.
@@ -151,7 +152,11 @@ impl Reconciled for OrganizationMember {
             .status
             .as_ref()
             .is_none_or(|s| s.conditions.is_empty() && s.observed_generation.unwrap_or(-1) < 0);
-        if !matches!(err, EngineError::OrganizationNotReady(_)) || !no_status_yet {
+        let waits_for_organization = matches!(
+            err,
+            EngineError::OrganizationNotReady(_) | EngineError::OrganizationNotFound(_)
+        );
+        if !waits_for_organization || !no_status_yet {
             return false;
         }
         let queued = match &self.spec.organization_ref {

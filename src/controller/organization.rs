@@ -19,8 +19,7 @@ pub struct SyncedOrganization {
 
 impl Reconciled for Organization {
     const KIND: &'static str = "Organization";
-    const DELETED_NOTE: &'static str =
-        "deleted the organization, its teams, memberships, keys and budget from LiteLLM";
+    const DELETED_NOTE: &'static str = "deleted the organization and its budget from LiteLLM";
     type Status = OrganizationStatus;
     type Synced = SyncedOrganization;
 

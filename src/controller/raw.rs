@@ -188,19 +188,27 @@ fn raw_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValu
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeleteTarget {
     pub deletion_policy: DeletionPolicy,
+    /// `spec.deleteTeamsAndKeys` (an Organization's opt-in to LiteLLM's whole cascade).
+    pub delete_teams_and_keys: bool,
+    /// `spec.deletionProtection`.
+    pub deletion_protection: bool,
     /// `spec.organizationId`.
     pub spec_organization_id: Option<String>,
     /// `status.organizationId`: the id the operator recorded.
     pub status_organization_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DeleteFields {
     #[serde(default)]
     deletion_policy: DeletionPolicy,
     #[serde(default)]
     organization_id: Option<String>,
+    #[serde(default)]
+    delete_teams_and_keys: bool,
+    #[serde(default)]
+    deletion_protection: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -268,14 +276,13 @@ impl<K: Resource<DynamicType = ()> + DeserializeOwned> Raw<K> {
     pub fn delete_target(&self) -> Result<DeleteTarget, serde_json::Error> {
         let spec: DeleteFields = match self.spec().as_deref() {
             Some(s) => serde_json::from_str(s.get())?,
-            None => DeleteFields {
-                deletion_policy: DeletionPolicy::default(),
-                organization_id: None,
-            },
+            None => DeleteFields::default(),
         };
         let status: StatusFields = self.status_as().unwrap_or_default();
         Ok(DeleteTarget {
             deletion_policy: spec.deletion_policy,
+            delete_teams_and_keys: spec.delete_teams_and_keys,
+            deletion_protection: spec.deletion_protection,
             spec_organization_id: spec.organization_id,
             status_organization_id: status.organization_id,
         })
@@ -320,7 +327,7 @@ mod tests {
 
     fn org(name: &str, metadata: &str) -> String {
         format!(
-            r#"{{"apiVersion":"litellm.dev/v1alpha1","kind":"Organization","metadata":{{"name":"{name}","namespace":"ns"}},"spec":{{"alias":"A","metadata":{metadata},"deletionPolicy":"Retain","organizationId":"pinned"}},"status":{{"organizationId":"recorded","conditions":[]}}}}"#
+            r#"{{"apiVersion":"litellm.dev/v1alpha1","kind":"Organization","metadata":{{"name":"{name}","namespace":"ns"}},"spec":{{"alias":"A","metadata":{metadata},"deletionPolicy":"Retain","deletionProtection":true,"organizationId":"pinned"}},"status":{{"organizationId":"recorded","conditions":[]}}}}"#
         )
     }
 
@@ -342,6 +349,8 @@ mod tests {
             list.items[1].delete_target().expect("delete fields"),
             DeleteTarget {
                 deletion_policy: DeletionPolicy::Retain,
+                delete_teams_and_keys: false,
+                deletion_protection: true,
                 spec_organization_id: Some("pinned".into()),
                 status_organization_id: Some("recorded".into()),
             }

@@ -48,8 +48,12 @@ impl Outcome {
     }
 }
 
-/// Apply an outcome to a condition list (kstatus: Ready, Reconciling, Stalled).
+/// Apply an outcome to a condition list (kstatus: Ready, Reconciling, Stalled; and `Paused`
+/// while the annotation pauses the object, gone once it is lifted).
 pub fn apply_outcome(conditions: &mut Vec<Condition>, outcome: &Outcome, generation: Option<i64>) {
+    if !matches!(outcome, Outcome::Paused) {
+        conditions.retain(|c| c.type_ != ConditionType::Paused.as_str());
+    }
     match outcome {
         Outcome::Synced { message } => {
             set_condition(
@@ -116,12 +120,25 @@ pub fn apply_outcome(conditions: &mut Vec<Condition>, outcome: &Outcome, generat
             );
         }
         Outcome::Paused => {
+            // Ready and Stalled stay as they were (they describe the last reconcile); the
+            // Paused condition says that nothing is reconciled now, which a health check
+            // reads before anything else.
+            let message =
+                "writes are paused by the litellm.dev/paused annotation; remove it to resume";
             set_condition(
                 conditions,
                 ConditionType::Reconciling,
                 false,
                 ConditionReason::Paused,
-                "writes are paused by the litellm.dev/paused annotation",
+                message,
+                generation,
+            );
+            set_condition(
+                conditions,
+                ConditionType::Paused,
+                true,
+                ConditionReason::Paused,
+                message,
                 generation,
             );
         }
@@ -197,11 +214,12 @@ pub fn member_status(
 /// the conditions only the types it writes. Applying this (and comparing it to decide whether
 /// to write) never claims a condition another controller wrote.
 pub fn own_status<S: serde::Serialize>(status: &S) -> serde_json::Value {
-    const OWN: [ConditionType; 4] = [
+    const OWN: [ConditionType; 5] = [
         ConditionType::Ready,
         ConditionType::Reconciling,
         ConditionType::Stalled,
         ConditionType::BudgetExceeded,
+        ConditionType::Paused,
     ];
     let mut value = serde_json::to_value(status).unwrap_or_default();
     if let Some(conditions) = value
@@ -302,7 +320,19 @@ mod tests {
         let p = organization_status(Some(&s), Some(2), &Outcome::Paused, None, None);
         assert_eq!(p.observed_generation, Some(1));
         assert_eq!(cond(&p, "Reconciling").reason, "Paused");
+        assert_eq!(cond(&p, "Paused").status, "True");
         assert!(is_ready(&p.conditions, p.observed_generation, Some(1)));
         assert!(!is_ready(&p.conditions, p.observed_generation, Some(2)));
+        // Resumed: the Paused condition goes (and own_status no longer carries it, so the
+        // server-side apply removes it).
+        let r = organization_status(Some(&p), Some(2), &ok, None, None);
+        assert!(r.conditions.iter().all(|c| c.type_ != "Paused"), "{r:?}");
+        let applied = own_status(&p);
+        assert!(
+            applied["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Paused")),
+            "{applied}"
+        );
     }
 }

@@ -13,6 +13,9 @@ pub enum ConditionType {
     Stalled,
     /// The organization's spend has reached its max budget.
     BudgetExceeded,
+    /// Writes are switched off by the `litellm.dev/paused` annotation (kstatus readers and
+    /// Argo CD's health check show the object as suspended).
+    Paused,
 }
 
 impl ConditionType {
@@ -23,6 +26,7 @@ impl ConditionType {
             Self::Reconciling => "Reconciling",
             Self::Stalled => "Stalled",
             Self::BudgetExceeded => "BudgetExceeded",
+            Self::Paused => "Paused",
         }
     }
 }
@@ -33,6 +37,7 @@ pub enum ConditionReason {
     Synced,
     Progressing,
     InvalidSpec,
+    BudgetNotFound,
     OrganizationNotFound,
     OrganizationNotReady,
     DatabaseUnavailable,
@@ -41,6 +46,10 @@ pub enum ConditionReason {
     WithinBudget,
     Paused,
     DriftCorrected,
+    /// A delete waits: the organization has teams or keys and the spec does not opt in.
+    DeletionBlocked,
+    /// A delete waits: `spec.deletionProtection` is true.
+    DeletionProtected,
 }
 
 impl ConditionReason {
@@ -50,6 +59,7 @@ impl ConditionReason {
             Self::Synced => "Synced",
             Self::Progressing => "Progressing",
             Self::InvalidSpec => "InvalidSpec",
+            Self::BudgetNotFound => "BudgetNotFound",
             Self::OrganizationNotFound => "OrganizationNotFound",
             Self::OrganizationNotReady => "OrganizationNotReady",
             Self::DatabaseUnavailable => "DatabaseUnavailable",
@@ -58,6 +68,8 @@ impl ConditionReason {
             Self::WithinBudget => "WithinBudget",
             Self::Paused => "Paused",
             Self::DriftCorrected => "DriftCorrected",
+            Self::DeletionBlocked => "DeletionBlocked",
+            Self::DeletionProtected => "DeletionProtected",
         }
     }
 }

@@ -87,6 +87,19 @@ pub struct OrganizationSpec {
     /// `Delete` (default) cascades the delete in the database; `Retain` leaves every row.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Let the delete of this Organization (policy `Delete`) also delete the teams and API keys
+    /// LiteLLM holds for the organization (`LiteLLM_TeamTable`, `LiteLLM_VerificationToken`),
+    /// as LiteLLM's own organization delete does. Off by default: while the organization has
+    /// teams or keys, its delete waits (the finalizer stays; the Ready condition and a
+    /// Warning event count what blocks it) until they are removed in LiteLLM or this is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_teams_and_keys: bool,
+
+    /// While true, deleting this Organization waits: nothing is removed from LiteLLM and the
+    /// finalizer stays (the Ready condition says so) until this is set back to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deletion_protection: bool,
 }
 
 /// Limits of an operator-owned `LiteLLM_BudgetTable` row.

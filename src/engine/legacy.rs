@@ -196,6 +196,8 @@ pub fn plan_delete_legacy_organization(
             organization_id: org.organization_id.clone(),
             owned_budget_id: (org.budget_id == owned_budget_id)
                 .then(|| owned_budget_id.to_string()),
+            // Counted by the engine before the plan is shown or applied.
+            dependents: Default::default(),
         });
     }
     plan

@@ -231,7 +231,7 @@ impl<S: Store> Engine<S> {
             .store
             .observe_organization(&organization_id, &owned_budget_id, &owned_budget_id)
             .await?;
-        if entries.is_empty() {
+        let plan = if entries.is_empty() {
             if retain {
                 return Ok(ObjectPlan {
                     kind: "Organization",
@@ -239,13 +239,28 @@ impl<S: Store> Engine<S> {
                     ..Default::default()
                 });
             }
-            return Ok(plan_delete_legacy_organization(
-                key,
-                &owned_budget_id,
-                &observed,
-            ));
+            plan_delete_legacy_organization(key, &owned_budget_id, &observed)
+        } else {
+            plan_delete_organization(key, &entries, &observed, retain)
+        };
+        self.count_dependents(plan).await
+    }
+
+    /// Fill in what each organization delete of `plan` takes with it (teams, keys,
+    /// memberships), so the plan, the events and the logs name the counts, a delete with teams
+    /// or keys can wait for an opt-in, and the write removes nothing it did not name.
+    async fn count_dependents(&self, mut plan: ObjectPlan) -> Result<ObjectPlan, EngineError> {
+        for change in &mut plan.changes {
+            if let Change::DeleteOrganization {
+                organization_id,
+                dependents,
+                ..
+            } = change
+            {
+                *dependents = self.store.organization_dependents(organization_id).await?;
+            }
         }
-        Ok(plan_delete_organization(key, &entries, &observed, retain))
+        Ok(plan)
     }
 
     /// Read what a membership needs (and the member's ledger entries) and plan it.
@@ -365,7 +380,9 @@ impl<S: Store> Engine<S> {
                     .store
                     .observe_organization(&organization_id, &owned_budget_id, &owned_budget_id)
                     .await?;
-                let mut plan = plan_delete_organization(&key, &entries, &observed, retain);
+                let mut plan = self
+                    .count_dependents(plan_delete_organization(&key, &entries, &observed, retain))
+                    .await?;
                 plan.kind = "Organization (pruned)";
                 if !plan.is_empty() {
                     organizations.push(plan);

@@ -31,7 +31,7 @@ use super::legacy;
 use crate::crd::DeletionPolicy;
 use crate::error::EngineError;
 use crate::store::{
-    BudgetRow, Change, LedgerEntry, MembershipRow, NewUserDefaults, ObservedMember,
+    BudgetRow, Change, Dependents, LedgerEntry, MembershipRow, NewUserDefaults, ObservedMember,
     ObservedOrganization, OrganizationRow, budget_key, membership_key, organization_key,
 };
 
@@ -66,6 +66,27 @@ impl ObjectPlan {
             .iter()
             .filter(|c| !matches!(c, Change::Claim { .. } | Change::Release { .. }))
             .count()
+    }
+
+    /// What the plan's organization delete takes with it, when it deletes one.
+    pub fn deleted_dependents(&self) -> Option<Dependents> {
+        self.changes.iter().find_map(|c| match c {
+            Change::DeleteOrganization { dependents, .. } => Some(*dependents),
+            _ => None,
+        })
+    }
+
+    /// The organization the plan deletes with teams or keys (rows no manifest declares) and
+    /// those counts: such a delete runs only with an explicit opt-in.
+    pub fn deletes_teams_or_keys(&self) -> Option<(&str, Dependents)> {
+        self.changes.iter().find_map(|c| match c {
+            Change::DeleteOrganization {
+                organization_id,
+                dependents,
+                ..
+            } if dependents.has_teams_or_keys() => Some((organization_id.as_str(), *dependents)),
+            _ => None,
+        })
     }
 }
 
@@ -479,12 +500,12 @@ fn plan_organization_budget(
     let declared = match &desired.budget {
         DesiredBudget::Referenced(id) => {
             if observed.desired_budget.is_none() {
-                return Err(EngineError::invalid(
-                    "spec.budgetRef.budgetId",
-                    format!(
-                        "budget {id:?} does not exist in LiteLLM_BudgetTable: create it first or use an inline budget"
+                return Err(EngineError::BudgetNotFound {
+                    field: "spec.budgetRef.budgetId".into(),
+                    message: format!(
+                        "budget {id:?} does not exist in LiteLLM_BudgetTable: create it in LiteLLM first, or use an inline budget"
                     ),
-                ));
+                });
             }
             originals.forget_prefix("budget.");
             steps.extend(Step::Release, drop_own_budget(&own));
@@ -558,6 +579,8 @@ pub fn plan_delete_organization(
                 .filter(|b| b.created)
                 .and(budget_id)
                 .map(str::to_string),
+            // Counted by the engine before the plan is shown or applied.
+            dependents: Default::default(),
         });
         // The cascade releases every entry of the organization's rows; anything else is
         // released here.
@@ -1441,7 +1464,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_budget_reference_is_an_invalid_spec() {
+    fn a_missing_budget_reference_is_looked_at_again_not_an_invalid_spec() {
         let d = org(
             "research",
             OrganizationSpec {
@@ -1452,8 +1475,13 @@ mod tests {
             },
         );
         match plan_organization(&d, &ObservedOrganization::default(), MANAGER) {
-            Err(EngineError::InvalidSpec { field, .. }) => {
-                assert_eq!(field, "spec.budgetRef.budgetId")
+            Err(e @ EngineError::BudgetNotFound { .. }) => {
+                assert!(
+                    e.to_string().starts_with("spec.budgetRef.budgetId: "),
+                    "{e}"
+                );
+                // The database decides it: stalled, and re-checked at each resync.
+                assert_eq!(e.next_step(), crate::error::NextStep::Resync);
             }
             other => panic!("{other:?}"),
         }
@@ -1508,6 +1536,7 @@ mod tests {
             vec![&Change::DeleteOrganization {
                 organization_id: d.organization_id.clone(),
                 owned_budget_id: Some(d.owned_budget_id.clone()),
+                dependents: Default::default(),
             }]
         );
         // Retain: rows stay, the ledger lets go.

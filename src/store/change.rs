@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::inventory::{BUDGET_LIMITS, RawObject};
-use super::{BudgetRow, LedgerEntry, MembershipRow, OrganizationRow};
+use super::{BudgetRow, Dependents, LedgerEntry, MembershipRow, OrganizationRow};
 
 /// What LiteLLM gives every internal user it creates (`get_new_internal_user_defaults`):
 /// `models` from `default_internal_user_params`, `max_budget` from
@@ -47,6 +47,9 @@ pub enum Change {
     DeleteOrganization {
         organization_id: String,
         owned_budget_id: Option<String>,
+        /// What the cascade removes, as the plan read it: the transaction counts again under
+        /// the organization's lock and fails, writing nothing, when there is more.
+        dependents: Dependents,
     },
     /// A new `LiteLLM_UserTable` row with LiteLLM's new-internal-user defaults.
     CreateUser {
@@ -289,10 +292,11 @@ impl fmt::Display for Change {
             Change::DeleteOrganization {
                 organization_id,
                 owned_budget_id,
+                dependents,
             } => {
                 writeln!(
                     f,
-                    "  - organization {} (cascade: teams, memberships, keys)",
+                    "  - organization {} (cascade: {dependents})",
                     t(organization_id)
                 )?;
                 if let Some(b) = owned_budget_id {

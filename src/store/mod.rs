@@ -220,6 +220,64 @@ pub fn held_user_id<'a>(
         .find_map(|e| e.managed.get("user_id").and_then(serde_json::Value::as_str))
 }
 
+/// What LiteLLM's delete of an organization takes with it: the rows that point at it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dependents {
+    /// `LiteLLM_TeamTable` rows of the organization.
+    pub teams: i64,
+    /// `LiteLLM_VerificationToken` rows (API keys) of the organization.
+    pub keys: i64,
+    /// `LiteLLM_OrganizationMembership` rows of the organization.
+    pub memberships: i64,
+}
+
+impl Dependents {
+    /// True when the delete would take teams or keys: rows the operator never creates.
+    pub fn has_teams_or_keys(&self) -> bool {
+        self.teams > 0 || self.keys > 0
+    }
+
+    /// True when any count is above `planned`'s: rows a delete planned with `planned` did
+    /// not name.
+    pub fn exceeds(&self, planned: &Dependents) -> bool {
+        self.teams > planned.teams
+            || self.keys > planned.keys
+            || self.memberships > planned.memberships
+    }
+
+    /// "2 teams and 14 keys" (only what there is; "no teams or keys" when neither).
+    pub fn teams_and_keys(&self) -> String {
+        match (self.teams, self.keys) {
+            (0, 0) => "no teams or keys".into(),
+            (t, 0) => count(t, "team"),
+            (0, k) => count(k, "key"),
+            (t, k) => format!("{} and {}", count(t, "team"), count(k, "key")),
+        }
+    }
+}
+
+impl std::fmt::Display for Dependents {
+    /// "2 teams, 14 keys, 7 memberships".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {}, {}",
+            count(self.teams, "team"),
+            count(self.keys, "key"),
+            count(self.memberships, "membership")
+        )
+    }
+}
+
+/// "1 team", "2 teams", "0 teams".
+fn count(n: i64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Figures mirrored into `Organization.status`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OrganizationUsage {
@@ -333,6 +391,11 @@ pub trait Store: Send + Sync {
         &self,
         organization_id: &str,
     ) -> impl Future<Output = Result<Option<OrganizationUsage>, StoreError>> + Send;
+    /// The teams, keys and memberships an organization's delete would remove.
+    fn organization_dependents(
+        &self,
+        organization_id: &str,
+    ) -> impl Future<Output = Result<Dependents, StoreError>> + Send;
     /// Organizations whose metadata carries the operator's ownership marker: `(id, owner)`.
     fn owned_organizations(
         &self,
@@ -457,6 +520,12 @@ impl Store for AnyStore {
     ) -> Result<Option<OrganizationUsage>, StoreError> {
         delegate!(self, s => s.organization_usage(organization_id))
     }
+    async fn organization_dependents(
+        &self,
+        organization_id: &str,
+    ) -> Result<Dependents, StoreError> {
+        delegate!(self, s => s.organization_dependents(organization_id))
+    }
     async fn owned_organizations(&self) -> Result<Vec<(String, String)>, StoreError> {
         delegate!(self, s => s.owned_organizations())
     }
@@ -474,5 +543,37 @@ impl Store for AnyStore {
     }
     async fn ledger_resources(&self) -> Result<Vec<String>, StoreError> {
         delegate!(self, s => s.ledger_resources())
+    }
+}
+
+#[cfg(test)]
+mod dependents_tests {
+    use super::Dependents;
+
+    #[test]
+    fn counts_read_as_a_person_would_say_them() {
+        let d = Dependents {
+            teams: 2,
+            keys: 1,
+            memberships: 0,
+        };
+        assert_eq!(d.to_string(), "2 teams, 1 key, 0 memberships");
+        assert_eq!(d.teams_and_keys(), "2 teams and 1 key");
+        assert!(d.has_teams_or_keys());
+        let none = Dependents {
+            memberships: 3,
+            ..Default::default()
+        };
+        assert_eq!(none.teams_and_keys(), "no teams or keys");
+        assert!(!none.has_teams_or_keys());
+        assert!(d.exceeds(&none));
+        assert!(!none.exceeds(&d.clone_with_memberships(3)));
+    }
+
+    impl Dependents {
+        fn clone_with_memberships(mut self, m: i64) -> Self {
+            self.memberships = m;
+            self
+        }
     }
 }

@@ -29,7 +29,7 @@ macro_rules! sql_store {
         use $crate::store::schema::{self, $ddl, SchemaState};
         use $crate::store::ledger::LedgerSql;
         use $crate::store::{
-            Applied, BudgetRow, Change, LedgerEntry, Listing, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
+            Applied, BudgetRow, Change, Dependents, LedgerEntry, Listing, MemberLookup, MemberSummary, MembershipRow, ObservedMember,
             ObservedOrganization, OrganizationRow, OrganizationSummary, OrganizationUsage, OwnedMembership,
             Store, UnreadableRow, UserRow, budget_key, held_user_id, membership_key, metadata_owner, organization_key,
         };
@@ -427,6 +427,7 @@ macro_rules! sql_store {
                             Ok(Done::AlreadyThere) => applied.unchanged.push(index),
                             Err(Failure::Sql(e)) => return Err(db(e)),
                             Err(Failure::Stale(row)) => return Err(StoreError::Stale(row)),
+                            Err(Failure::Changed(what)) => return Err(StoreError::Changed(what)),
                         },
                     }
                 }
@@ -448,6 +449,8 @@ macro_rules! sql_store {
             Sql(sqlx::Error),
             /// A row to create exists: another writer created it since the plan read.
             Stale(String),
+            /// What a delete removes grew since the plan read it.
+            Changed(String),
         }
 
         impl From<sqlx::Error> for Failure {
@@ -696,12 +699,21 @@ macro_rules! sql_store {
             tx: &mut Transaction<'static, $db>,
             organization_id: &str,
             owned_budget_id: Option<&str>,
+            planned: &Dependents,
             ledger: &LedgerSql,
-        ) -> Result<(), sqlx::Error> {
-            // Hold the organization row first: a membership committed while the cascade
-            // runs would lose its budget row to nobody.
+        ) -> Result<Done, Failure> {
+            // Hold the organization row first: a membership, team or key committed while the
+            // cascade runs would be removed unnamed (or lose its budget row to nobody). Rows
+            // that point at it wait for the lock (their foreign keys), so what is counted
+            // now is what the cascade removes.
             if let Some(lock) = $dialect::LOCK_ORGANIZATION {
                 sqlx::query(lock).bind(organization_id).execute(&mut **tx).await?;
+            }
+            let now = count_dependents(&mut **tx, organization_id).await?;
+            if now.exceeds(planned) {
+                return Err(Failure::Changed(format!(
+                    "organization {organization_id} has {now} now, more than the {planned} its delete named"
+                )));
             }
             // Member budgets the operator created for this organization's memberships.
             let member_budgets: Vec<String> = sqlx::query_scalar(ledger_sql(&ledger.created_member_budgets))
@@ -731,7 +743,29 @@ macro_rules! sql_store {
                 .bind(organization_id)
                 .execute(&mut **tx)
                 .await?;
-            Ok(())
+            Ok(Done::Written)
+        }
+
+        /// The teams, keys and memberships of an organization (three index or table scans;
+        /// read only when an organization is about to be deleted).
+        async fn count_dependents<'c, E>(executor: E, organization_id: &str) -> Result<Dependents, sqlx::Error>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
+            let row = sqlx::query(
+                r#"SELECT
+                     (SELECT count(*) FROM "LiteLLM_TeamTable" WHERE "organization_id" = $1) AS "teams",
+                     (SELECT count(*) FROM "LiteLLM_VerificationToken" WHERE "organization_id" = $1) AS "keys",
+                     (SELECT count(*) FROM "LiteLLM_OrganizationMembership" WHERE "organization_id" = $1) AS "memberships""#,
+            )
+            .bind(organization_id)
+            .fetch_one(executor)
+            .await?;
+            Ok(Dependents {
+                teams: row.try_get("teams")?,
+                keys: row.try_get("keys")?,
+                memberships: row.try_get("memberships")?,
+            })
         }
 
         /// A user with LiteLLM's new-internal-user defaults; one already there (another
@@ -791,7 +825,12 @@ macro_rules! sql_store {
                 Change::CopyBudget { source, after } => copy_budget(tx, source, after, actor).await,
                 Change::CreateOrganization(o) => create_organization(tx, o, actor).await,
                 Change::CreateMembership(m) => create_membership(tx, m).await,
-                other => Ok(write_change(tx, other, actor, ledger).await?),
+                Change::DeleteOrganization {
+                    organization_id,
+                    owned_budget_id,
+                    dependents,
+                } => delete_organization(tx, organization_id, owned_budget_id.as_deref(), dependents, ledger).await,
+                other => Ok(write_change(tx, other, actor).await?),
             }
         }
 
@@ -800,7 +839,6 @@ macro_rules! sql_store {
             tx: &mut Transaction<'static, $db>,
             change: &Change,
             actor: &str,
-            ledger: &LedgerSql,
         ) -> Result<Done, sqlx::Error> {
             match change {
                 Change::UpdateBudget { before, after } => update_budget(tx, before, after, actor).await.map(|()| Done::Written),
@@ -808,12 +846,8 @@ macro_rules! sql_store {
                 Change::UpdateOrganization { before, after } => {
                     update_organization(tx, before, after, actor).await.map(|()| Done::Written)
                 }
-                Change::DeleteOrganization {
-                    organization_id,
-                    owned_budget_id,
-                } => delete_organization(tx, organization_id, owned_budget_id.as_deref(), ledger)
-                    .await
-                    .map(|()| Done::Written),
+                // Checked by `apply_change`, which deletes it.
+                Change::DeleteOrganization { .. } => Ok(Done::Written),
                 Change::CreateUser { user_id, email, defaults } => {
                     create_user(tx, user_id, email.as_deref(), defaults).await
                 }
@@ -885,6 +919,15 @@ macro_rules! sql_store {
 
             async fn observe_member(&self, target: &MemberLookup<'_>) -> Result<ObservedMember, StoreError> {
                 self.observe_member_inner(target)
+                    .await
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn organization_dependents(
+                &self,
+                organization_id: &str,
+            ) -> Result<Dependents, StoreError> {
+                count_dependents(&self.pool, organization_id)
                     .await
                     .map_err(StoreError::from_sqlx)
             }
