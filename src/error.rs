@@ -210,6 +210,10 @@ pub enum EngineError {
     /// A row belongs to another resource, or the lookup is ambiguous.
     #[error("{0}")]
     Conflict(String),
+    /// The namespace may not reach this organization: it does not declare it and no grant of
+    /// the operator's configuration covers it (see `controller::tenancy`).
+    #[error("{0}")]
+    NotGranted(String),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
@@ -241,6 +245,7 @@ impl EngineError {
             Self::OrganizationNotFound(_) => ConditionReason::OrganizationNotFound,
             Self::OrganizationNotReady(_) => ConditionReason::OrganizationNotReady,
             Self::Conflict(_) => ConditionReason::Conflict,
+            Self::NotGranted(_) => ConditionReason::NotGranted,
             Self::Store(_) => ConditionReason::DatabaseUnavailable,
         }
     }
@@ -253,6 +258,9 @@ impl EngineError {
             Self::InvalidSpec { .. } => NextStep::AwaitChange,
             // The other owner may let go; look again at the resync.
             Self::Conflict(_) => NextStep::Resync,
+            // A grant comes with a restart of the operator (a new flag), which reconciles
+            // everything; an organization the namespace declares later is seen at the resync.
+            Self::NotGranted(_) => NextStep::Resync,
             // The organization's own reconcile (or its watch) usually wakes the member sooner.
             Self::OrganizationNotFound(_) | Self::OrganizationNotReady(_) => {
                 NextStep::RetryAfter(ORGANIZATION_WAIT)

@@ -37,6 +37,8 @@ pub enum ConditionReason {
     OrganizationNotReady,
     DatabaseUnavailable,
     Conflict,
+    /// The namespace may not reach the organization (tenancy).
+    NotGranted,
     BudgetExceeded,
     WithinBudget,
     Paused,
@@ -54,6 +56,7 @@ impl ConditionReason {
             Self::OrganizationNotReady => "OrganizationNotReady",
             Self::DatabaseUnavailable => "DatabaseUnavailable",
             Self::Conflict => "Conflict",
+            Self::NotGranted => "NotGranted",
             Self::BudgetExceeded => "BudgetExceeded",
             Self::WithinBudget => "WithinBudget",
             Self::Paused => "Paused",
