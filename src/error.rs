@@ -219,6 +219,10 @@ pub enum EngineError {
     /// A row belongs to another resource, or the lookup is ambiguous.
     #[error("{0}")]
     Conflict(String),
+    /// The namespace may not reach this organization: it does not declare it and no grant of
+    /// the operator's configuration covers it (see `controller::tenancy`).
+    #[error("{0}")]
+    NotGranted(String),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
@@ -251,6 +255,7 @@ impl EngineError {
             Self::OrganizationNotFound(_) => ConditionReason::OrganizationNotFound,
             Self::OrganizationNotReady(_) => ConditionReason::OrganizationNotReady,
             Self::Conflict(_) => ConditionReason::Conflict,
+            Self::NotGranted(_) => ConditionReason::NotGranted,
             Self::Store(_) => ConditionReason::DatabaseUnavailable,
         }
     }
@@ -264,10 +269,13 @@ impl EngineError {
             // What the database's content (or another object) decides: the other owner may
             // let go, the budget or the organization may be created; stalled, and looked at
             // again at each resync. A member whose Organization comes back is woken by its
-            // watch sooner.
-            Self::Conflict(_) | Self::BudgetNotFound { .. } | Self::OrganizationNotFound(_) => {
-                NextStep::Resync
-            }
+            // watch sooner. A grant comes with a restart of the operator (a new flag), which
+            // reconciles everything; an organization the namespace declares later is seen at
+            // the resync.
+            Self::Conflict(_)
+            | Self::BudgetNotFound { .. }
+            | Self::OrganizationNotFound(_)
+            | Self::NotGranted(_) => NextStep::Resync,
             // The organization's own reconcile (or its watch) usually wakes the member sooner.
             Self::OrganizationNotReady(_) => NextStep::RetryAfter(ORGANIZATION_WAIT),
             Self::Store(_) => NextStep::Backoff,

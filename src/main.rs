@@ -14,6 +14,7 @@ use litellm_org_operator::cli::error::CliError;
 use litellm_org_operator::cli::manifest::ManifestSet;
 use litellm_org_operator::cli::offline::{self, RunOptions};
 use litellm_org_operator::cli::output::{self, Format, escape};
+use litellm_org_operator::controller::tenancy::{Grant, Grants};
 use litellm_org_operator::controller::{self, RunConfig};
 use litellm_org_operator::engine::{CLI_MANAGER, DEFAULT_ACTOR, Engine, OPERATOR_MANAGER};
 use litellm_org_operator::store::NewUserDefaults;
@@ -136,6 +137,18 @@ enum Command {
         /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
         #[arg(long)]
         lease_namespace: Option<String>,
+        /// Let namespaces reach LiteLLM organizations they do not declare (join one made in
+        /// LiteLLM or declared in another namespace, adopt an existing one with
+        /// spec.organizationId): NAMESPACE=ORGANIZATION_ID, each side an exact value, * or a
+        /// prefix ending in *; repeat for several. None: each namespace reaches only the
+        /// organizations it declares. `*=*` allows everything.
+        #[arg(
+            long = "grant",
+            value_name = "NAMESPACE=ORGANIZATION_ID",
+            env = "LITELLM_ORG_OPERATOR_GRANTS",
+            value_delimiter = ','
+        )]
+        grants: Vec<Grant>,
     },
     /// Print both CustomResourceDefinitions as YAML.
     Crd,
@@ -309,6 +322,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             leader_elect,
             lease_name,
             lease_namespace,
+            grants,
         } => {
             let url = match database_url_file {
                 Some(path) => SecretString::from(
@@ -336,6 +350,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ledger_schema: cli.ledger_schema.clone(),
                 install_crds,
                 instance: instance_identity(),
+                grants: Grants::new(grants),
             };
             let lease = leader_elect.then(|| {
                 (
@@ -567,6 +582,7 @@ async fn operate(
         namespaces = ?config.namespaces,
         concurrency = config.concurrency,
         resync = ?config.resync,
+        grants = ?config.grants.describe(),
         "starting controllers"
     );
     let leadership = match lease {

@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use litellm_org_operator::controller::tenancy::Grant;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::helm::{CHART, drive};
@@ -853,6 +854,92 @@ fn invalid_values_are_rejected_naming_the_value() {
         (
             json!({"replicaCount": 2, "leaderElection": {"enabled": false}, "database": url}),
             "leaderElection.enabled",
+        ),
+    ];
+    for (values, expected) in cases {
+        let error = render_error(values.clone());
+        assert!(
+            error.contains(expected),
+            "{values}: {expected:?} not in {error:?}"
+        );
+    }
+}
+
+#[test]
+fn tenancy_grants_render_one_grant_arg_each_and_bad_entries_are_refused() {
+    // No grant by default: each namespace reaches only what it declares.
+    let defaults = render(with_database(json!({}))).args();
+    assert!(
+        !defaults.iter().any(|a| a.starts_with("--grant")),
+        "{defaults:?}"
+    );
+
+    let granted = render(with_database(json!({"tenancy": {"grants": [
+        {"namespace": "tenant-b", "organizationIds": ["org-finance-2024", "org-shared-*"]},
+        {"namespace": "team-*", "organizationIds": ["org-team"]},
+        {"namespace": "*", "organizationIds": ["*"]},
+    ]}})))
+    .args();
+    let grants: Vec<&String> = granted
+        .iter()
+        .filter(|a| a.starts_with("--grant"))
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            "--grant=tenant-b=org-finance-2024",
+            "--grant=tenant-b=org-shared-*",
+            "--grant=team-*=org-team",
+            "--grant=*=*",
+        ]
+    );
+    // Each one is a grant the operator reads, and means what the values say.
+    let parsed: Vec<Grant> = grants
+        .iter()
+        .map(|a| {
+            let text = a.strip_prefix("--grant=").expect("--grant=");
+            text.parse::<Grant>().unwrap_or_else(|e| panic!("{a}: {e}"))
+        })
+        .collect();
+    assert!(parsed[0].covers("tenant-b", "org-finance-2024"));
+    assert!(!parsed[0].covers("tenant-c", "org-finance-2024"));
+    assert!(parsed[1].covers("tenant-b", "org-shared-eu"));
+    assert!(parsed[2].covers("team-a", "org-team"));
+    assert!(parsed[3].covers("anywhere", "anything"));
+
+    let url = json!({"url": DB_URL});
+    let grant = |g: Value| json!({"database": url, "tenancy": {"grants": [g]}});
+    let cases = [
+        (
+            grant(json!({"namespace": "tenant-b", "organizationIds": []})),
+            "/tenancy/grants/0/organizationIds",
+        ),
+        (
+            grant(json!({"namespace": "tenant-b", "organizationIds": [""]})),
+            "/tenancy/grants/0/organizationIds/0",
+        ),
+        (grant(json!({"namespace": "tenant-b"})), "organizationIds"),
+        (
+            grant(
+                json!({"namespace": "tenant-b", "organizationIds": ["x"], "organizationId": "y"}),
+            ),
+            "'organizationId' not allowed",
+        ),
+        (
+            grant(json!({"namespace": "Tenant_B", "organizationIds": ["x"]})),
+            "/tenancy/grants/0/namespace",
+        ),
+        (
+            grant(json!({"namespace": "tenant-b", "organizationIds": ["org*x"]})),
+            "/tenancy/grants/0/organizationIds/0",
+        ),
+        (
+            grant(json!({"namespace": 7, "organizationIds": ["x"]})),
+            "/tenancy/grants/0/namespace",
+        ),
+        (
+            json!({"database": url, "tenancy": {"grant": []}}),
+            "'grant' not allowed",
         ),
     ];
     for (values, expected) in cases {

@@ -45,3 +45,56 @@ fn run_exits_when_its_http_address_is_taken() {
     assert!(!stderr.contains("secret"), "{stderr}");
     drop(taken);
 }
+
+/// A malformed `--grant` (or `LITELLM_ORG_OPERATOR_GRANTS`) stops `run` before it connects to
+/// anything, naming the flag, the value and the shape of a grant; no panic.
+#[test]
+fn run_refuses_a_malformed_grant_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir.path())
+            .arg("run")
+            .args(args)
+            .env("DATABASE_URL", "postgres://user:secret@127.0.0.1:1/db")
+            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+            .env_remove("LITELLM_ORG_OPERATOR_GRANTS")
+            .stdin(Stdio::null());
+        if let Some(value) = env {
+            cmd.env("LITELLM_ORG_OPERATOR_GRANTS", value);
+        }
+        cmd.output().expect("run the binary")
+    };
+    for (args, env, value, says) in [
+        (&["--grant", "tenant-b"][..], None, "tenant-b", "has no '='"),
+        (
+            &["--grant=tenant-b=org*x"][..],
+            None,
+            "tenant-b=org*x",
+            "not at its end",
+        ),
+        (
+            &["--grant", "Tenant_B=org"][..],
+            None,
+            "Tenant_B=org",
+            "is not a namespace name",
+        ),
+        (&[][..], Some("a=b,=c"), "=c", "the namespace is empty"),
+    ] {
+        let out = run(args, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "invalid value '{value}' for '--grant <NAMESPACE=ORGANIZATION_ID>'"
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("a grant is NAMESPACE=ORGANIZATION_ID"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

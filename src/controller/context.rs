@@ -119,6 +119,8 @@ pub struct Context {
     pub organizations: Store<Raw<Organization>>,
     /// Only the leader writes.
     pub leadership: Leadership,
+    /// Which namespaces may reach which organizations by id beyond their own (`--grant`).
+    pub grants: super::tenancy::Grants,
     failures: Mutex<HashMap<String, u32>>,
     /// When each object without a status first waited for its organization.
     quiet_waits: Mutex<HashMap<String, std::time::Instant>>,
@@ -153,10 +155,18 @@ impl Context {
             metrics,
             organizations,
             leadership,
+            grants: super::tenancy::Grants::default(),
             failures: Mutex::new(HashMap::new()),
             quiet_waits: Mutex::new(HashMap::new()),
             undeclared_status_fields: Mutex::default(),
         }
+    }
+
+    /// With these grants (`--grant`); none by default: each namespace reaches only what it
+    /// declares.
+    pub fn with_grants(mut self, grants: super::tenancy::Grants) -> Self {
+        self.grants = grants;
+        self
     }
 
     /// Record a success: the next failure starts the backoff from the bottom again.

@@ -9,6 +9,7 @@ use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, failure_key, key_of};
 use crate::controller::raw::{DeleteTarget, Raw};
 use crate::controller::status::{Outcome, is_ready, member_status};
+use crate::controller::tenancy;
 use crate::crd::{
     DeletionPolicy, Organization, OrganizationMember, OrganizationMemberStatus, OrganizationStatus,
 };
@@ -29,11 +30,15 @@ pub struct SyncedMember {
 
 /// The organization id a member points at, or why it cannot be used yet.
 fn resolve_organization(desired: &DesiredMember, ctx: &Context) -> Result<String, EngineError> {
+    let namespace = &desired.key.namespace;
     let name = match &desired.organization {
-        OrganizationTarget::Id(id) => return Ok(id.clone()),
+        // By id: only what this namespace declares, or what a grant covers.
+        OrganizationTarget::Id(id) => {
+            tenancy::check_member(&ctx.grants, &ctx.organizations, namespace, id)?;
+            return Ok(id.clone());
+        }
         OrganizationTarget::Resource(name) => name,
     };
-    let namespace = &desired.key.namespace;
     let reference = ObjectRef::<Raw<Organization>>::new(name).within(namespace);
     let Some(org) = ctx.organizations.get(&reference) else {
         return Err(EngineError::OrganizationNotFound(format!(

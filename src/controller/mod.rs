@@ -13,6 +13,7 @@ mod member;
 mod organization;
 pub mod raw;
 pub mod status;
+pub mod tenancy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,8 @@ pub struct RunConfig {
     pub install_crds: bool,
     /// Reporting instance name for events (the pod name in a cluster).
     pub instance: String,
+    /// Namespaces allowed to reach organizations they do not declare (`--grant`).
+    pub grants: tenancy::Grants,
 }
 
 /// What a status-only or metadata-only change looks like to the controller: nothing. Only
@@ -184,15 +187,18 @@ pub async fn run(
             .applied_objects()
             .predicate_filter(trigger_predicate(), Default::default());
 
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            engine.clone(),
-            reporter.clone(),
-            config.resync,
-            metrics.clone(),
-            org_reader.clone(),
-            leadership.clone(),
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                engine.clone(),
+                reporter.clone(),
+                config.resync,
+                metrics.clone(),
+                org_reader.clone(),
+                leadership.clone(),
+            )
+            .with_grants(config.grants.clone()),
+        );
 
         let member_controller = Controller::for_stream(member_trigger, member_reader.clone())
             .with_config(controller_config.clone())

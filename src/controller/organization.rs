@@ -5,6 +5,7 @@ use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
 use crate::controller::raw::DeleteTarget;
 use crate::controller::status::{Outcome, organization_status};
+use crate::controller::tenancy;
 use crate::crd::{DeletionPolicy, Organization, OrganizationStatus};
 use crate::engine::{DesiredOrganization, ObjectKey, ObjectPlan, ids};
 use crate::error::EngineError;
@@ -36,6 +37,15 @@ impl Reconciled for Organization {
     async fn plan(&self, ctx: &Context) -> Result<(ObjectPlan, SyncedOrganization), EngineError> {
         let desired = DesiredOrganization::from_spec(key_of(self), &self.spec, ctx.engine.actor())?;
         let plan = ctx.engine.plan_organization(&desired).await?;
+        // Adopting a row made elsewhere (LiteLLM's UI, another namespace's resource that let
+        // go) needs a grant; creating a new one, or keeping one it created, does not.
+        if plan.adopted {
+            tenancy::check_adoption(
+                &ctx.grants,
+                &desired.key.namespace,
+                &desired.organization_id,
+            )?;
+        }
         let synced = SyncedOrganization {
             organization_id: desired.organization_id.clone(),
             // The budget the organization points at after the plan (an adopted organization

@@ -42,6 +42,8 @@ pub enum ConditionReason {
     OrganizationNotReady,
     DatabaseUnavailable,
     Conflict,
+    /// The namespace may not reach the organization (tenancy).
+    NotGranted,
     BudgetExceeded,
     WithinBudget,
     Paused,
@@ -64,6 +66,7 @@ impl ConditionReason {
             Self::OrganizationNotReady => "OrganizationNotReady",
             Self::DatabaseUnavailable => "DatabaseUnavailable",
             Self::Conflict => "Conflict",
+            Self::NotGranted => "NotGranted",
             Self::BudgetExceeded => "BudgetExceeded",
             Self::WithinBudget => "WithinBudget",
             Self::Paused => "Paused",

@@ -45,6 +45,10 @@ pub struct ObjectPlan {
     pub budget_id: Option<String>,
     pub user_id: Option<String>,
     pub user_created: bool,
+    /// An organization's plan: its row exists and this resource did not create it (it adopts
+    /// the row now, or adopted it before). Adopting reaches an organization made elsewhere,
+    /// which the controller's tenancy rules decide on before anything is written.
+    pub adopted: bool,
     /// What the plan wants a reader to know and writes nothing (an email LiteLLM changed).
     pub notes: Vec<String>,
 }
@@ -443,6 +447,7 @@ pub fn plan_organization(
         changes: steps.ordered(),
         organization_id: Some(desired.organization_id.clone()),
         budget_id: Some(budget_id),
+        adopted: !created,
         ..Default::default()
     })
 }
@@ -785,6 +790,8 @@ pub fn plan_member(
         user_created,
         user_id: Some(user_id),
         notes: user.note.into_iter().collect(),
+        // Only an organization's plan says whether it adopts (tenancy reads it).
+        adopted: false,
     })
 }
 
@@ -1206,6 +1213,7 @@ mod tests {
         assert_eq!(entry.resource, "Organization/team-a/research");
         assert_eq!(entry.manager, MANAGER);
         assert!(entry.created);
+        assert!(!plan.adopted, "a new organization is created, not adopted");
         let r = rows(&plan);
         assert_eq!(r.len(), 2, "{plan}");
         let Change::CreateBudget(b) = r[0] else {
@@ -1327,6 +1335,11 @@ mod tests {
             Some("ui-org-budget")
         );
         assert_eq!(plan.budget_id.as_deref(), Some("ui-org-budget"));
+        assert!(plan.adopted);
+        // Still adopted once the ledger holds it (the tenancy check runs at every reconcile).
+        let again = plan_organization(&d, &observed, MANAGER).expect("plan");
+        assert!(again.is_empty(), "{again}");
+        assert!(again.adopted);
     }
 
     #[test]

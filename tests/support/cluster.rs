@@ -228,7 +228,8 @@ pub struct OperatorAccess {
     pub kubeconfig: PathBuf,
     /// The arguments of the chart's container that decide what the operator may touch:
     /// `--namespace` (one per watched namespace), `--install-crds`, `--leader-elect` (with
-    /// `--lease-namespace`, which the chart's pod gets from `POD_NAMESPACE`).
+    /// `--lease-namespace`, which the chart's pod gets from `POD_NAMESPACE`), `--grant=…`
+    /// (one per namespace and organization id of `tenancy.grants`).
     pub args: Vec<String>,
 }
 
@@ -423,6 +424,8 @@ fn scope_args(chart_args: &[String], release_namespace: &str) -> Vec<String> {
                 out.extend(it.next().cloned());
             }
             "--install-crds" => out.push(arg.clone()),
+            // Which namespaces may reach which organizations (`tenancy.grants`).
+            grant if grant.starts_with("--grant=") => out.push(arg.clone()),
             "--leader-elect" => out.extend([
                 arg.clone(),
                 "--lease-namespace".into(),
