@@ -583,7 +583,12 @@ fn stalled_condition(
 /// made again in the database, as LiteLLM's own endpoints would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_of_a_deleted_organization_stall_and_recover() {
-    let w = World::new("orphan").await;
+    // bob joins an organization made in LiteLLM: granted (see the Multi-tenancy rules).
+    let w = World::with_values(
+        "orphan",
+        json!({"tenancy": {"grants": [{"namespace": "*", "organizationIds": ["org-ui"]}]}}),
+    )
+    .await;
     let (db, orgs, members) = (&w.db, &w.orgs, &w.members);
     let op = w.operator(&["--resync-interval", "20s"]).await;
     let ui_org = r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, created_by, updated_by) VALUES ('ui-budget', 'admin', 'admin') ON CONFLICT DO NOTHING;
