@@ -159,26 +159,16 @@ enum Command {
         /// Manifest files or folders (recursive; .yaml, .yml, .json).
         #[arg(short = 'f', long = "filename", required = true)]
         paths: Vec<PathBuf>,
-        /// Also plan deleting rows this tool owns that no manifest declares.
-        #[arg(long)]
-        prune: bool,
-        /// Let the prune delete organizations that still have teams or API keys (LiteLLM's
-        /// whole cascade); without it those deletes are refused, the others run.
-        #[arg(long, requires = "prune")]
-        delete_teams_and_keys: bool,
+        #[command(flatten)]
+        prune: Prune,
     },
     /// Reconcile the database to the manifests, one transaction per object.
     Apply {
         /// Manifest files or folders (recursive; .yaml, .yml, .json).
         #[arg(short = 'f', long = "filename", required = true)]
         paths: Vec<PathBuf>,
-        /// Also delete rows this tool owns that no manifest declares.
-        #[arg(long)]
-        prune: bool,
-        /// Let the prune delete organizations that still have teams or API keys (LiteLLM's
-        /// whole cascade); without it those deletes are refused, the others run.
-        #[arg(long, requires = "prune")]
-        delete_teams_and_keys: bool,
+        #[command(flatten)]
+        prune: Prune,
     },
     /// Write manifests that adopt the organizations (and their members) no manager holds yet,
     /// with exactly their current values: applying them changes nothing in LiteLLM and takes
@@ -374,28 +364,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("schema ready");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan {
-            paths,
-            prune,
-            delete_teams_and_keys,
-        } => {
-            let prune = Prune {
-                enabled: prune,
-                delete_teams_and_keys,
-            };
-            manifests(&url, &settings, &paths, false, prune).await
-        }
-        Command::Apply {
-            paths,
-            prune,
-            delete_teams_and_keys,
-        } => {
-            let prune = Prune {
-                enabled: prune,
-                delete_teams_and_keys,
-            };
-            manifests(&url, &settings, &paths, true, prune).await
-        }
+        Command::Plan { paths, prune } => manifests(&url, &settings, &paths, false, prune).await,
+        Command::Apply { paths, prune } => manifests(&url, &settings, &paths, true, prune).await,
         Command::Export { namespace } => {
             let store = database::open(&url)
                 .await?
@@ -450,9 +420,15 @@ fn partial(prefix: &str, lines: &[String], summary: &str) -> ExitCode {
 /// Exit code of `get` and `export` when some rows could not be read or represented.
 const PARTIAL: u8 = 3;
 
-/// `--prune` and what it may delete.
+/// `--prune` and what it may delete (`plan` and `apply`).
+#[derive(clap::Args, Debug)]
 struct Prune {
+    /// Also delete (with `plan`: plan deleting) rows this tool owns that no manifest declares.
+    #[arg(long = "prune")]
     enabled: bool,
+    /// Let the prune delete organizations that still have teams or API keys (LiteLLM's
+    /// whole cascade); without it those deletes are refused, the others run.
+    #[arg(long, requires = "enabled")]
     delete_teams_and_keys: bool,
 }
 

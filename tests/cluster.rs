@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use litellm_org_operator::crd::{Organization, OrganizationMember};
 use serde_json::{Value, json};
 use support::cluster::{CRD_NAMES, CRDS, Cluster, World};
@@ -238,13 +238,70 @@ async fn deleting_a_namespace_runs_the_finalizers_and_leaves_no_rows() {
     );
     assert_ne!(count(&world, &ledger).await, "0");
 
+    // LiteLLM's UI gives globex a team: its delete will wait for an opt-in.
+    let globex_id = ids.split(',').nth(1).expect("globex id").to_string();
+    world
+        .db
+        .exec(&format!(
+            r#"INSERT INTO "LiteLLM_TeamTable" (team_id, organization_id) VALUES ('ui-team', {globex_id})"#
+        ))
+        .await;
+
     // The namespace controller deletes the content; the objects wait on the finalizer, the
-    // operator's cleanup runs, and the namespace goes.
+    // operator's cleanup runs: acme goes, globex waits (DeletionBlocked) and holds the
+    // namespace in Terminating, its rows untouched.
     let namespaces: Api<Namespace> = Api::all(world.client());
     namespaces
         .delete(&doomed, &DeleteParams::default())
         .await
         .expect("delete the namespace");
+    wait_for(
+        &orgs,
+        "globex",
+        120,
+        "DeletionBlocked",
+        |o: &Organization| {
+            o.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Stalled" && c.status == "True" && c.reason == "DeletionBlocked"
+                })
+            })
+        },
+    )
+    .await;
+    poll(120, "acme's rows are deleted", || async {
+        let left = count(
+            &world,
+            &format!(
+                r#"SELECT count(*)::text FROM "LiteLLM_OrganizationTable" WHERE organization_id IN ({ids})"#
+            ),
+        )
+        .await;
+        (left == "1").then_some(()).ok_or(left)
+    })
+    .await;
+    let terminating = namespaces.get(&doomed).await.expect("the namespace waits");
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    assert_eq!(
+        count(
+            &world,
+            r#"SELECT count(*)::text FROM "LiteLLM_TeamTable" WHERE team_id = 'ui-team'"#
+        )
+        .await,
+        "1"
+    );
+    // The opt-in, on an object of a namespace being deleted: the cascade runs, the namespace
+    // goes.
+    orgs.patch(
+        "globex",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"deleteTeamsAndKeys": true}})),
+    )
+    .await
+    .expect("opt in");
     poll(180, "the namespace is deleted", || async {
         match namespaces.get_opt(&doomed).await {
             Ok(None) => Ok(()),
@@ -273,6 +330,10 @@ async fn deleting_a_namespace_runs_the_finalizers_and_leaves_no_rows() {
             ),
         ),
         ("ledger entries", ledger.clone()),
+        (
+            "teams",
+            r#"SELECT count(*)::text FROM "LiteLLM_TeamTable""#.to_string(),
+        ),
     ] {
         assert_eq!(count(&world, &sql).await, "0", "{what} left behind");
     }
