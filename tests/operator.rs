@@ -50,6 +50,29 @@ fn condition<'a>(
     conditions.iter().find(|c| c.type_ == t)
 }
 
+/// The `Stalled` condition in `conditions` when it is `True`.
+fn stalled(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    condition(conditions, "Stalled")
+        .filter(|c| c.status == "True")
+        .cloned()
+}
+
+/// The member's `Stalled` condition when it is `True`.
+fn stalled_condition(
+    m: &OrganizationMember,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    stalled(&m.status.as_ref()?.conditions)
+}
+
+/// The organization's `Stalled` condition when it is `True`.
+fn org_stalled(
+    o: &Organization,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    stalled(&o.status.as_ref()?.conditions)
+}
+
 /// Poll until the object is gone (its finalizer removed), or fail after `secs`.
 async fn wait_gone<K>(api: &Api<K>, name: &str, secs: u64)
 where
@@ -566,17 +589,6 @@ async fn paused_objects_are_not_written() {
     w.db.cleanup().await;
 }
 
-/// The member's `Stalled` condition when it is `True`.
-fn stalled_condition(
-    m: &OrganizationMember,
-) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    m.status
-        .as_ref()
-        .and_then(|s| condition(&s.conditions, "Stalled"))
-        .filter(|c| c.status == "True")
-        .cloned()
-}
-
 /// A member whose organization goes turns Stalled (OrganizationNotFound, naming it), not
 /// Reconciling forever, and is Ready again when the organization comes back: an Organization
 /// resource deleted and applied again, and a LiteLLM organization (named by id) deleted and
@@ -679,17 +691,6 @@ async fn members_of_a_deleted_organization_stall_and_recover() {
     );
     op.kill().await;
     w.db.cleanup().await;
-}
-
-/// The organization's Stalled condition when it is True.
-fn org_stalled(
-    o: &Organization,
-) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    o.status
-        .as_ref()
-        .and_then(|s| condition(&s.conditions, "Stalled"))
-        .filter(|c| c.status == "True")
-        .cloned()
 }
 
 /// Count the rows of `table` whose organization_id is `id`.

@@ -10,53 +10,14 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use litellm_org_operator::crd::{Organization, OrganizationMember};
 use serde_json::{Value, json};
-use sqlx::Row;
 use support::TestDb;
 use support::cluster::{Cluster, World};
 use support::kube::{member, organization};
 use support::operator::{Operator, member_ready, org_ready, poll, wait_event, wait_for};
 
-/// One text column of every row `sql` returns, its `$n` parameters bound to `binds`.
-async fn rows(db: &TestDb, sql: &str, binds: &[&str]) -> Vec<String> {
-    let TestDb::Postgres { store, .. } = db else {
-        panic!("the operator tests run on PostgreSQL")
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-    for b in binds {
-        query = query.bind(*b);
-    }
-    query
-        .fetch_all(store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| {
-            r.try_get::<Option<String>, _>(0)
-                .expect("text column")
-                .unwrap_or_else(|| "NULL".into())
-        })
-        .collect()
-}
-
-/// Run `sql` with its `$n` parameters bound to `binds`.
-async fn exec(db: &TestDb, sql: &str, binds: &[&str]) {
-    let TestDb::Postgres { store, .. } = db else {
-        panic!("the operator tests run on PostgreSQL")
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-    for b in binds {
-        query = query.bind(*b);
-    }
-    query
-        .execute(store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 /// The memberships of an organization, as `user_id|user_role`.
 async fn memberships(db: &TestDb, organization_id: &str) -> Vec<String> {
-    rows(
-        db,
+    db.strings_with(
         r#"SELECT user_id || '|' || user_role FROM "LiteLLM_OrganizationMembership" WHERE organization_id = $1 ORDER BY 1"#,
         &[organization_id],
     )
@@ -66,15 +27,13 @@ async fn memberships(db: &TestDb, organization_id: &str) -> Vec<String> {
 /// The organization's row and the budget row it points at, whole (every column), and its
 /// ledger entries: equal before and after proves nothing of it was written.
 async fn organization_rows(db: &TestDb, organization_id: &str) -> Vec<String> {
-    let mut out = rows(
-        db,
+    let mut out = db.strings_with(
         r#"SELECT to_jsonb(o)::text FROM "LiteLLM_OrganizationTable" o WHERE organization_id = $1"#,
         &[organization_id],
     )
     .await;
     out.extend(
-        rows(
-            db,
+        db.strings_with(
             r#"SELECT to_jsonb(b)::text FROM "LiteLLM_BudgetTable" b JOIN "LiteLLM_OrganizationTable" o ON o.budget_id = b.budget_id WHERE o.organization_id = $1"#,
             &[organization_id],
         )
@@ -86,8 +45,7 @@ async fn organization_rows(db: &TestDb, organization_id: &str) -> Vec<String> {
 
 /// The operator's ledger entry of an organization row, as `resource|created`.
 async fn ledger(db: &TestDb, organization_id: &str) -> Vec<String> {
-    rows(
-        db,
+    db.strings_with(
         r#"SELECT resource || '|' || created::text FROM litellm_org_operator.ledger WHERE row_key = 'organization/' || $1"#,
         &[organization_id],
     )
@@ -97,14 +55,12 @@ async fn ledger(db: &TestDb, organization_id: &str) -> Vec<String> {
 /// An organization made in LiteLLM's UI: its own budget row (1000 USD) and the org row.
 async fn ui_organization(db: &TestDb, organization_id: &str) {
     let budget = format!("{organization_id}-budget");
-    exec(
-        db,
+    db.exec_with(
         r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, created_by, updated_by) VALUES ($1, 1000, 'admin', 'admin')"#,
         &[&budget],
     )
     .await;
-    exec(
-        db,
+    db.exec_with(
         r#"INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id, metadata, models, created_by, updated_by) VALUES ($1, 'Made in the UI', $2, '{}', '{}', 'admin', 'admin')"#,
         &[organization_id, &budget],
     )
@@ -245,8 +201,7 @@ async fn a_member_reaches_another_namespaces_organization_only_with_a_grant() {
     );
     assert_eq!(db.count("LiteLLM_UserTable").await, users_before);
     assert_eq!(
-        rows(
-            &db,
+        db.strings_with(
             r#"SELECT user_id FROM "LiteLLM_UserTable" WHERE lower(user_email) = $1"#,
             &["mallory@example.com"]
         )
@@ -335,8 +290,7 @@ async fn adopting_an_organization_made_in_litellm_needs_a_grant() {
     .await;
     wait_for(orgs, "taken", 60, "Ready with the grant", org_ready).await;
     assert_eq!(
-        rows(
-            db,
+        db.strings_with(
             r#"SELECT o.organization_alias || '|' || b.max_budget::text FROM "LiteLLM_OrganizationTable" o JOIN "LiteLLM_BudgetTable" b ON b.budget_id = o.budget_id WHERE o.organization_id = $1"#,
             &["org-ui"],
         )
@@ -456,8 +410,7 @@ async fn a_new_organization_with_a_pinned_id_needs_no_grant() {
     )
     .await;
     assert_eq!(
-        rows(
-            db,
+        db.strings_with(
             r#"SELECT organization_alias FROM "LiteLLM_OrganizationTable" WHERE organization_id = $1"#,
             &["org-finance-2024"],
         )

@@ -48,6 +48,17 @@ fn safe_ident(s: &str) -> &str {
     s
 }
 
+/// `sql` as a prepared query with `binds` bound in order.
+macro_rules! bound {
+    ($sql:expr, $binds:expr) => {{
+        let mut query = sqlx::query(sqlx::AssertSqlSafe($sql.to_string()));
+        for b in $binds {
+            query = query.bind(*b);
+        }
+        query
+    }};
+}
+
 impl TestDb {
     /// An empty PostgreSQL database, or one cloned from `template`.
     pub async fn postgres(template: Option<&str>) -> Self {
@@ -177,30 +188,49 @@ impl TestDb {
 
     /// One text column of every row a query returns (NULL as "NULL").
     pub async fn strings(&self, sql: &str) -> Vec<String> {
-        match self {
-            Self::Postgres { store, .. } => sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-                .fetch_all(store.pool())
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                .iter()
-                .map(|r| {
-                    r.try_get::<Option<String>, _>(0)
-                        .expect("text column")
-                        .unwrap_or_else(|| "NULL".into())
-                })
-                .collect(),
-            Self::Sqlite { store, .. } => sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-                .fetch_all(store.pool())
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                .iter()
-                .map(|r| {
-                    r.try_get::<Option<String>, _>(0)
-                        .expect("text column")
-                        .unwrap_or_else(|| "NULL".into())
-                })
-                .collect(),
-        }
+        self.strings_with(sql, &[]).await
+    }
+
+    /// [`TestDb::strings`] with the query's `$n` (`?n` on SQLite) parameters bound to `binds`.
+    pub async fn strings_with(&self, sql: &str, binds: &[&str]) -> Vec<String> {
+        let rows =
+            match self {
+                Self::Postgres { store, .. } => bound!(sql, binds)
+                    .fetch_all(store.pool())
+                    .await
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|r| r.try_get::<Option<String>, _>(0))
+                            .collect::<Vec<_>>()
+                    }),
+                Self::Sqlite { store, .. } => {
+                    bound!(sql, binds)
+                        .fetch_all(store.pool())
+                        .await
+                        .map(|rows| {
+                            rows.iter()
+                                .map(|r| r.try_get::<Option<String>, _>(0))
+                                .collect::<Vec<_>>()
+                        })
+                }
+            };
+        rows.unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .map(|v| v.expect("text column").unwrap_or_else(|| "NULL".into()))
+            .collect()
+    }
+
+    /// Run one statement with its parameters bound to `binds`.
+    pub async fn exec_with(&self, sql: &str, binds: &[&str]) {
+        let result = match self {
+            Self::Postgres { store, .. } => {
+                bound!(sql, binds).execute(store.pool()).await.map(|_| ())
+            }
+            Self::Sqlite { store, .. } => {
+                bound!(sql, binds).execute(store.pool()).await.map(|_| ())
+            }
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Number of rows in a table.
