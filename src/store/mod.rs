@@ -567,13 +567,9 @@ mod dependents_tests {
         assert_eq!(none.teams_and_keys(), "no teams or keys");
         assert!(!none.has_teams_or_keys());
         assert!(d.exceeds(&none));
-        assert!(!none.exceeds(&d.clone_with_memberships(3)));
-    }
-
-    impl Dependents {
-        fn clone_with_memberships(mut self, m: i64) -> Self {
-            self.memberships = m;
-            self
-        }
+        assert!(!none.exceeds(&Dependents {
+            memberships: 3,
+            ..d
+        }));
     }
 }
