@@ -84,6 +84,80 @@ impl Cli {
             .spawn()
             .expect("start the binary")
     }
+
+    /// `plan -f dir` right after a LiteLLM write: it may only put back what the manifests
+    /// declare (`declared`, the fields as the plan names them; rows LiteLLM deleted are made
+    /// again) and never delete. Anything else
+    /// would rewrite a value LiteLLM holds and no manifest declares.
+    #[track_caller]
+    fn plan_after_litellm_write(&self, dir: &str, declared: &[&str]) -> Ran {
+        let ran = self.run(&["plan", "-f", dir]);
+        assert!(
+            matches!(ran.code, Some(0 | 2)),
+            "plan failed after a LiteLLM write\nstdout:\n{}\nstderr:\n{}",
+            ran.stdout,
+            ran.stderr
+        );
+        for (op, row, field) in planned_fields(&ran.stdout) {
+            // A row made again (LiteLLM deleted it) holds only what is declared: its header,
+            // and `metadata` as the declared keys alone.
+            let recreated = op == '+' && matches!(field.as_str(), "" | "metadata");
+            assert!(
+                op != '-' && (recreated || declared.contains(&field.as_str())),
+                "the plan after a LiteLLM write touches {op} {row} `{field}`, which no manifest declares:\n{}",
+                ran.stdout
+            );
+        }
+        ran
+    }
+}
+
+/// What a plan's text would write: `(op, row, field)` for each `field: …` line under a `+` or
+/// `~` row, and `('-', row, "")` for each row it would delete. A `+` row with no field lines (a
+/// user, a membership) is `(op, row, "")`.
+fn planned_fields(stdout: &str) -> Vec<(char, String, String)> {
+    let mut out = Vec::new();
+    let mut row: Option<(char, String, bool)> = None;
+    let flush = |row: &mut Option<(char, String, bool)>, out: &mut Vec<(char, String, String)>| {
+        if let Some((op, name, false)) = row.take() {
+            out.push((op, name, String::new()));
+        }
+    };
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("      ") {
+            if let Some((op, name, seen)) = row.as_mut() {
+                let field = rest.split(": ").next().unwrap_or(rest).trim().to_string();
+                out.push((*op, name.clone(), field));
+                *seen = true;
+            }
+            continue;
+        }
+        flush(&mut row, &mut out);
+        let mut chars = line.strip_prefix("  ").unwrap_or("").chars();
+        if let (Some(op @ ('+' | '~' | '-')), Some(' ')) = (chars.next(), chars.next()) {
+            row = Some((op, chars.as_str().to_string(), false));
+        }
+    }
+    flush(&mut row, &mut out);
+    out
+}
+
+#[test]
+fn planned_fields_reads_the_plan_text() {
+    let text = "Organization ns/acme:\n  ~ budget b1\n      max_budget: 5 -> 100\n  ~ organization o1\n      organization_alias: \"X\" -> \"Acme\"\n      metadata.team: \"b\" -> \"a\"\nOrganizationMember ns/pat:\n  + user u1 (email: pat@example.com)\n  - membership user u2 in o1\nPlan: 1 to create, 2 to change, 1 to delete (2 objects read).\n";
+    let got = planned_fields(text);
+    let want: Vec<(char, String, String)> = vec![
+        ('~', "budget b1".into(), "max_budget".into()),
+        ('~', "organization o1".into(), "organization_alias".into()),
+        ('~', "organization o1".into(), "metadata.team".into()),
+        (
+            '+',
+            "user u1 (email: pat@example.com)".into(),
+            String::new(),
+        ),
+        ('-', "membership user u2 in o1".into(), String::new()),
+    ];
+    assert_eq!(got, want);
 }
 
 fn org(name: &str, spec: &str) -> String {
@@ -161,6 +235,19 @@ fn acme_manifests() -> String {
     )
 }
 
+/// The fields the acme manifests declare, as a plan names them: the organization's alias,
+/// models, `metadata.team` and its budget (`budget_id`, `max_budget`, `budget_duration`); pat's
+/// budget (`max_budget`); both members' roles (`user_role`).
+const ACME_DECLARED: &[&str] = &[
+    "organization_alias",
+    "models",
+    "metadata.team",
+    "budget_id",
+    "max_budget",
+    "budget_duration",
+    "user_role",
+];
+
 async fn acme(db: &TestDb) -> Cli {
     let cli = Cli::new(db);
     cli.write("acme/all.yaml", &acme_manifests());
@@ -184,7 +271,9 @@ async fn organization_update_with_wholesale_metadata() {
     ))
     .await;
 
-    let plan = cli.run(&["plan", "-f", "acme"]).expect(2);
+    let plan = cli
+        .plan_after_litellm_write("acme", ACME_DECLARED)
+        .expect(2);
     assert!(plan.stdout.contains("Acme (UI)"), "{}", plan.stdout);
     assert!(
         plan.stdout
@@ -212,7 +301,8 @@ async fn organization_update_with_wholesale_metadata() {
     ))
     .await;
     let before = db.snapshot().await;
-    cli.run(&["plan", "-f", "acme"]).expect(0);
+    cli.plan_after_litellm_write("acme", ACME_DECLARED)
+        .expect(0);
     let again = cli.run(&["apply", "-f", "acme"]).expect(0);
     assert!(again.stdout.starts_with("No changes"), "{}", again.stdout);
     assert_eq!(db.snapshot().await, before);
@@ -240,7 +330,9 @@ async fn budget_update_on_the_organization_budget() {
         r#"UPDATE "LiteLLM_BudgetTable" SET max_budget = 500, tpm_limit = 1000, updated_by = 'admin', updated_at = now() WHERE budget_id = '{budget}'"#
     ))
     .await;
-    let plan = cli.run(&["plan", "-f", "acme"]).expect(2);
+    let plan = cli
+        .plan_after_litellm_write("acme", ACME_DECLARED)
+        .expect(2);
     assert!(
         plan.stdout.contains("max_budget: 500 -> 100"),
         "{}",
@@ -284,7 +376,9 @@ async fn member_update_role_and_budget() {
            UPDATE "LiteLLM_OrganizationMembership" SET budget_id = 'ui-quinn-budget' WHERE user_id = '{quinn}' AND organization_id = '{id}';"#
     ))
     .await;
-    let plan = cli.run(&["plan", "-f", "acme"]).expect(2);
+    let plan = cli
+        .plan_after_litellm_write("acme", ACME_DECLARED)
+        .expect(2);
     assert!(
         plan.stdout.contains("max_budget: 99 -> 10"),
         "{}",
@@ -330,7 +424,9 @@ async fn member_delete_from_litellm() {
         r#"DELETE FROM "LiteLLM_OrganizationMembership" WHERE organization_id = '{id}' AND user_id IN ('{pat}', '{quinn}')"#
     ))
     .await;
-    let plan = cli.run(&["plan", "-f", "acme"]).expect(2);
+    let plan = cli
+        .plan_after_litellm_write("acme", ACME_DECLARED)
+        .expect(2);
     assert!(
         plan.stdout
             .contains("2 to create, 0 to change, 0 to delete"),
@@ -375,7 +471,8 @@ async fn organization_delete_from_the_ui() {
         if drop_budgets {
             db.exec(r#"DELETE FROM "LiteLLM_BudgetTable""#).await;
         }
-        cli.run(&["plan", "-f", "acme"]).expect(2);
+        cli.plan_after_litellm_write("acme", ACME_DECLARED)
+            .expect(2);
         let applied = cli.run(&["apply", "-f", "acme"]).expect(0);
         assert!(applied.stderr.is_empty(), "{}", applied.stderr);
         assert_eq!(
@@ -421,7 +518,7 @@ async fn ui_user_with_the_same_email_in_another_case() {
         r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models, spend) VALUES ('ui-pat', 'PAT@Example.com', 'internal_user', '{}', 0)"#,
     )
     .await;
-    let plan = cli.run(&["plan", "-f", "acme"]);
+    let plan = cli.plan_after_litellm_write("acme", ACME_DECLARED);
     let applied = cli.run(&["apply", "-f", "acme"]);
     assert_eq!(
         db.strings(&format!(
@@ -433,6 +530,88 @@ async fn ui_user_with_the_same_email_in_another_case() {
     );
     plan.expect(0);
     applied.expect(0);
+    db.cleanup().await;
+}
+
+/// The writes LiteLLM makes all day to rows the operator manages, none of them to a declared
+/// field: spend (`DBSpendUpdateWriter._commit_spend_updates_to_db` increments the
+/// organization's and the membership's `spend`), the budget reset (`ResetBudgetJob`, through
+/// `_commit_budget_cascade_once`: spend zeroed, `budget_reset_at` advanced), `/budget/update`
+/// of limits no manifest declares, `/organization/update` merging a metadata key,
+/// `/organization/member_add` of a user no manifest declares, `/user/update` of the member's
+/// user. After each one, `plan` is clean and `apply` writes nothing.
+#[tokio::test]
+async fn litellm_writes_to_undeclared_fields_leave_the_plan_clean() {
+    let db = TestDb::litellm().await;
+    let cli = acme(&db).await;
+    let id = org_id("acme");
+    let budget = org_budget("acme");
+    let pat = ids::user_id_for_email("pat@example.com");
+    let writes = [
+        (
+            "spend",
+            format!(
+                r#"UPDATE "LiteLLM_OrganizationTable" SET spend = spend + 1.25 WHERE organization_id = '{id}';
+                   UPDATE "LiteLLM_OrganizationMembership" SET spend = spend + 1.25 WHERE organization_id = '{id}' AND user_id = '{pat}';"#
+            ),
+        ),
+        (
+            "budget reset",
+            format!(
+                r#"UPDATE "LiteLLM_BudgetTable" SET budget_reset_at = now() + interval '30 days', updated_at = now() WHERE budget_id = '{budget}';
+                   UPDATE "LiteLLM_OrganizationTable" SET spend = 0 WHERE organization_id = '{id}';"#
+            ),
+        ),
+        (
+            "/budget/update",
+            format!(
+                r#"UPDATE "LiteLLM_BudgetTable" SET tpm_limit = 1000, rpm_limit = 10, soft_budget = 80, model_max_budget = '{{"gpt-4o": {{"max_budget": 5, "budget_duration": "30d"}}}}', updated_by = 'admin', updated_at = now() WHERE budget_id = '{budget}'"#
+            ),
+        ),
+        (
+            "/organization/update",
+            format!(
+                r#"UPDATE "LiteLLM_OrganizationTable" SET metadata = metadata || '{{"cost_center": 1.50}}', updated_by = 'admin', updated_at = now() WHERE organization_id = '{id}'"#
+            ),
+        ),
+        (
+            "/organization/member_add",
+            format!(
+                r#"INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, models, spend) VALUES ('ui-zoe', 'zoe@example.com', 'internal_user', '{{}}', 0);
+                   INSERT INTO "LiteLLM_OrganizationMembership" (user_id, organization_id, user_role, spend) VALUES ('ui-zoe', '{id}', 'org_admin', 0);"#
+            ),
+        ),
+        (
+            "/user/update",
+            format!(
+                r#"UPDATE "LiteLLM_UserTable" SET max_budget = 3, user_alias = 'Pat', updated_at = now() WHERE user_id = '{pat}'"#
+            ),
+        ),
+    ];
+    for (what, sql) in &writes {
+        db.exec(sql).await;
+        let plan = cli.plan_after_litellm_write("acme", &[]);
+        assert_eq!(plan.code, Some(0), "after {what}:\n{}", plan.stdout);
+        let before = db.snapshot().await;
+        let applied = cli.run(&["apply", "-f", "acme"]).expect(0);
+        assert!(
+            applied.stdout.starts_with("No changes"),
+            "after {what}:\n{}",
+            applied.stdout
+        );
+        assert_eq!(db.snapshot().await, before, "apply wrote after {what}");
+    }
+    assert_eq!(
+        one(
+            &db,
+            &format!(
+                r#"SELECT CAST(metadata->'cost_center' AS TEXT) FROM "LiteLLM_OrganizationTable" WHERE organization_id = '{id}'"#
+            )
+        )
+        .await,
+        "1.50",
+        "an undeclared number keeps its text"
+    );
     db.cleanup().await;
 }
 
@@ -1071,7 +1250,9 @@ async fn sqlite_litellm_edits_between_applies() {
            UPDATE "LiteLLM_OrganizationMembership" SET budget_id = 'ui-quinn-budget' WHERE user_id = '{quinn}' AND organization_id = '{id}';"#
     ))
     .await;
-    let plan = cli.run(&["plan", "-f", "acme"]).expect(2);
+    let plan = cli
+        .plan_after_litellm_write("acme", ACME_DECLARED)
+        .expect(2);
     assert!(plan.stdout.contains("Acme (UI)"), "{}", plan.stdout);
     cli.run(&["apply", "-f", "acme"]).expect(0);
     assert_eq!(
