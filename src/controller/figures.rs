@@ -1,0 +1,135 @@
+//! Figures that status, metrics and budget events mirror from LiteLLM and that the store's
+//! reads do not return: an organization's soft budget and next reset time, and a member's
+//! spend, budget, email and organization alias. One primary-key read each, after the
+//! reconcile wrote what it had to.
+//!
+//! These reads belong with the store's other reads (as `Store` calls); they live here, each
+//! one query with bound parameters on the store's own pool, until the store offers them.
+
+use chrono::{NaiveDateTime, SecondsFormat};
+
+use crate::error::{EngineError, StoreError};
+use crate::store::AnyStore;
+
+/// What an organization's budget row says beyond its max budget.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrganizationBudget {
+    /// `soft_budget`: LiteLLM's alerting threshold.
+    pub soft_budget: Option<f64>,
+    /// `budget_reset_at`: when LiteLLM's reset job next sets spend back to 0 (UTC).
+    pub budget_reset_at: Option<NaiveDateTime>,
+}
+
+/// What a membership's rows say, for the member's status and metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberFigures {
+    /// The membership's `spend` (LiteLLM adds each request's cost to it).
+    pub spend: f64,
+    /// `max_budget` of the membership's budget row.
+    pub max_budget: Option<f64>,
+    /// The user's `user_email` as LiteLLM holds it now.
+    pub user_email: Option<String>,
+    /// The organization's `organization_alias`.
+    pub organization_alias: Option<String>,
+}
+
+const ORGANIZATION_BUDGET: &str = r#"SELECT b."soft_budget", b."budget_reset_at"
+    FROM "LiteLLM_OrganizationTable" o JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = o."budget_id"
+    WHERE o."organization_id" = $1"#;
+
+const MEMBER_FIGURES: &str = r#"SELECT m."spend", b."max_budget", u."user_email", o."organization_alias"
+    FROM "LiteLLM_OrganizationMembership" m
+    LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
+    LEFT JOIN "LiteLLM_UserTable" u ON u."user_id" = m."user_id"
+    LEFT JOIN "LiteLLM_OrganizationTable" o ON o."organization_id" = m."organization_id"
+    WHERE m."user_id" = $1 AND m."organization_id" = $2"#;
+
+type MemberRow = (Option<f64>, Option<f64>, Option<String>, Option<String>);
+
+fn store_error(err: sqlx::Error, store: &AnyStore) -> EngineError {
+    let err = StoreError::from_sqlx(err);
+    EngineError::Store(match store {
+        AnyStore::Postgres(p) => err.at(p.address()),
+        AnyStore::Sqlite(_) => err,
+    })
+}
+
+/// The soft budget and reset time of the budget row `organization_id` points at (`None`:
+/// the organization or its budget row is gone).
+pub async fn organization_budget(
+    store: &AnyStore,
+    organization_id: &str,
+) -> Result<Option<OrganizationBudget>, EngineError> {
+    let row: Option<(Option<f64>, Option<NaiveDateTime>)> = match store {
+        AnyStore::Postgres(p) => {
+            sqlx::query_as(ORGANIZATION_BUDGET)
+                .bind(organization_id)
+                .fetch_optional(p.pool())
+                .await
+        }
+        AnyStore::Sqlite(s) => {
+            sqlx::query_as(ORGANIZATION_BUDGET)
+                .bind(organization_id)
+                .fetch_optional(s.pool())
+                .await
+        }
+    }
+    .map_err(|e| store_error(e, store))?;
+    Ok(
+        row.map(|(soft_budget, budget_reset_at)| OrganizationBudget {
+            soft_budget,
+            budget_reset_at,
+        }),
+    )
+}
+
+/// The figures of `user_id`'s membership in `organization_id` (`None`: no such membership).
+pub async fn member_figures(
+    store: &AnyStore,
+    user_id: &str,
+    organization_id: &str,
+) -> Result<Option<MemberFigures>, EngineError> {
+    let row: Option<MemberRow> = match store {
+        AnyStore::Postgres(p) => {
+            sqlx::query_as(MEMBER_FIGURES)
+                .bind(user_id)
+                .bind(organization_id)
+                .fetch_optional(p.pool())
+                .await
+        }
+        AnyStore::Sqlite(s) => {
+            sqlx::query_as(MEMBER_FIGURES)
+                .bind(user_id)
+                .bind(organization_id)
+                .fetch_optional(s.pool())
+                .await
+        }
+    }
+    .map_err(|e| store_error(e, store))?;
+    Ok(row.map(
+        |(spend, max_budget, user_email, organization_alias)| MemberFigures {
+            spend: spend.unwrap_or(0.0),
+            max_budget,
+            user_email,
+            organization_alias,
+        },
+    ))
+}
+
+/// A reset time as status writes it: RFC 3339 in UTC, to the second.
+pub fn rfc3339(at: NaiveDateTime) -> String {
+    at.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_times_read_as_utc() {
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 12, 5)
+            .and_then(|d| d.and_hms_milli_opt(0, 0, 0, 250))
+            .expect("a date");
+        assert_eq!(rfc3339(at), "2026-12-05T00:00:00Z");
+    }
+}
