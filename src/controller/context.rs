@@ -346,7 +346,7 @@ impl Context {
                 .await
         };
         if let Err(e) = published {
-            tracing::warn!(error = %e, reason, "could not publish event");
+            tracing::warn!(%kind, namespace, name, error = %e, reason, "could not publish event");
         }
     }
 
