@@ -197,6 +197,17 @@ async fn examples_reconcile_end_to_end() {
         events.contains("DriftCorrected") && events.contains("organization_alias"),
         "{events}"
     );
+    // Members mirror their organization's alias: one that read it while it had drifted
+    // shows it until its next resync.
+    for name in ["research-alice", "research-bob", "research-carol"] {
+        wait_for(members, name, 30, "the alias back", |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.organization_alias.as_deref())
+                == Some("Research")
+        })
+        .await;
+    }
 
     // A resync with nothing changed writes nothing: no row, no API object.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1139,9 +1150,9 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
         );
     }
     assert!(
-        op.log_lines().iter().any(|l| l.contains("WARN")
-            && l.contains("cannot be decoded")
-            && l.contains("deep-new")),
+        op.log_lines()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("cannot be read") && l.contains("deep-new")),
         "a WARN log line names the object"
     );
 
