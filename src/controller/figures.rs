@@ -33,11 +33,14 @@ pub struct MemberFigures {
     pub organization_alias: Option<String>,
 }
 
-const ORGANIZATION_BUDGET: &str = r#"SELECT b."soft_budget", b."budget_reset_at"
+/// The soft budget and reset time of an organization's budget row (by primary keys).
+pub const ORGANIZATION_BUDGET: &str = r#"SELECT b."soft_budget", b."budget_reset_at"
     FROM "LiteLLM_OrganizationTable" o JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = o."budget_id"
     WHERE o."organization_id" = $1"#;
 
-const MEMBER_FIGURES: &str = r#"SELECT m."spend", b."max_budget", u."user_email", o."organization_alias"
+/// A membership's figures (by LiteLLM's unique `(user_id, organization_id)` index, then
+/// primary keys).
+pub const MEMBER_FIGURES: &str = r#"SELECT m."spend", b."max_budget", u."user_email", o."organization_alias"
     FROM "LiteLLM_OrganizationMembership" m
     LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
     LEFT JOIN "LiteLLM_UserTable" u ON u."user_id" = m."user_id"

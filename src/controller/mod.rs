@@ -8,7 +8,7 @@
 
 mod context;
 mod driver;
-mod figures;
+pub mod figures;
 mod index;
 mod member;
 mod organization;
