@@ -47,6 +47,20 @@ pub const MEMBER_FIGURES: &str = r#"SELECT m."spend", b."max_budget", u."user_em
     LEFT JOIN "LiteLLM_OrganizationTable" o ON o."organization_id" = m."organization_id"
     WHERE m."user_id" = $1 AND m."organization_id" = $2"#;
 
+/// `query_as(sql)` with these bound values on whichever pool the store holds: one row or none.
+macro_rules! fetch_optional {
+    ($store:expr, $sql:expr, $($bind:expr),+) => {
+        match $store {
+            AnyStore::Postgres(p) => {
+                sqlx::query_as($sql)$(.bind($bind))+.fetch_optional(p.pool()).await
+            }
+            AnyStore::Sqlite(s) => {
+                sqlx::query_as($sql)$(.bind($bind))+.fetch_optional(s.pool()).await
+            }
+        }
+    };
+}
+
 type MemberRow = (Option<f64>, Option<f64>, Option<String>, Option<String>);
 
 fn store_error(err: sqlx::Error, store: &AnyStore) -> EngineError {
@@ -63,21 +77,9 @@ pub async fn organization_budget(
     store: &AnyStore,
     organization_id: &str,
 ) -> Result<Option<OrganizationBudget>, EngineError> {
-    let row: Option<(Option<f64>, Option<NaiveDateTime>)> = match store {
-        AnyStore::Postgres(p) => {
-            sqlx::query_as(ORGANIZATION_BUDGET)
-                .bind(organization_id)
-                .fetch_optional(p.pool())
-                .await
-        }
-        AnyStore::Sqlite(s) => {
-            sqlx::query_as(ORGANIZATION_BUDGET)
-                .bind(organization_id)
-                .fetch_optional(s.pool())
-                .await
-        }
-    }
-    .map_err(|e| store_error(e, store))?;
+    let row: Option<(Option<f64>, Option<NaiveDateTime>)> =
+        fetch_optional!(store, ORGANIZATION_BUDGET, organization_id)
+            .map_err(|e| store_error(e, store))?;
     Ok(
         row.map(|(soft_budget, budget_reset_at)| OrganizationBudget {
             soft_budget,
@@ -92,23 +94,8 @@ pub async fn member_figures(
     user_id: &str,
     organization_id: &str,
 ) -> Result<Option<MemberFigures>, EngineError> {
-    let row: Option<MemberRow> = match store {
-        AnyStore::Postgres(p) => {
-            sqlx::query_as(MEMBER_FIGURES)
-                .bind(user_id)
-                .bind(organization_id)
-                .fetch_optional(p.pool())
-                .await
-        }
-        AnyStore::Sqlite(s) => {
-            sqlx::query_as(MEMBER_FIGURES)
-                .bind(user_id)
-                .bind(organization_id)
-                .fetch_optional(s.pool())
-                .await
-        }
-    }
-    .map_err(|e| store_error(e, store))?;
+    let row: Option<MemberRow> = fetch_optional!(store, MEMBER_FIGURES, user_id, organization_id)
+        .map_err(|e| store_error(e, store))?;
     Ok(row.map(
         |(spend, max_budget, user_email, organization_alias)| MemberFigures {
             spend: spend.unwrap_or(0.0),
@@ -134,5 +121,76 @@ mod tests {
             .and_then(|d| d.and_hms_milli_opt(0, 0, 0, 250))
             .expect("a date");
         assert_eq!(rfc3339(at), "2026-12-05T00:00:00Z");
+    }
+
+    /// The same reads on the SQLite schema (timestamps as text), with the values bound the
+    /// way the store writes them. (PostgreSQL: tests/operator.rs.)
+    #[tokio::test]
+    async fn figures_read_on_sqlite() {
+        use crate::store::{SqliteStore, Store};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = secrecy::SecretString::from(format!(
+            "sqlite://{}",
+            dir.path().join("figures.db").display()
+        ));
+        let store = AnyStore::Sqlite(SqliteStore::connect(&url).await.expect("open"));
+        store.migrate().await.expect("migrate");
+        let AnyStore::Sqlite(sqlite) = &store else {
+            unreachable!("a SQLite store")
+        };
+        let reset = chrono::NaiveDate::from_ymd_opt(2027, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("a date");
+        let statements: [(&str, &[&str]); 4] = [
+            (
+                r#"INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "max_budget", "created_by", "updated_by") VALUES ($1, 2, 'x', 'x')"#,
+                &["b-member"],
+            ),
+            (
+                r#"INSERT INTO "LiteLLM_OrganizationTable" ("organization_id", "organization_alias", "budget_id", "created_by", "updated_by") VALUES ($1, 'Acme', 'b-org', 'x', 'x')"#,
+                &["o1"],
+            ),
+            (
+                r#"INSERT INTO "LiteLLM_UserTable" ("user_id", "user_email") VALUES ($1, 'Dana@Example.com')"#,
+                &["u1"],
+            ),
+            (
+                r#"INSERT INTO "LiteLLM_OrganizationMembership" ("user_id", "organization_id", "spend", "budget_id") VALUES ($1, 'o1', 1.5, 'b-member')"#,
+                &["u1"],
+            ),
+        ];
+        sqlx::query(r#"INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "soft_budget", "max_budget", "budget_reset_at", "created_by", "updated_by") VALUES ('b-org', 5, 10, $1, 'x', 'x')"#)
+            .bind(reset)
+            .execute(sqlite.pool())
+            .await
+            .expect("budget");
+        for (sql, binds) in statements {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = q.bind(*b);
+            }
+            q.execute(sqlite.pool()).await.expect(sql);
+        }
+        assert_eq!(
+            organization_budget(&store, "o1").await.expect("read"),
+            Some(OrganizationBudget {
+                soft_budget: Some(5.0),
+                budget_reset_at: Some(reset),
+            })
+        );
+        assert_eq!(
+            member_figures(&store, "u1", "o1").await.expect("read"),
+            Some(MemberFigures {
+                spend: 1.5,
+                max_budget: Some(2.0),
+                user_email: Some("Dana@Example.com".into()),
+                organization_alias: Some("Acme".into()),
+            })
+        );
+        assert_eq!(organization_budget(&store, "o2").await.expect("read"), None);
+        assert_eq!(
+            member_figures(&store, "u1", "o2").await.expect("read"),
+            None
+        );
     }
 }
