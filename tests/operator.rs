@@ -838,6 +838,14 @@ async fn lease_holder(w: &World) -> String {
         .expect("holder")
 }
 
+/// The operator's `leader` gauge.
+async fn leader_gauge(op: &Operator) -> Option<f64> {
+    op.metrics()
+        .await
+        .get("litellm_org_operator_leader")
+        .copied()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_fails_over_without_duplicates() {
     // Two replicas of one release with the chart's leader election (a real Lease in the
@@ -873,6 +881,21 @@ async fn leader_election_fails_over_without_duplicates() {
         .map(|(_, v)| *v)
         .sum::<f64>();
     assert_eq!(follower_writes, 0.0, "the follower wrote nothing");
+    // The `leader` gauge says which replica writes.
+    let follower = ops[1 - leader].as_ref().expect("follower");
+    assert_eq!(
+        leader_gauge(follower).await,
+        Some(0.0),
+        "the follower's gauge"
+    );
+    let current = ops[leader].as_ref().expect("leader");
+    poll(30, "the leader's gauge at 1", || async {
+        match leader_gauge(current).await {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     // Kill the leader; the follower takes over within the lease duration.
     if let Some(op) = ops[leader].take() {
@@ -898,6 +921,14 @@ async fn leader_election_fails_over_without_duplicates() {
     .await;
     let new_holder = lease_holder(&w).await;
     assert_ne!(new_holder, holder, "the lease moved");
+    let survivor = ops[1 - leader].as_ref().expect("the other replica");
+    poll(30, "the new leader's gauge at 1", || async {
+        match leader_gauge(survivor).await {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     assert_eq!(
         db.count("LiteLLM_OrganizationTable").await,
         20,
