@@ -70,7 +70,7 @@ async fn apply_get_describe_and_patch() {
     let ns = env.ns.as_str();
     let table = squeeze(&ok(&env, &["get", "lorg", "-n", ns]).await);
     assert!(
-        table.starts_with("NAME ALIAS SPEND BUDGET READY REASON AGE"),
+        table.starts_with("NAME ALIAS ID SPEND BUDGET READY REASON AGE"),
         "printer columns:\n{table}"
     );
     assert!(table.contains("\nfinance Finance "), "{table}");
@@ -207,6 +207,7 @@ async fn printer_columns_show_names_and_reasons_and_wide_shows_ids() {
     org_status["status"]["conditions"][0]["status"] = "False".into();
     org_status["status"]["conditions"][0]["reason"] = "Conflict".into();
     org_status["status"]["organizationId"] = "org-finance-2024".into();
+    org_status["status"]["budgetId"] = "finance-budget".into();
     org_status["status"]["softBudget"] = 150.into();
     orgs.patch_status(
         "finance",
@@ -244,14 +245,19 @@ async fn printer_columns_show_names_and_reasons_and_wide_shows_ids() {
     let table = squeeze(&ok(&env, &["get", "lorg", "finance", "-n", ns]).await);
     assert!(table.contains("\nfinance Finance "), "{table}");
     assert!(table.contains(" False Conflict "), "{table}");
-    assert!(!table.contains("org-finance-2024"), "{table}");
+    assert!(
+        table.contains("\nfinance Finance org-finance-2024 "),
+        "{table}"
+    );
     let wide = squeeze(&ok(&env, &["get", "lorg", "finance", "-n", ns, "-o", "wide"]).await);
     assert!(
-        wide.starts_with("NAME ALIAS SPEND BUDGET READY REASON AGE ID SOFT BUDGET BUDGET RESET"),
+        wide.starts_with(
+            "NAME ALIAS ID SPEND BUDGET READY REASON AGE BUDGET ID SOFT BUDGET BUDGET RESET"
+        ),
         "{wide}"
     );
     // kubectl prints nothing for a column whose field is absent (no budgetResetAt here).
-    assert!(wide.ends_with(" org-finance-2024 150"), "{wide}");
+    assert!(wide.ends_with(" finance-budget 150"), "{wide}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@ use super::{DeletionPolicy, bounded_metadata};
     namespaced,
     status = "OrganizationStatus",
     printcolumn(name = "Alias", type_ = "string", json_path = ".spec.alias"),
+    printcolumn(name = "ID", type_ = "string", json_path = ".status.organizationId"),
     printcolumn(name = "Spend", type_ = "number", json_path = ".status.spend"),
     printcolumn(name = "Budget", type_ = "number", json_path = ".status.maxBudget"),
     printcolumn(
@@ -42,9 +43,9 @@ use super::{DeletionPolicy, bounded_metadata};
         json_path = ".metadata.creationTimestamp"
     ),
     printcolumn(
-        name = "ID",
+        name = "Budget ID",
         type_ = "string",
-        json_path = ".status.organizationId",
+        json_path = ".status.budgetId",
         priority = "1"
     ),
     printcolumn(
