@@ -22,7 +22,15 @@ pub fn init(format: LogFormat, default_level: &str) {
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        // Each line carries its own fields (a reconcile's lines name their object's kind,
+        // namespace and name). The span is left out: tracing-subscriber writes a span's name
+        // under the key `name` beside its fields, so the reconcile span's `name` field (the
+        // object's) would be a duplicate key that most JSON readers resolve to "reconcile".
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
     };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");

@@ -62,6 +62,16 @@ fn hot() -> Vec<(String, String, Vec<&'static str>)> {
         litellm_org_operator::store::budget::select().to_string(),
         vec!["budget-member-123"],
     ));
+    all.push((
+        "figures organization budget".into(),
+        litellm_org_operator::controller::figures::ORGANIZATION_BUDGET.to_string(),
+        vec!["org-12"],
+    ));
+    all.push((
+        "figures member".into(),
+        litellm_org_operator::controller::figures::MEMBER_FIGURES.to_string(),
+        vec!["user-123", "org-12"],
+    ));
     let ledger = LedgerSql::postgres(DEFAULT_LEDGER_SCHEMA);
     all.push((
         "ledger select_key".into(),

@@ -70,7 +70,7 @@ async fn apply_get_describe_and_patch() {
     let ns = env.ns.as_str();
     let table = squeeze(&ok(&env, &["get", "lorg", "-n", ns]).await);
     assert!(
-        table.starts_with("NAME ALIAS ID SPEND BUDGET READY AGE"),
+        table.starts_with("NAME ALIAS ID SPEND BUDGET READY REASON AGE"),
         "printer columns:\n{table}"
     );
     assert!(table.contains("\nfinance Finance "), "{table}");
@@ -83,7 +83,7 @@ async fn apply_get_describe_and_patch() {
         .await,
     );
     assert!(
-        wide.starts_with("NAME ORGANIZATION USER ROLE READY AGE"),
+        wide.starts_with("NAME ORGANIZATION USER ROLE READY REASON AGE ORGANIZATION ID USER ID"),
         "{wide}"
     );
     assert!(
@@ -177,6 +177,87 @@ async fn apply_get_describe_and_patch() {
         .jsonpath("lorg", "research", ns, "{.spec.alias}")
         .await;
     assert_eq!(back, "Research");
+}
+
+/// What `kubectl get` shows of a member once the operator wrote its status: the
+/// organization's alias and the user's email, Ready and its reason; `-o wide` adds the ids.
+/// The status is applied here as the operator applies it (the operator's own writes of these
+/// fields are checked in tests/operator.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printer_columns_show_names_and_reasons_and_wide_shows_ids() {
+    let env = with_examples("kubectl-columns").await;
+    let ns = env.ns.as_str();
+    let members: Api<litellm_org_operator::crd::OrganizationMember> =
+        Api::namespaced(env.cluster.client(), ns);
+    let mut status = ready_status_apply("OrganizationMember", 1);
+    status["status"]["organizationAlias"] = "Research".into();
+    status["status"]["userEmail"] = "carol@example.com".into();
+    status["status"]["organizationId"] = "4f1c9a4e-0d7e-4b8e-9d51-3f0f4c2a9b10".into();
+    status["status"]["userId"] = "existing-carol".into();
+    members
+        .patch_status(
+            "research-carol",
+            &PatchParams::apply("litellm-org-operator").force(),
+            &Patch::Apply(status),
+        )
+        .await
+        .expect("status apply");
+    let orgs: Api<Organization> = Api::namespaced(env.cluster.client(), ns);
+    let mut org_status = ready_status_apply("Organization", 1);
+    org_status["status"]["conditions"][0]["status"] = "False".into();
+    org_status["status"]["conditions"][0]["reason"] = "Conflict".into();
+    org_status["status"]["organizationId"] = "org-finance-2024".into();
+    org_status["status"]["budgetId"] = "finance-budget".into();
+    org_status["status"]["softBudget"] = 150.into();
+    orgs.patch_status(
+        "finance",
+        &PatchParams::apply("litellm-org-operator").force(),
+        &Patch::Apply(org_status),
+    )
+    .await
+    .expect("status apply");
+
+    let table = squeeze(&ok(&env, &["get", "lorgm", "research-carol", "-n", ns]).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0], "NAME ORGANIZATION USER ROLE READY REASON AGE",
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "research-carol Research carol@example.com internal_user_viewer True Synced "
+        ),
+        "{table}"
+    );
+    assert!(!table.contains("4f1c9a4e"), "no ids by default: {table}");
+    let wide = squeeze(
+        &ok(
+            &env,
+            &["get", "lorgm", "research-carol", "-n", ns, "-o", "wide"],
+        )
+        .await,
+    );
+    assert!(
+        wide.ends_with(" 4f1c9a4e-0d7e-4b8e-9d51-3f0f4c2a9b10 existing-carol"),
+        "{wide}"
+    );
+
+    let table = squeeze(&ok(&env, &["get", "lorg", "finance", "-n", ns]).await);
+    assert!(table.contains("\nfinance Finance "), "{table}");
+    assert!(table.contains(" False Conflict "), "{table}");
+    assert!(
+        table.contains("\nfinance Finance org-finance-2024 "),
+        "{table}"
+    );
+    let wide = squeeze(&ok(&env, &["get", "lorg", "finance", "-n", ns, "-o", "wide"]).await);
+    assert!(
+        wide.starts_with(
+            "NAME ALIAS ID SPEND BUDGET READY REASON AGE BUDGET ID SOFT BUDGET BUDGET RESET"
+        ),
+        "{wide}"
+    );
+    // kubectl prints nothing for a column whose field is absent (no budgetResetAt here).
+    assert!(wide.ends_with(" finance-budget 150"), "{wide}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use serde_json::json;
 use support::TestDb;
 use support::cluster::{Cluster, World};
 use support::kube::{Kubectl, member, organization};
-use support::operator::{DbProxy, Operator, member_ready, org_ready, wait_event, wait_for};
+use support::operator::{DbProxy, Operator, member_ready, org_ready, poll, wait_event, wait_for};
 
 /// A series of Organization reconciles (any result).
 fn is_org_reconcile(series: &str) -> bool {
@@ -197,6 +197,17 @@ async fn examples_reconcile_end_to_end() {
         events.contains("DriftCorrected") && events.contains("organization_alias"),
         "{events}"
     );
+    // Members mirror their organization's alias: one that read it while it had drifted
+    // shows it until its next resync.
+    for name in ["research-alice", "research-bob", "research-carol"] {
+        wait_for(members, name, 30, "the alias back", |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.organization_alias.as_deref())
+                == Some("Research")
+        })
+        .await;
+    }
 
     // A resync with nothing changed writes nothing: no row, no API object.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -827,6 +838,14 @@ async fn lease_holder(w: &World) -> String {
         .expect("holder")
 }
 
+/// The operator's `leader` gauge.
+async fn leader_gauge(op: &Operator) -> Option<f64> {
+    op.metrics()
+        .await
+        .get("litellm_org_operator_leader")
+        .copied()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_fails_over_without_duplicates() {
     // Two replicas of one release with the chart's leader election (a real Lease in the
@@ -862,6 +881,21 @@ async fn leader_election_fails_over_without_duplicates() {
         .map(|(_, v)| *v)
         .sum::<f64>();
     assert_eq!(follower_writes, 0.0, "the follower wrote nothing");
+    // The `leader` gauge says which replica writes.
+    let follower = ops[1 - leader].as_ref().expect("follower");
+    assert_eq!(
+        leader_gauge(follower).await,
+        Some(0.0),
+        "the follower's gauge"
+    );
+    let current = ops[leader].as_ref().expect("leader");
+    poll(30, "the leader's gauge at 1", || async {
+        match leader_gauge(current).await {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     // Kill the leader; the follower takes over within the lease duration.
     if let Some(op) = ops[leader].take() {
@@ -887,6 +921,14 @@ async fn leader_election_fails_over_without_duplicates() {
     .await;
     let new_holder = lease_holder(&w).await;
     assert_ne!(new_holder, holder, "the lease moved");
+    let survivor = ops[1 - leader].as_ref().expect("the other replica");
+    poll(30, "the new leader's gauge at 1", || async {
+        match leader_gauge(survivor).await {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     assert_eq!(
         db.count("LiteLLM_OrganizationTable").await,
         20,
@@ -1139,9 +1181,9 @@ async fn an_undecodable_object_is_stalled_alone_and_can_be_deleted() {
         );
     }
     assert!(
-        op.log_lines().iter().any(|l| l.contains("WARN")
-            && l.contains("cannot be decoded")
-            && l.contains("deep-new")),
+        op.log_lines()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("cannot be read") && l.contains("deep-new")),
         "a WARN log line names the object"
     );
 
@@ -1237,7 +1279,9 @@ async fn nul_characters_stall_with_the_field_named() {
     assert!(reconciles <= 1.0, "{reconciles} reconciles in 6 s");
     let metrics = op.metrics().await;
     assert!(
-        !metrics.keys().any(|k| is_unavailable_error(k)),
+        !metrics
+            .iter()
+            .any(|(k, v)| is_unavailable_error(k) && *v > 0.0),
         "{metrics:#?}"
     );
     // Fixing the field clears it.
@@ -1719,5 +1763,390 @@ async fn every_object_gets_its_turn_when_reconciles_cannot_keep_up() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = op.terminate().await;
     assert!(status.success(), "{status:?}");
+    w.db.cleanup().await;
+}
+
+/// The JSON log lines of `lines` whose `fields` hold every `(key, value)` of `want`.
+fn logged(lines: &[serde_json::Value], want: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| {
+            want.iter()
+                .all(|(k, v)| l["fields"][*k].as_str() == Some(*v))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Events about `name` with this reason, counting each repeat of a series.
+async fn event_count(client: &kube::Client, ns: &str, name: &str, reason: &str) -> i32 {
+    support::operator::events_about(client, ns, name)
+        .await
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+/// What on-call reads, from one operator run with JSON logs: the budget crossings (a
+/// Warning event once per crossing, status with the soft budget and the next reset, the
+/// budget series of organizations and members), the series alerts read from the start
+/// (build_info, leader, every error class at 0, reconciles in flight), `kubectl get` showing
+/// names instead of ids, one log line with the object's key as fields for every change and
+/// problem, no colour codes in a log that is not a terminal, and one shutdown line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_call_reads_budget_crossings_metrics_and_logs() {
+    let w = World::new("oncall").await;
+    let (db, orgs, members, ns) = (&w.db, &w.orgs, &w.members, w.ns.as_str());
+    let client = w.client();
+    // Info from every crate, so a line kube-runtime prints would be seen.
+    let op = w
+        .operator_with(w.options().args(&["--log-format", "json"]).rust_log("info"))
+        .await;
+
+    // Every series an alert reads, before any object exists.
+    let metrics = op.metrics().await;
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        metrics.get(&format!(
+            r#"litellm_org_operator_build_info{{version="{version}"}}"#
+        )),
+        Some(&1.0),
+        "{metrics:#?}"
+    );
+    for kind in ["Organization", "OrganizationMember"] {
+        for class in [
+            "InvalidSpec",
+            "Conflict",
+            "DatabaseUnavailable",
+            "KubernetesApi",
+        ] {
+            let series = format!(
+                r#"litellm_org_operator_reconcile_errors_total{{kind="{kind}",class="{class}"}}"#
+            );
+            assert_eq!(metrics.get(&series), Some(&0.0), "{series}");
+        }
+        let series = format!(r#"litellm_org_operator_reconciles_in_flight{{kind="{kind}"}}"#);
+        assert!(metrics.contains_key(&series), "{series}: {metrics:#?}");
+    }
+    // The chart runs with leader election: 1 once this only replica holds the lease.
+    poll(30, "leader 1", || async {
+        match op.metrics().await.get("litellm_org_operator_leader") {
+            Some(v) if *v == 1.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    create(
+        orgs,
+        &organization(
+            "acme",
+            json!({"alias": "Acme Corp", "budget": {"maxBudget": 10, "softBudget": 5, "budgetDuration": "30d"}}),
+        ),
+    )
+    .await;
+    create(
+        members,
+        &member(
+            "acme-dana",
+            json!({"organizationRef": {"name": "acme"}, "user": {"email": "dana@example.com"},
+                   "role": "internal_user", "maxBudgetInOrganization": 2}),
+        ),
+    )
+    .await;
+    let acme = wait_for(orgs, "acme", 60, "Ready", org_ready).await;
+    let status = acme.status.clone().expect("status");
+    let org_id = status.organization_id.clone().expect("id");
+    assert_eq!(status.soft_budget, Some(5.0));
+    let reset = db
+        .strings_with(
+            r#"SELECT to_char(b.budget_reset_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM "LiteLLM_OrganizationTable" o JOIN "LiteLLM_BudgetTable" b ON b.budget_id = o.budget_id WHERE o.organization_id = $1"#,
+            &[&org_id],
+        )
+        .await;
+    assert_eq!(
+        status.budget_reset_at.as_deref(),
+        reset.first().map(String::as_str)
+    );
+    assert!(
+        status.budget_reset_at.is_some(),
+        "a 30d budget resets: {status:?}"
+    );
+    let dana = wait_for(members, "acme-dana", 60, "Ready", member_ready).await;
+    let dana_status = dana.status.clone().expect("status");
+    let user_id = dana_status.user_id.clone().expect("user id");
+    assert_eq!(dana_status.user_email.as_deref(), Some("dana@example.com"));
+    assert_eq!(dana_status.organization_alias.as_deref(), Some("Acme Corp"));
+    assert_eq!(
+        (dana_status.spend, dana_status.max_budget),
+        (Some(0.0), Some(2.0))
+    );
+    let table = w
+        .kubectl()
+        .ok(&["get", "lorgm", "acme-dana", "-n", ns])
+        .await;
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            "acme-dana",
+            "Acme",
+            "Corp",
+            "dana@example.com",
+            "internal_user",
+            "True",
+            "Synced"
+        ],
+        "{table}"
+    );
+    assert!(!table.contains(&user_id), "{table}");
+
+    let series = |metric: &str, name: &str| {
+        format!(r#"litellm_org_operator_{metric}{{namespace="{ns}",name="{name}"}}"#)
+    };
+    let metrics = op.metrics().await;
+    for (metric, name, value) in [
+        ("organization_spend_usd", "acme", 0.0),
+        ("organization_max_budget_usd", "acme", 10.0),
+        ("organization_soft_budget_usd", "acme", 5.0),
+        ("member_spend_usd", "acme-dana", 0.0),
+        ("member_max_budget_usd", "acme-dana", 2.0),
+    ] {
+        assert_eq!(
+            metrics.get(&series(metric, name)),
+            Some(&value),
+            "{metric} {name}"
+        );
+    }
+
+    // Spend as LiteLLM writes it, past the soft budget: one SoftBudgetExceeded at the resync.
+    let set_spend = |spend: &'static str| {
+        let id = org_id.clone();
+        async move {
+            db.exec_with(
+                &format!(r#"UPDATE "LiteLLM_OrganizationTable" SET spend = {spend} WHERE organization_id = $1"#),
+                &[&id],
+            )
+            .await;
+        }
+    };
+    let spend_is =
+        |spend: f64| move |o: &Organization| o.status.as_ref().and_then(|s| s.spend) == Some(spend);
+    set_spend("6").await;
+    wait_event(&client, ns, "acme", "Warning", "SoftBudgetExceeded").await;
+    assert_eq!(event_count(&client, ns, "acme", "BudgetExceeded").await, 0);
+    set_spend("12").await;
+    let over = wait_event(&client, ns, "acme", "Warning", "BudgetExceeded").await;
+    assert_eq!(
+        over.note.as_deref(),
+        Some("the organization's spend 12.00 USD has reached its max budget 10.00 USD")
+    );
+    // Two more resyncs that see the spend over both budgets: no new event.
+    set_spend("13").await;
+    wait_for(orgs, "acme", 30, "spend 13", spend_is(13.0)).await;
+    set_spend("14").await;
+    wait_for(orgs, "acme", 30, "spend 14", spend_is(14.0)).await;
+    assert_eq!(
+        event_count(&client, ns, "acme", "SoftBudgetExceeded").await,
+        1
+    );
+    assert_eq!(event_count(&client, ns, "acme", "BudgetExceeded").await, 1);
+    assert_eq!(
+        op.metrics()
+            .await
+            .get(&series("organization_spend_usd", "acme")),
+        Some(&14.0)
+    );
+    // The budget resets (spend back to 0), then spend crosses the soft budget again.
+    set_spend("0").await;
+    wait_for(orgs, "acme", 30, "spend 0", spend_is(0.0)).await;
+    set_spend("7").await;
+    poll(30, "a second SoftBudgetExceeded", || async {
+        match event_count(&client, ns, "acme", "SoftBudgetExceeded").await {
+            2 => Ok(()),
+            n => Err(format!("{n} events")),
+        }
+    })
+    .await;
+    assert_eq!(event_count(&client, ns, "acme", "BudgetExceeded").await, 1);
+
+    // A member's declared budget.
+    db.exec_with(
+        r#"UPDATE "LiteLLM_OrganizationMembership" SET spend = 3 WHERE user_id = $1 AND organization_id = $2"#,
+        &[&user_id, &org_id],
+    )
+    .await;
+    let member_over = wait_event(&client, ns, "acme-dana", "Warning", "BudgetExceeded").await;
+    assert_eq!(
+        member_over.note.as_deref(),
+        Some("the member's spend 3.00 USD has reached its max budget 2.00 USD")
+    );
+    let dana = wait_for(members, "acme-dana", 30, "spend 3", |m| {
+        m.status.as_ref().and_then(|s| s.spend) == Some(3.0)
+    })
+    .await;
+    assert_eq!(dana.status.and_then(|s| s.max_budget), Some(2.0));
+    assert_eq!(
+        op.metrics()
+            .await
+            .get(&series("member_spend_usd", "acme-dana")),
+        Some(&3.0)
+    );
+
+    // Changes and problems, each to be logged: an update, drift, a conflict, an invalid spec.
+    patch_spec(orgs, "acme", json!({"alias": "Acme Inc"})).await;
+    wait_event(&client, ns, "acme", "Normal", "Updated").await;
+    db.exec_with(
+        r#"UPDATE "LiteLLM_OrganizationTable" SET organization_alias = 'hacked' WHERE organization_id = $1"#,
+        &[&org_id],
+    )
+    .await;
+    wait_event(&client, ns, "acme", "Normal", "DriftCorrected").await;
+    create(
+        orgs,
+        &organization("acme-twin", json!({"organizationId": org_id})),
+    )
+    .await;
+    wait_event(&client, ns, "acme-twin", "Warning", "Conflict").await;
+    create(orgs, &organization("acme-nul", json!({"alias": "a\u{0}b"}))).await;
+    wait_event(&client, ns, "acme-nul", "Warning", "InvalidSpec").await;
+    members
+        .delete("acme-dana", &DeleteParams::default())
+        .await
+        .expect("delete member");
+    wait_gone(members, "acme-dana", 30).await;
+    let metrics = op.metrics().await;
+    assert!(
+        !metrics.keys().any(|k| k.contains(r#"name="acme-dana""#)),
+        "a deleted member's series go: {metrics:#?}"
+    );
+
+    let (exit, lines) = op.terminate_with_log().await;
+    assert!(exit.success(), "{exit}");
+    let text = lines.join("\n");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes in a piped log:\n{text}"
+    );
+    // One `name` per line: the object's (a span's name beside it would be a duplicate key).
+    for line in &lines {
+        assert!(line.matches(r#""name":"#).count() <= 1, "{line}");
+    }
+    let json: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let at = |kind: &str, name: &str, reason: &str| {
+        logged(
+            &json,
+            &[
+                ("kind", kind),
+                ("namespace", ns),
+                ("name", name),
+                ("reason", reason),
+            ],
+        )
+    };
+    for (kind, name, reason, level, says) in [
+        (
+            "Organization",
+            "acme",
+            "Created",
+            "INFO",
+            "created the organization",
+        ),
+        (
+            "OrganizationMember",
+            "acme-dana",
+            "Created",
+            "INFO",
+            "created the user and the membership",
+        ),
+        (
+            "Organization",
+            "acme",
+            "Updated",
+            "INFO",
+            "organization_alias",
+        ),
+        (
+            "Organization",
+            "acme",
+            "DriftCorrected",
+            "INFO",
+            "organization_alias",
+        ),
+        (
+            "Organization",
+            "acme",
+            "SoftBudgetExceeded",
+            "WARN",
+            "soft budget 5.00",
+        ),
+        (
+            "Organization",
+            "acme",
+            "BudgetExceeded",
+            "WARN",
+            "max budget 10.00",
+        ),
+        (
+            "OrganizationMember",
+            "acme-dana",
+            "BudgetExceeded",
+            "WARN",
+            "max budget 2.00",
+        ),
+        ("Organization", "acme-twin", "Conflict", "WARN", &org_id),
+        (
+            "Organization",
+            "acme-nul",
+            "InvalidSpec",
+            "WARN",
+            "spec.alias",
+        ),
+        (
+            "OrganizationMember",
+            "acme-dana",
+            "Deleted",
+            "INFO",
+            "deleted the membership",
+        ),
+    ] {
+        let found = at(kind, name, reason);
+        let line = found
+            .first()
+            .unwrap_or_else(|| panic!("no {reason} line for {kind}/{ns}/{name} in:\n{text}"));
+        assert_eq!(line["level"], level, "{line}");
+        let message = line["fields"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{says:?} in {line}");
+    }
+    // Once per crossing in the log too.
+    assert_eq!(
+        at("Organization", "acme", "SoftBudgetExceeded").len(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        at("Organization", "acme", "BudgetExceeded").len(),
+        1,
+        "{text}"
+    );
+    // One shutdown line, and not kube-runtime's per-controller ones.
+    let shutdown = lines
+        .iter()
+        .filter(|l| l.contains("shutdown requested"))
+        .count();
+    assert_eq!(shutdown, 1, "{text}");
+    assert!(
+        !text.to_lowercase().contains("ctrl+c to shut down"),
+        "{text}"
+    );
     w.db.cleanup().await;
 }

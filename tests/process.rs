@@ -16,6 +16,7 @@ fn run_exits_when_its_http_address_is_taken() {
         .current_dir(dir.path())
         .args(["run", "--http-addr", &addr])
         .env("DATABASE_URL", "postgres://user:secret@127.0.0.1:1/db")
+        .env("RUST_LOG", "info")
         .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -43,6 +44,12 @@ fn run_exits_when_its_http_address_is_taken() {
         "{stderr}"
     );
     assert!(!stderr.contains("secret"), "{stderr}");
+    // A log that is not a terminal carries no colour codes.
+    assert!(
+        stderr.contains("INFO") && stderr.contains("starting"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
     drop(taken);
 }
 

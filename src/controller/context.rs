@@ -88,6 +88,22 @@ impl Leadership {
         self.lease.as_ref().is_none_or(|rx| *rx.borrow())
     }
 
+    /// Keep the `leader` gauge equal to [`Leadership::is_leader`] until the lease's channel
+    /// closes (then 0: this replica no longer knows it holds the lease).
+    pub async fn report_to(self, metrics: Arc<Metrics>) {
+        let Some(mut rx) = self.lease else {
+            metrics.set_leader(true);
+            return;
+        };
+        loop {
+            metrics.set_leader(*rx.borrow_and_update());
+            if rx.changed().await.is_err() {
+                metrics.set_leader(false);
+                return;
+            }
+        }
+    }
+
     /// Fires each time this replica becomes the leader (to reconcile everything then).
     pub fn elected(&self, kind: &'static str) -> impl futures::Stream<Item = ()> + Send + 'static {
         let rx = self.lease.clone();
@@ -278,8 +294,10 @@ impl Context {
         }
     }
 
-    /// Publish an event; failures to publish are logged, never fatal. The note is cut to the
-    /// 1024 bytes kube-apiserver accepts.
+    /// Publish an event, and log it: one line with the object's kind, namespace and name
+    /// as fields (WARN for a Warning, INFO otherwise), so the log tells every change the
+    /// operator made and every problem it reported, as the events do. Failures to publish are
+    /// logged, never fatal. The note is cut to the 1024 bytes kube-apiserver accepts.
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -288,6 +306,14 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        let kind = K::kind(&());
+        let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+        let name = obj.meta().name.as_deref().unwrap_or_default();
+        if warning {
+            tracing::warn!(%kind, namespace, name, reason, "{note}");
+        } else {
+            tracing::info!(%kind, namespace, name, reason, "{note}");
+        }
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -320,7 +346,7 @@ impl Context {
                 .await
         };
         if let Err(e) = published {
-            tracing::warn!(error = %e, reason, "could not publish event");
+            tracing::warn!(%kind, namespace, name, error = %e, reason, "could not publish event");
         }
     }
 

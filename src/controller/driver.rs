@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::{Context, ControllerError};
 use super::raw::{DeleteTarget, Raw};
-use super::status::{Outcome, apply_outcome, own_status};
+use super::status::{Outcome, Spending, apply_outcome, budget_crossings, own_status};
 use super::{is_paused, resync_action};
 use crate::crd::{ConditionReason, DeletionPolicy, FINALIZER};
 use crate::engine::{ObjectKey, ObjectPlan};
@@ -39,6 +39,8 @@ pub trait Reconciled:
     const KIND: &'static str;
     /// The note of the event published when the delete cascade ran.
     const DELETED_NOTE: &'static str;
+    /// Who spends, in budget events ("the organization").
+    const SPENDER: &'static str;
     /// The `status` subresource.
     type Status: Clone + PartialEq + Serialize + Send + Sync;
     /// What a successful reconcile reports in status (ids, figures read back).
@@ -70,6 +72,8 @@ pub trait Reconciled:
     fn created_note(&self, plan: &ObjectPlan) -> Option<String>;
     /// The status after `outcome` (`synced` only after a successful reconcile).
     fn next_status(&self, outcome: &Outcome, synced: Option<&Self::Synced>) -> Self::Status;
+    /// What a status says of spend and budgets, to tell when a threshold was crossed.
+    fn spending(status: &Self::Status) -> Spending;
     /// Plan the removal of the rows the object `key` owns, by id. Reads only what a delete
     /// needs, so it works whatever the rest of the spec says now.
     fn plan_delete(
@@ -103,6 +107,7 @@ pub async fn reconcile<K: Reconciled>(
         return Ok(Action::await_change());
     }
     let started = Instant::now();
+    let _in_flight = ctx.metrics.reconcile_started(K::KIND);
     let api: Api<Raw<K>> =
         Api::namespaced(ctx.client.clone(), &raw.namespace().unwrap_or_default());
     let result = if is_paused(raw.as_ref()) && raw.meta().deletion_timestamp.is_none() {
@@ -186,7 +191,6 @@ async fn undecodable<K: Reconciled>(
     err: &serde_json::Error,
 ) -> Result<Action, ControllerError> {
     let key = key_of(raw);
-    tracing::warn!(kind = K::KIND, namespace = %key.namespace, name = %key.name, error = %err, "object cannot be decoded: not reconciled");
     let message =
         format!("the object cannot be read ({err}): fix it with kubectl edit, or delete it");
     let outcome = Outcome::Failed {
@@ -247,7 +251,21 @@ async fn apply<K: Reconciled>(raw: Arc<Raw<K>>, ctx: &Context) -> Result<Action,
     let outcome = Outcome::Synced {
         message: obj.synced_message(&synced),
     };
+    // Crossings are told from the status as it was and as it is written now, so each is
+    // published once: the next resync reads the status this one writes.
+    let before = obj.current_status().map(K::spending).unwrap_or_default();
+    let after = K::spending(&obj.next_status(&outcome, Some(&synced)));
     write_status(&api, &obj, ctx, &outcome, Some(&synced)).await?;
+    for crossing in budget_crossings(K::SPENDER, before, after) {
+        ctx.event(
+            &obj,
+            true,
+            crossing.reason.as_str(),
+            "Reconcile",
+            crossing.note,
+        )
+        .await;
+    }
     ctx.done_waiting(&failure_key::<K>(&obj));
     Ok(resync_action(ctx.resync))
 }
@@ -339,7 +357,6 @@ async fn cleanup<K: Reconciled>(
             let note = format!(
                 "spec.deletionPolicy or spec.organizationId cannot be read ({e}): nothing was deleted; fix the object, or remove the finalizer {FINALIZER} to leave the rows in place"
             );
-            tracing::warn!(kind = K::KIND, namespace = %key.namespace, name = %key.name, "{note}");
             ctx.event(
                 raw.as_ref(),
                 true,
@@ -369,9 +386,6 @@ async fn cleanup<K: Reconciled>(
     }
     ctx.engine.apply(&plan).await?;
     ctx.done_waiting(&failure_key::<K>(raw.as_ref()));
-    if let Some(dependents) = plan.deleted_dependents() {
-        tracing::info!(kind = K::KIND, namespace = %key.namespace, name = %key.name, removed = %dependents, "deleted the organization from LiteLLM");
-    }
     if target.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
             raw.as_ref(),
@@ -403,7 +417,6 @@ async fn delete_waits<K: Reconciled>(
     message: String,
 ) -> Result<Action, ControllerError> {
     let key = key_of(raw);
-    tracing::info!(kind = K::KIND, namespace = %key.namespace, name = %key.name, reason = reason.as_str(), "{message}");
     if let Ok(obj) = raw.decode() {
         let api: Api<Raw<K>> = Api::namespaced(ctx.client.clone(), &key.namespace);
         let outcome = Outcome::Failed {

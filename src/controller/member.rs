@@ -7,14 +7,16 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, failure_key, key_of};
+use crate::controller::figures::{self, MemberFigures};
 use crate::controller::raw::{DeleteTarget, Raw};
-use crate::controller::status::{Outcome, is_ready, member_status};
+use crate::controller::status::{Outcome, Spending, is_ready, member_status};
 use crate::controller::tenancy;
 use crate::crd::{
     DeletionPolicy, Organization, OrganizationMember, OrganizationMemberStatus, OrganizationStatus,
 };
 use crate::engine::{DesiredMember, ObjectKey, ObjectPlan, OrganizationTarget};
 use crate::error::EngineError;
+use crate::metrics::BudgetFigures;
 use crate::store::Change;
 
 /// What a synced member reports.
@@ -26,6 +28,8 @@ pub struct SyncedMember {
     role: &'static str,
     /// What the plan noted (a user whose email LiteLLM changed), for the Ready message.
     notes: String,
+    /// What the membership's rows say once written.
+    figures: Option<MemberFigures>,
 }
 
 /// The organization id a member points at, or why it cannot be used yet.
@@ -70,6 +74,7 @@ fn resolve_organization(desired: &DesiredMember, ctx: &Context) -> Result<String
 impl Reconciled for OrganizationMember {
     const KIND: &'static str = "OrganizationMember";
     const DELETED_NOTE: &'static str = "deleted the membership from LiteLLM (the user is kept)";
+    const SPENDER: &'static str = "the member";
     type Status = OrganizationMemberStatus;
     type Synced = SyncedMember;
 
@@ -93,8 +98,29 @@ impl Reconciled for OrganizationMember {
             role: desired.role.as_str(),
             organization_id,
             notes: plan.notes.join("; "),
+            figures: None,
         };
         Ok((plan, synced))
+    }
+
+    async fn read_back(&self, ctx: &Context, synced: &mut SyncedMember) -> Result<(), EngineError> {
+        ctx.metrics.count_database("usage");
+        synced.figures =
+            figures::member_figures(ctx.engine.store(), &synced.user_id, &synced.organization_id)
+                .await?;
+        let key = key_of(self);
+        let declared = synced
+            .figures
+            .as_ref()
+            .filter(|_| self.spec.max_budget_in_organization.is_some())
+            .map(|f| BudgetFigures {
+                spend: f.spend,
+                max_budget: f.max_budget,
+                soft_budget: None,
+            });
+        ctx.metrics
+            .set_member_budget(&key.namespace, &key.name, declared);
+        Ok(())
     }
 
     fn synced_message(&self, synced: &SyncedMember) -> String {
@@ -139,7 +165,13 @@ impl Reconciled for OrganizationMember {
                     s.budget_id.as_deref(),
                 )
             }),
+            synced.and_then(|s| s.figures.as_ref()),
+            self.spec.max_budget_in_organization.is_some(),
         )
+    }
+
+    fn spending(status: &OrganizationMemberStatus) -> Spending {
+        Spending::of_member(status)
     }
 
     fn current_status(&self) -> Option<&OrganizationMemberStatus> {

@@ -8,6 +8,7 @@
 
 mod context;
 mod driver;
+pub mod figures;
 mod index;
 mod member;
 mod organization;
@@ -18,7 +19,7 @@ pub mod tenancy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -135,6 +136,10 @@ pub async fn run(
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
+    // One watcher of SIGTERM / Ctrl-C for every controller of every scope (kube-runtime's
+    // `shutdown_on_signal` would install one per controller, each announcing itself).
+    let shutdown = shutdown_signal().boxed().shared();
+    tokio::spawn(leadership.clone().report_to(metrics.clone()));
     let mut runs = Vec::new();
     for scope in scopes {
         let (org_api, member_api): (Api<Raw<Organization>>, Api<Raw<OrganizationMember>>) =
@@ -206,7 +211,7 @@ pub async fn run(
                 index.members_of(&org.namespace().unwrap_or_default(), &org.name_any())
             })
             .reconcile_all_on(leadership.elected("OrganizationMember"))
-            .shutdown_on_signal()
+            .graceful_shutdown_on(shutdown.clone())
             .run(
                 driver::reconcile::<OrganizationMember>,
                 driver::error_policy::<OrganizationMember>,
@@ -221,7 +226,7 @@ pub async fn run(
         let org_controller = Controller::for_stream(org_trigger, org_reader.clone())
             .with_config(controller_config)
             .reconcile_all_on(leadership.elected("Organization"))
-            .shutdown_on_signal()
+            .graceful_shutdown_on(shutdown.clone())
             .run(
                 driver::reconcile::<Organization>,
                 driver::error_policy::<Organization>,
@@ -248,6 +253,39 @@ pub async fn run(
     futures::future::join_all(runs).await;
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C, once for the whole process: the controllers then
+/// start no new reconcile and let those in flight finish. A second signal exits at once.
+async fn shutdown_signal() {
+    termination().await;
+    tracing::info!(
+        "shutdown requested: in-flight reconciles finish first (a second SIGTERM or Ctrl-C exits at once)"
+    );
+    tokio::spawn(async {
+        termination().await;
+        tracing::warn!("second shutdown signal: exiting without waiting for in-flight reconciles");
+        std::process::exit(130);
+    });
+}
+
+/// The next SIGTERM or SIGINT (Ctrl-C).
+async fn termination() {
+    let sigterm = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM: only Ctrl-C stops the operator gracefully");
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
+    }
 }
 
 /// What a member reads of its organization (see `member::resolve_organization`), hashed.

@@ -3,12 +3,14 @@
 
 use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
+use crate::controller::figures::{self, OrganizationBudget};
 use crate::controller::raw::DeleteTarget;
-use crate::controller::status::{Outcome, organization_status};
+use crate::controller::status::{Outcome, Spending, organization_status};
 use crate::controller::tenancy;
 use crate::crd::{DeletionPolicy, Organization, OrganizationStatus};
 use crate::engine::{DesiredOrganization, ObjectKey, ObjectPlan, ids};
 use crate::error::EngineError;
+use crate::metrics::BudgetFigures;
 use crate::store::{Change, OrganizationUsage};
 
 /// What a synced organization reports.
@@ -16,11 +18,13 @@ pub struct SyncedOrganization {
     organization_id: String,
     budget_id: String,
     usage: Option<OrganizationUsage>,
+    budget: Option<OrganizationBudget>,
 }
 
 impl Reconciled for Organization {
     const KIND: &'static str = "Organization";
     const DELETED_NOTE: &'static str = "deleted the organization and its budget from LiteLLM";
+    const SPENDER: &'static str = "the organization";
     type Status = OrganizationStatus;
     type Synced = SyncedOrganization;
 
@@ -55,6 +59,7 @@ impl Reconciled for Organization {
                 .clone()
                 .unwrap_or_else(|| desired.budget.budget_id().to_string()),
             usage: None,
+            budget: None,
         };
         Ok((plan, synced))
     }
@@ -68,10 +73,18 @@ impl Reconciled for Organization {
             .engine
             .organization_usage(&synced.organization_id)
             .await?;
+        ctx.metrics.count_database("usage");
+        synced.budget =
+            figures::organization_budget(ctx.engine.store(), &synced.organization_id).await?;
         if let Some(u) = &synced.usage {
             let key = key_of(self);
+            let figures = BudgetFigures {
+                spend: u.spend,
+                max_budget: u.max_budget,
+                soft_budget: synced.budget.as_ref().and_then(|b| b.soft_budget),
+            };
             ctx.metrics
-                .set_spend(&key.namespace, &key.name, u.spend, u.max_budget);
+                .set_organization_budget(&key.namespace, &key.name, figures);
         }
         Ok(())
     }
@@ -94,8 +107,20 @@ impl Reconciled for Organization {
     ) -> OrganizationStatus {
         let ids = synced.map(|s| (s.organization_id.as_str(), s.budget_id.as_str()));
         let usage = synced.and_then(|s| s.usage.as_ref());
+        let budget = synced.and_then(|s| s.budget.as_ref());
         let current = self.status.as_ref();
-        organization_status(current, self.metadata.generation, outcome, ids, usage)
+        organization_status(
+            current,
+            self.metadata.generation,
+            outcome,
+            ids,
+            usage,
+            budget,
+        )
+    }
+
+    fn spending(status: &OrganizationStatus) -> Spending {
+        Spending::of_organization(status)
     }
 
     async fn plan_delete(

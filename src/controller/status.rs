@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::context::public_message;
+use super::figures::{MemberFigures, OrganizationBudget, rfc3339};
 use crate::crd::{
     ConditionReason, ConditionType, OrganizationMemberStatus, OrganizationStatus, set_condition,
 };
@@ -152,6 +153,7 @@ pub fn organization_status(
     outcome: &Outcome,
     ids: Option<(&str, &str)>,
     usage: Option<&OrganizationUsage>,
+    budget: Option<&OrganizationBudget>,
 ) -> OrganizationStatus {
     let mut status = current.cloned().unwrap_or_default();
     apply_outcome(&mut status.conditions, outcome, generation);
@@ -184,11 +186,101 @@ pub fn organization_status(
             generation,
         );
     }
+    if let Some(b) = budget {
+        status.soft_budget = b.soft_budget;
+        status.budget_reset_at = b.budget_reset_at.map(rfc3339);
+    }
     status
 }
 
-/// The member's next status.
+/// The member's next status; `figures` are the membership's, and its spend and budget are
+/// mirrored only while the member declares a budget (`declares_budget`).
 pub fn member_status(
+    current: Option<&OrganizationMemberStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    ids: Option<(&str, &str, bool, Option<&str>)>,
+    figures: Option<&MemberFigures>,
+    declares_budget: bool,
+) -> OrganizationMemberStatus {
+    let mut status = member_ids_status(current, generation, outcome, ids);
+    if let Some(f) = figures {
+        status.organization_alias = f.organization_alias.clone();
+        status.user_email = f.user_email.clone();
+        status.spend = declares_budget.then_some(f.spend);
+        status.max_budget = f.max_budget.filter(|_| declares_budget);
+    }
+    status
+}
+
+/// What a status says of an object's spending, to tell when a threshold was crossed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Spending {
+    pub spend: Option<f64>,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+}
+
+impl Spending {
+    pub fn of_organization(s: &OrganizationStatus) -> Self {
+        Self {
+            spend: s.spend,
+            max_budget: s.max_budget,
+            soft_budget: s.soft_budget,
+        }
+    }
+
+    pub fn of_member(s: &OrganizationMemberStatus) -> Self {
+        Self {
+            spend: s.spend,
+            max_budget: s.max_budget,
+            soft_budget: None,
+        }
+    }
+}
+
+/// A budget threshold crossed upwards: a Warning event with this reason and note.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Crossing {
+    pub reason: ConditionReason,
+    pub note: String,
+}
+
+/// True when `spend` has reached `threshold` (both known).
+fn reached(spend: Option<f64>, threshold: Option<f64>) -> bool {
+    matches!((spend, threshold), (Some(s), Some(t)) if s >= t)
+}
+
+/// The thresholds `after` has reached and `before` had not: each crossing is reported once,
+/// whatever the number of resyncs that see it, and again after spend went back below the
+/// threshold (a reset, a raised budget) and crossed it anew. `what` names the spender in the
+/// note ("the organization").
+pub fn budget_crossings(what: &str, before: Spending, after: Spending) -> Vec<Crossing> {
+    let mut crossings = Vec::new();
+    let spend = after.spend.unwrap_or_default();
+    if reached(after.spend, after.max_budget) && !reached(before.spend, before.max_budget) {
+        crossings.push(Crossing {
+            reason: ConditionReason::BudgetExceeded,
+            note: format!(
+                "{what}'s spend {spend:.2} USD has reached its max budget {:.2} USD",
+                after.max_budget.unwrap_or_default()
+            ),
+        });
+    }
+    if reached(after.spend, after.soft_budget) && !reached(before.spend, before.soft_budget) {
+        crossings.push(Crossing {
+            reason: ConditionReason::SoftBudgetExceeded,
+            note: format!(
+                "{what}'s spend {spend:.2} USD has crossed its soft budget {:.2} USD",
+                after.soft_budget.unwrap_or_default()
+            ),
+        });
+    }
+    crossings
+}
+
+/// The member's status with its outcome and ids.
+fn member_ids_status(
     current: Option<&OrganizationMemberStatus>,
     generation: Option<i64>,
     outcome: &Outcome,
@@ -264,20 +356,26 @@ mod tests {
         let ok = Outcome::Synced {
             message: "in sync".into(),
         };
-        let first = organization_status(None, Some(3), &ok, Some(("o", "b")), Some(&usage));
+        let first = organization_status(None, Some(3), &ok, Some(("o", "b")), Some(&usage), None);
         assert_eq!(first.observed_generation, Some(3));
         assert_eq!(cond(&first, "Ready").status, "True");
         assert_eq!(cond(&first, "Stalled").status, "False");
         assert_eq!(cond(&first, "BudgetExceeded").status, "False");
-        let second =
-            organization_status(Some(&first), Some(3), &ok, Some(("o", "b")), Some(&usage));
+        let second = organization_status(
+            Some(&first),
+            Some(3),
+            &ok,
+            Some(("o", "b")),
+            Some(&usage),
+            None,
+        );
         assert_eq!(first, second, "no change, no write");
     }
 
     #[test]
     fn errors_classify_into_stalled_or_reconciling() {
         let invalid = Outcome::from_error(&EngineError::invalid("spec.x", "bad"));
-        let s = organization_status(None, Some(1), &invalid, None, None);
+        let s = organization_status(None, Some(1), &invalid, None, None, None);
         assert_eq!(cond(&s, "Stalled").status, "True");
         assert_eq!(cond(&s, "Stalled").reason, "InvalidSpec");
         assert_eq!(cond(&s, "Reconciling").status, "False");
@@ -285,7 +383,7 @@ mod tests {
         let down = Outcome::from_error(&EngineError::Store(crate::error::StoreError::Unavailable(
             "x".into(),
         )));
-        let s = organization_status(Some(&s), Some(1), &down, None, None);
+        let s = organization_status(Some(&s), Some(1), &down, None, None, None);
         assert_eq!(cond(&s, "Stalled").status, "False");
         assert_eq!(cond(&s, "Reconciling").status, "True");
         assert_eq!(cond(&s, "Reconciling").reason, "DatabaseUnavailable");
@@ -306,9 +404,108 @@ mod tests {
             },
             None,
             Some(&usage),
+            None,
         );
         assert_eq!(cond(&s, "BudgetExceeded").status, "True");
         assert_eq!(s.spend, Some(10.0));
+    }
+
+    #[test]
+    fn status_shows_the_soft_budget_and_the_next_reset() {
+        let budget = OrganizationBudget {
+            soft_budget: Some(5.0),
+            budget_reset_at: chrono::NaiveDate::from_ymd_opt(2027, 1, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0)),
+        };
+        let ok = Outcome::Synced {
+            message: String::new(),
+        };
+        let s = organization_status(None, Some(1), &ok, None, None, Some(&budget));
+        assert_eq!(s.soft_budget, Some(5.0));
+        assert_eq!(s.budget_reset_at.as_deref(), Some("2027-01-01T00:00:00Z"));
+        // A failed reconcile reads nothing and keeps what the last one read.
+        let down = Outcome::from_error(&EngineError::Store(crate::error::StoreError::Unavailable(
+            "x".into(),
+        )));
+        let f = organization_status(Some(&s), Some(1), &down, None, None, None);
+        assert_eq!(f.soft_budget, Some(5.0));
+    }
+
+    #[test]
+    fn members_mirror_spend_only_while_they_declare_a_budget() {
+        let figures = MemberFigures {
+            spend: 1.5,
+            max_budget: Some(2.0),
+            user_email: Some("Carol@Example.com".into()),
+            organization_alias: Some("Research".into()),
+        };
+        let ok = Outcome::Synced {
+            message: String::new(),
+        };
+        let ids = Some(("org", "user", false, Some("budget")));
+        let s = member_status(None, Some(1), &ok, ids, Some(&figures), true);
+        assert_eq!(s.user_email.as_deref(), Some("Carol@Example.com"));
+        assert_eq!(s.organization_alias.as_deref(), Some("Research"));
+        assert_eq!((s.spend, s.max_budget), (Some(1.5), Some(2.0)));
+        let s = member_status(Some(&s), Some(2), &ok, ids, Some(&figures), false);
+        assert_eq!((s.spend, s.max_budget), (None, None));
+        assert_eq!(s.user_email.as_deref(), Some("Carol@Example.com"));
+    }
+
+    fn spending(spend: f64, max: Option<f64>, soft: Option<f64>) -> Spending {
+        Spending {
+            spend: Some(spend),
+            max_budget: max,
+            soft_budget: soft,
+        }
+    }
+
+    fn reasons(c: &[Crossing]) -> Vec<&'static str> {
+        c.iter().map(|c| c.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn each_crossing_is_reported_once() {
+        let below = spending(1.0, Some(10.0), Some(5.0));
+        let soft = spending(6.0, Some(10.0), Some(5.0));
+        let over = spending(12.0, Some(10.0), Some(5.0));
+        assert!(budget_crossings("the organization", below, below).is_empty());
+        let crossed = budget_crossings("the organization", below, soft);
+        assert_eq!(reasons(&crossed), ["SoftBudgetExceeded"]);
+        assert_eq!(
+            crossed[0].note,
+            "the organization's spend 6.00 USD has crossed its soft budget 5.00 USD"
+        );
+        // Seen again at the next resync: nothing new.
+        assert!(budget_crossings("the organization", soft, soft).is_empty());
+        assert_eq!(
+            reasons(&budget_crossings("the organization", soft, over)),
+            ["BudgetExceeded"]
+        );
+        // Both at once, from a first status that knew nothing.
+        assert_eq!(
+            reasons(&budget_crossings(
+                "the organization",
+                Spending::default(),
+                over
+            )),
+            ["BudgetExceeded", "SoftBudgetExceeded"]
+        );
+        // Back below (a reset), then above again: reported again.
+        assert!(budget_crossings("the organization", over, below).is_empty());
+        assert_eq!(
+            reasons(&budget_crossings("the organization", below, soft)),
+            ["SoftBudgetExceeded"]
+        );
+        // A budget raised above the spend, then lowered under it: a new crossing.
+        let raised = spending(12.0, Some(20.0), Some(15.0));
+        assert!(budget_crossings("the organization", over, raised).is_empty());
+        assert_eq!(
+            reasons(&budget_crossings("the organization", raised, over)),
+            ["BudgetExceeded", "SoftBudgetExceeded"]
+        );
+        // No budget, no crossing.
+        assert!(budget_crossings("x", below, spending(100.0, None, None)).is_empty());
     }
 
     #[test]
@@ -316,8 +513,8 @@ mod tests {
         let ok = Outcome::Synced {
             message: String::new(),
         };
-        let s = organization_status(None, Some(1), &ok, None, None);
-        let p = organization_status(Some(&s), Some(2), &Outcome::Paused, None, None);
+        let s = organization_status(None, Some(1), &ok, None, None, None);
+        let p = organization_status(Some(&s), Some(2), &Outcome::Paused, None, None, None);
         assert_eq!(p.observed_generation, Some(1));
         assert_eq!(cond(&p, "Reconciling").reason, "Paused");
         assert_eq!(cond(&p, "Paused").status, "True");
@@ -325,7 +522,7 @@ mod tests {
         assert!(!is_ready(&p.conditions, p.observed_generation, Some(2)));
         // Resumed: the Paused condition goes (and own_status no longer carries it, so the
         // server-side apply removes it).
-        let r = organization_status(Some(&p), Some(2), &ok, None, None);
+        let r = organization_status(Some(&p), Some(2), &ok, None, None, None);
         assert!(r.conditions.iter().all(|c| c.type_ != "Paused"), "{r:?}");
         let applied = own_status(&p);
         assert!(

@@ -45,6 +45,8 @@ pub enum ConditionReason {
     /// The namespace may not reach the organization (tenancy).
     NotGranted,
     BudgetExceeded,
+    /// Spend has crossed the soft budget (a Warning event's reason).
+    SoftBudgetExceeded,
     WithinBudget,
     Paused,
     DriftCorrected,
@@ -56,7 +58,7 @@ pub enum ConditionReason {
 
 impl ConditionReason {
     /// The `reason` string as it appears in `status.conditions`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Synced => "Synced",
             Self::Progressing => "Progressing",
@@ -68,6 +70,7 @@ impl ConditionReason {
             Self::Conflict => "Conflict",
             Self::NotGranted => "NotGranted",
             Self::BudgetExceeded => "BudgetExceeded",
+            Self::SoftBudgetExceeded => "SoftBudgetExceeded",
             Self::WithinBudget => "WithinBudget",
             Self::Paused => "Paused",
             Self::DriftCorrected => "DriftCorrected",

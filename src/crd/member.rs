@@ -24,9 +24,15 @@ use super::DeletionPolicy;
     printcolumn(
         name = "Organization",
         type_ = "string",
-        json_path = ".status.organizationId"
+        description = "The organization's alias in LiteLLM",
+        json_path = ".status.organizationAlias"
     ),
-    printcolumn(name = "User", type_ = "string", json_path = ".status.userId"),
+    printcolumn(
+        name = "User",
+        type_ = "string",
+        description = "The user's email in LiteLLM",
+        json_path = ".status.userEmail"
+    ),
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(
         name = "Ready",
@@ -34,9 +40,26 @@ use super::DeletionPolicy;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Organization ID",
+        type_ = "string",
+        json_path = ".status.organizationId",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "User ID",
+        type_ = "string",
+        json_path = ".status.userId",
+        priority = "1"
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -158,4 +181,18 @@ pub struct OrganizationMemberStatus {
     /// The member budget row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_id: Option<String>,
+    /// The organization's `organization_alias` in LiteLLM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_alias: Option<String>,
+    /// The user's `user_email` in LiteLLM (it may differ from `spec.user.email` in case, or
+    /// after LiteLLM changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_email: Option<String>,
+    /// The membership's spend in USD, mirrored from LiteLLM while the member declares a
+    /// budget (`spec.maxBudgetInOrganization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<f64>,
+    /// `max_budget` of the member's budget row, while the member declares a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<f64>,
 }

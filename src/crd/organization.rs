@@ -33,9 +33,32 @@ use super::{DeletionPolicy, bounded_metadata};
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Budget ID",
+        type_ = "string",
+        json_path = ".status.budgetId",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Soft Budget",
+        type_ = "number",
+        json_path = ".status.softBudget",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Budget Reset",
+        type_ = "string",
+        json_path = ".status.budgetResetAt",
+        priority = "1"
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -189,6 +212,14 @@ pub struct OrganizationStatus {
     /// `max_budget` of the organization's budget row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_budget: Option<f64>,
+    /// `soft_budget` of the organization's budget row: crossing it publishes a
+    /// `SoftBudgetExceeded` Warning event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_budget: Option<f64>,
+    /// When LiteLLM next resets the spend (`budget_reset_at` of the budget row; RFC 3339,
+    /// UTC), for a budget with a `budgetDuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_reset_at: Option<String>,
     /// Number of memberships in the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_count: Option<i64>,

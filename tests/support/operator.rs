@@ -127,6 +127,8 @@ pub struct Operator {
     child: tokio::process::Child,
     http: SocketAddr,
     log: Option<Arc<Mutex<Vec<String>>>>,
+    /// The task that reads the log; it ends when the process closes stderr.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Operator {
@@ -167,19 +169,27 @@ impl Operator {
             Stdio::inherit()
         });
         let mut child = cmd.spawn().expect("start the operator");
-        let log = child.stderr.take().map(|stderr| {
-            let log = Arc::new(Mutex::new(Vec::new()));
-            let sink = log.clone();
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("{line}");
-                    sink.lock().expect("log").push(line);
-                }
-            });
-            log
-        });
-        let mut op = Self { child, http, log };
+        let (log, reader) = match child.stderr.take() {
+            Some(stderr) => {
+                let log = Arc::new(Mutex::new(Vec::new()));
+                let sink = log.clone();
+                let reader = tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        eprintln!("{line}");
+                        sink.lock().expect("log").push(line);
+                    }
+                });
+                (Some(log), Some(reader))
+            }
+            None => (None, None),
+        };
+        let mut op = Self {
+            child,
+            http,
+            log,
+            reader,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !matches!(http_get(op.http, "/readyz").await, Ok((200, _))) {
             if let Ok(Some(status)) = op.child.try_wait() {
@@ -252,6 +262,25 @@ impl Operator {
     /// SIGKILL, and wait for the process to be gone.
     pub async fn kill(mut self) {
         self.child.kill().await.ok();
+    }
+
+    /// SIGTERM, then the exit status and every line logged, the last ones included (the log
+    /// must be captured).
+    pub async fn terminate_with_log(mut self) -> (ExitStatus, Vec<String>) {
+        let log = self
+            .log
+            .clone()
+            .expect("the operator's log is not captured");
+        let reader = self.reader.take();
+        let status = self.terminate().await;
+        if let Some(reader) = reader {
+            tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .expect("the log ends when the process does")
+                .expect("log reader");
+        }
+        let lines = log.lock().expect("log").clone();
+        (status, lines)
     }
 
     /// SIGTERM, then the exit status (in-flight reconciles finish first).
