@@ -6,6 +6,7 @@ mod fields;
 pub mod ids;
 mod legacy;
 mod plan;
+pub mod users;
 pub mod validate;
 
 pub use desired::{
@@ -281,6 +282,7 @@ impl<S: Store> Engine<S> {
                 own_budget_id: &desired.budget_id,
                 resource: &resource,
                 manager: &self.manager,
+                rule: Some(users::RULE),
             })
             .await?;
         plan_member(

@@ -28,6 +28,7 @@ use super::desired::{
 };
 use super::fields::{managed_budget, managed_metadata, same_limits};
 use super::legacy;
+use super::users::resolve_member_user;
 use crate::crd::DeletionPolicy;
 use crate::error::EngineError;
 use crate::store::{
@@ -640,81 +641,6 @@ pub struct MemberContext<'a> {
     pub new_user: &'a NewUserDefaults,
 }
 
-/// The user a member resolves to, and the write that creates it when it does not exist.
-struct MemberUser {
-    user_id: String,
-    create: Option<Change>,
-    note: Option<String>,
-}
-
-/// Step 1 of a membership: its user, as LiteLLM's `member_add` finds it (by id, else by
-/// email), except that the user this resource already holds a membership for stays its
-/// user even when LiteLLM changed that user's email (said in a note).
-fn resolve_member_user(
-    desired: &DesiredMember,
-    observed: &ObservedMember,
-    new_user: &NewUserDefaults,
-) -> Result<MemberUser, EngineError> {
-    if let Some(u) = observed.resolved_user() {
-        let held = observed.user_by_id.is_none() && observed.held_user.is_some();
-        let email = |e: Option<&str>| e.map(str::to_lowercase);
-        let note = (held && email(u.user_email.as_deref()) != email(desired.email.as_deref()))
-            .then(|| {
-                format!(
-                    "user {} no longer has the email {} in LiteLLM (it has {}); this member keeps the user it holds",
-                    u.user_id,
-                    desired.email.as_deref().unwrap_or("none"),
-                    u.user_email.as_deref().unwrap_or("none")
-                )
-            });
-        return Ok(MemberUser {
-            user_id: u.user_id.clone(),
-            create: None,
-            note,
-        });
-    }
-    if observed.users_by_email.len() > 1 {
-        return Err(ambiguous_email(desired, &observed.users_by_email));
-    }
-    let user_id = match (&desired.user_id, &desired.email) {
-        (Some(id), _) => id.clone(),
-        (None, Some(email)) => super::ids::user_id_for_email(email),
-        (None, None) => {
-            return Err(EngineError::invalid(
-                "spec.user",
-                "set user.userId, user.email, or both",
-            ));
-        }
-    };
-    let create = Change::CreateUser {
-        user_id: user_id.clone(),
-        email: desired.email.clone(),
-        defaults: new_user.clone(),
-    };
-    Ok(MemberUser {
-        user_id,
-        create: Some(create),
-        note: None,
-    })
-}
-
-fn ambiguous_email(desired: &DesiredMember, many: &[crate::store::UserRow]) -> EngineError {
-    let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
-    // The store reads at most EMAIL_MATCHES_READ of them.
-    let truncated = many.len() >= crate::store::EMAIL_MATCHES_READ;
-    let count = if truncated {
-        format!("{} or more", many.len())
-    } else {
-        many.len().to_string()
-    };
-    EngineError::Conflict(format!(
-        "{count} users have the email {:?} ({}{}): set spec.user.userId to choose one",
-        desired.email.as_deref().unwrap_or_default(),
-        ids.join(", "),
-        if truncated { ", ..." } else { "" }
-    ))
-}
-
 /// Plan one membership. `organization_pending` is true when the organization is not in the
 /// database yet but will be created earlier in the same run (offline `plan`).
 pub fn plan_member(
@@ -937,7 +863,7 @@ fn plan_member_budget(
 
 /// What a membership entry records besides its originals: the row's user and organization,
 /// and the email a member found by email was resolved with (see
-/// [`crate::store::held_user_id`]).
+/// [`super::users::held_user_id`]).
 fn member_identity<'a>(
     desired: &'a DesiredMember,
     user_id: &str,
