@@ -3,6 +3,7 @@
 
 mod desired;
 mod fields;
+mod holder;
 pub mod ids;
 mod legacy;
 mod plan;
