@@ -210,3 +210,368 @@ pub(super) fn managed_budget_id(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::Scalar;
+
+    const OWN: &str = "own-budget";
+    const RESOURCE: &str = "Organization/team-a/a";
+
+    fn declared(max: f64) -> DeclaredBudget {
+        DeclaredBudget {
+            limits: BTreeMap::from([("max_budget", Scalar::Float(max))]),
+            models: BTreeMap::new(),
+        }
+    }
+
+    fn budget(id: &str, max: f64) -> BudgetRow {
+        BudgetRow::new(id, "admin").with("max_budget", Some(Scalar::Float(max)))
+    }
+
+    /// The ledger entry of the own row, as [`hold`] claims it.
+    fn entry(created: bool) -> LedgerEntry {
+        LedgerEntry {
+            row_key: budget_key(OWN),
+            manager: "ops".into(),
+            resource: RESOURCE.into(),
+            organization_id: Some("org-1".into()),
+            created,
+            deletion_policy: "Delete".into(),
+            managed: json!({}),
+        }
+    }
+
+    fn own<'a>(
+        row: Option<&'a BudgetRow>,
+        current: Option<&'a BudgetRow>,
+        entry: Option<&'a LedgerEntry>,
+    ) -> OwnBudget<'a> {
+        OwnBudget {
+            id: OWN,
+            row,
+            current,
+            entry,
+        }
+    }
+
+    fn run(
+        holder: &Holder,
+        own: &OwnBudget<'_>,
+        current: Option<&str>,
+        row_created: bool,
+        keep_own: bool,
+        originals: &mut Originals,
+    ) -> Held {
+        let claim = OwnClaim {
+            resource: RESOURCE,
+            organization_id: "org-1",
+            manager: "ops",
+            policy: DeletionPolicy::Delete,
+            replaces: None,
+        };
+        hold(
+            holder,
+            own,
+            current,
+            row_created,
+            keep_own,
+            originals,
+            "operator",
+            claim,
+        )
+    }
+
+    /// Each change as `step: what`, for comparing whole plans.
+    fn summary(held: &Held) -> Vec<String> {
+        held.changes
+            .iter()
+            .map(|(step, change)| {
+                let what = match change {
+                    Change::CreateBudget(b) => {
+                        format!("create {} max {:?}", b.budget_id, b.max_budget())
+                    }
+                    Change::CopyBudget { source, after } => format!(
+                        "copy {} as {} max {:?}",
+                        source.budget_id,
+                        after.budget_id,
+                        after.max_budget()
+                    ),
+                    Change::UpdateBudget { after, .. } => {
+                        format!("update {} max {:?}", after.budget_id, after.max_budget())
+                    }
+                    Change::DeleteBudget { budget_id } => format!("delete {budget_id}"),
+                    Change::Claim { entry, .. } => {
+                        format!("claim {} created {}", entry.row_key, entry.created)
+                    }
+                    Change::Release { row_key } => format!("release {row_key}"),
+                    other => format!("{other:?}"),
+                };
+                format!("{step:?}: {what}")
+            })
+            .collect()
+    }
+
+    fn originals(fields: Value) -> Originals {
+        Originals::read(&json!({ "originals": fields }))
+    }
+
+    #[test]
+    fn an_organization_spec_names_its_holder() {
+        let none = Originals::default();
+        let owned = DesiredBudget::Owned(OWN.into(), declared(5.0));
+        assert_eq!(
+            organization_holder(&owned, false, false, &none),
+            Holder::Own(declared(5.0))
+        );
+        let referenced = DesiredBudget::Referenced("shared".into());
+        assert_eq!(
+            organization_holder(&referenced, true, false, &none),
+            Holder::Referenced("shared".into())
+        );
+        let unset = DesiredBudget::Unset(OWN.into());
+        let empty = Holder::Own(DeclaredBudget::default());
+        // A created organization must have a budget: an empty one of its own.
+        assert_eq!(organization_holder(&unset, true, false, &none), empty);
+        // Adopted, on its own row with nothing recorded to give back: it keeps that row.
+        assert_eq!(organization_holder(&unset, false, true, &none), empty);
+        // Adopted, on its own row with the budget it had recorded: that budget comes back.
+        let had = originals(json!({"budget_id": "theirs"}));
+        assert_eq!(
+            organization_holder(&unset, false, true, &had),
+            Holder::Theirs
+        );
+        // Adopted, on LiteLLM's budget: it keeps it.
+        assert_eq!(
+            organization_holder(&unset, false, false, &none),
+            Holder::Theirs
+        );
+    }
+
+    #[test]
+    fn a_created_row_gets_a_new_own_row_with_the_declared_limits() {
+        let mut o = Originals::default();
+        let held = run(
+            &Holder::Own(declared(5.0)),
+            &own(None, None, None),
+            None,
+            true,
+            false,
+            &mut o,
+        );
+        assert_eq!(
+            summary(&held),
+            [
+                "Budget: create own-budget max Some(5.0)",
+                "ClaimBudget: claim budget/own-budget created true"
+            ]
+        );
+        assert_eq!(held.budget_id.as_deref(), Some(OWN));
+    }
+
+    #[test]
+    fn litellm_budget_to_own_row_copies_the_budget_the_row_had() {
+        let theirs = budget("theirs", 100.0).with("tpm_limit", Some(Scalar::Int(7)));
+        let mut o = Originals::default();
+        let held = run(
+            &Holder::Own(declared(5.0)),
+            &own(None, Some(&theirs), None),
+            Some("theirs"),
+            false,
+            false,
+            &mut o,
+        );
+        assert_eq!(
+            summary(&held),
+            [
+                "Budget: copy theirs as own-budget max Some(5.0)",
+                "ClaimBudget: claim budget/own-budget created true"
+            ]
+        );
+        // Only the declared limit differs from the copy; the rest is LiteLLM's.
+        let Change::CopyBudget { after, .. } = &held.changes[0].1 else {
+            panic!("a copy: {held:?}");
+        };
+        assert_eq!(after.limit("tpm_limit"), Some(&Scalar::Int(7)));
+        assert_eq!(held.budget_id.as_deref(), Some(OWN));
+        assert_eq!(o.original("budget_id"), Some(&json!("theirs")));
+    }
+
+    #[test]
+    fn own_row_to_litellm_budget_gives_back_the_budget_it_had() {
+        let row = budget(OWN, 5.0);
+        let created = entry(true);
+        let mut o = originals(json!({"budget_id": "theirs", "budget.max_budget": 100.0}));
+        let held = run(
+            &Holder::Theirs,
+            &own(Some(&row), None, Some(&created)),
+            Some(OWN),
+            false,
+            false,
+            &mut o,
+        );
+        assert_eq!(held.budget_id.as_deref(), Some("theirs"));
+        assert_eq!(
+            summary(&held),
+            [
+                "Release: delete own-budget",
+                "Release: release budget/own-budget"
+            ]
+        );
+        assert!(
+            !o.manages("budget_id") && o.under("budget.").is_empty(),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn an_own_row_still_used_by_other_rows_is_kept() {
+        let row = budget(OWN, 5.0);
+        let created = entry(true);
+        let mut o = originals(json!({"budget_id": "theirs"}));
+        let held = run(
+            &Holder::Theirs,
+            &own(Some(&row), None, Some(&created)),
+            Some(OWN),
+            false,
+            true,
+            &mut o,
+        );
+        assert_eq!(held.budget_id.as_deref(), Some("theirs"));
+        assert!(held.changes.is_empty(), "{held:?}");
+    }
+
+    #[test]
+    fn an_adopted_own_row_is_released_not_deleted() {
+        let row = budget(OWN, 5.0);
+        let adopted = entry(false);
+        let mut o = originals(json!({"budget_id": "theirs"}));
+        let held = run(
+            &Holder::Theirs,
+            &own(Some(&row), None, Some(&adopted)),
+            Some(OWN),
+            false,
+            false,
+            &mut o,
+        );
+        assert_eq!(summary(&held), ["Release: release budget/own-budget"]);
+    }
+
+    #[test]
+    fn litellm_budget_stays_while_nothing_is_declared() {
+        let mut o = Originals::default();
+        let held = run(
+            &Holder::Theirs,
+            &own(None, None, None),
+            Some("theirs"),
+            false,
+            false,
+            &mut o,
+        );
+        assert_eq!(
+            held,
+            Held {
+                budget_id: Some("theirs".into()),
+                changes: Vec::new()
+            }
+        );
+    }
+
+    #[test]
+    fn own_row_to_budget_ref_points_at_the_reference_and_drops_the_own_row() {
+        let row = budget(OWN, 5.0);
+        let created = entry(true);
+        let mut o = originals(json!({"budget_id": "theirs", "budget.max_budget": 100.0}));
+        let held = run(
+            &Holder::Referenced("shared".into()),
+            &own(Some(&row), None, Some(&created)),
+            Some(OWN),
+            false,
+            false,
+            &mut o,
+        );
+        assert_eq!(held.budget_id.as_deref(), Some("shared"));
+        assert_eq!(
+            summary(&held),
+            [
+                "Release: delete own-budget",
+                "Release: release budget/own-budget"
+            ]
+        );
+        // What the row had before the operator first set its budget is still what it gets
+        // back when nothing is declared any more.
+        assert_eq!(o.original("budget_id"), Some(&json!("theirs")));
+        assert!(o.under("budget.").is_empty(), "{o:?}");
+    }
+
+    #[test]
+    fn budget_ref_to_own_row_copies_on_an_adopted_row_and_creates_on_a_created_one() {
+        let shared = budget("shared", 50.0);
+        let on_shared = own(None, Some(&shared), None);
+        let mut o = Originals::default();
+        let adopted = run(
+            &Holder::Own(declared(5.0)),
+            &on_shared,
+            Some("shared"),
+            false,
+            false,
+            &mut o,
+        );
+        assert_eq!(
+            summary(&adopted)[0],
+            "Budget: copy shared as own-budget max Some(5.0)"
+        );
+        let mut o = Originals::default();
+        let created = run(
+            &Holder::Own(declared(5.0)),
+            &on_shared,
+            Some("shared"),
+            true,
+            false,
+            &mut o,
+        );
+        assert_eq!(
+            summary(&created)[0],
+            "Budget: create own-budget max Some(5.0)"
+        );
+        assert_eq!(created.budget_id.as_deref(), Some(OWN));
+    }
+
+    #[test]
+    fn an_own_row_is_updated_only_when_its_declared_limits_change() {
+        let row = budget(OWN, 5.0);
+        let held_entry = entry(true);
+        let on_own = own(Some(&row), Some(&row), Some(&held_entry));
+        let mut o = originals(json!({"budget.max_budget": null}));
+        let same = run(
+            &Holder::Own(declared(5.0)),
+            &on_own,
+            Some(OWN),
+            true,
+            false,
+            &mut o,
+        );
+        assert_eq!(
+            same,
+            Held {
+                budget_id: Some(OWN.into()),
+                changes: Vec::new()
+            }
+        );
+        let changed = run(
+            &Holder::Own(declared(7.0)),
+            &on_own,
+            Some(OWN),
+            true,
+            false,
+            &mut o,
+        );
+        assert_eq!(
+            summary(&changed),
+            ["Budget: update own-budget max Some(7.0)"]
+        );
+    }
+}

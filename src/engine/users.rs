@@ -149,3 +149,81 @@ fn ambiguous_email(desired: &DesiredMember, many: &[UserRow]) -> EngineError {
         if truncated { ", ..." } else { "" }
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn membership_entry(organization_id: &str, user_id: &str, email: Option<&str>) -> LedgerEntry {
+        let mut managed = json!({"originals": {}, "user_id": user_id});
+        if let Some(e) = email {
+            managed["email"] = json!(e);
+        }
+        LedgerEntry {
+            row_key: format!("membership/{organization_id}/{user_id}"),
+            manager: "ops".into(),
+            resource: "OrganizationMember/ns/m".into(),
+            organization_id: Some(organization_id.into()),
+            created: true,
+            deletion_policy: "Delete".into(),
+            managed,
+        }
+    }
+
+    fn user(id: &str) -> UserRow {
+        UserRow {
+            user_id: id.into(),
+            user_email: Some(format!("{id}@example.com")),
+        }
+    }
+
+    #[test]
+    fn the_held_user_is_the_one_this_resource_holds_for_the_same_email() {
+        let entries = [
+            membership_entry("org-2", "u-other-org", Some("bob@example.com")),
+            membership_entry("org-1", "u-bob", Some("Bob@Example.com")),
+        ];
+        let held = |user_id, email| held_user_id(&entries, "org-1", user_id, email);
+        assert_eq!(held(None, Some("bob@example.com")), Some("u-bob"));
+        // A manifest that names another email, or a userId, resolves afresh.
+        assert_eq!(held(None, Some("alice@example.com")), None);
+        assert_eq!(held(Some("u-x"), Some("bob@example.com")), None);
+        assert_eq!(
+            held_user_id(&entries, "org-3", None, Some("bob@example.com")),
+            None
+        );
+        // An entry of an earlier version records no email: it holds whatever the manifest names.
+        let legacy = [membership_entry("org-1", "u-old", None)];
+        assert_eq!(
+            held_user_id(&legacy, "org-1", None, Some("x@example.com")),
+            Some("u-old")
+        );
+    }
+
+    #[test]
+    fn the_user_is_by_id_then_held_then_the_one_with_the_email() {
+        let mut observed = ObservedMember {
+            users_by_email: vec![user("u-1"), user("u-2")],
+            ..Default::default()
+        };
+        // Two users share the email: none is chosen.
+        assert_eq!(resolved_user(&observed), None);
+        observed.held_user = Some(user("u-held"));
+        assert_eq!(
+            resolved_user(&observed).map(|u| u.user_id.as_str()),
+            Some("u-held")
+        );
+        observed.user_by_id = Some(user("u-id"));
+        assert_eq!(
+            resolved_user(&observed).map(|u| u.user_id.as_str()),
+            Some("u-id")
+        );
+        let one = ObservedMember {
+            users_by_email: vec![user("u-1")],
+            ..Default::default()
+        };
+        assert_eq!(resolved_user(&one).map(|u| u.user_id.as_str()), Some("u-1"));
+    }
+}
