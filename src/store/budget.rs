@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use chrono::NaiveDateTime;
 use serde_json::value::RawValue;
 
-use super::dialect::{Arg, Dialect, Stmt};
+use super::dialect::{Arg, Dialect, Stmt, fetch_one_as};
 use super::sql::{Done, Failure, created, lock, now};
 use super::{BUDGET_LIMITS, BudgetRow, Kind, Scalar};
 use crate::duration::budget_reset_at;
@@ -199,10 +199,7 @@ pub(super) async fn get<D: Dialect>(
     conn: &mut D::Connection,
     budget_id: &str,
 ) -> Result<Option<BudgetRow>, sqlx::Error> {
-    D::fetch_optional(conn, Stmt::built(select()).bind(budget_id))
-        .await?
-        .map(|r| from_row::<D>(&r))
-        .transpose()
+    fetch_one_as::<D, _>(conn, Stmt::built(select()).bind(budget_id), from_row::<D>).await
 }
 
 /// A new budget row with the limits of `b`, inserted only (see [`created`]).

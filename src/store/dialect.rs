@@ -285,3 +285,24 @@ where
         row.try_get::<Json<Value>, _>(column).map(|j| j.0)
     }
 }
+
+/// The first row a statement returns, read with `read`.
+pub async fn fetch_one_as<D: Dialect, T>(
+    conn: &mut D::Connection,
+    stmt: Stmt,
+    read: impl Fn(&D::Row) -> Result<T, sqlx::Error>,
+) -> Result<Option<T>, sqlx::Error> {
+    D::fetch_optional(conn, stmt)
+        .await?
+        .map(|r| read(&r))
+        .transpose()
+}
+
+/// Every row a statement returns, each read with `read`.
+pub async fn fetch_all_as<D: Dialect, T>(
+    conn: &mut D::Connection,
+    stmt: Stmt,
+    read: impl Fn(&D::Row) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, sqlx::Error> {
+    D::fetch_all(conn, stmt).await?.iter().map(read).collect()
+}

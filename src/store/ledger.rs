@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::dialect::{Dialect, Stmt};
+use super::dialect::{Dialect, Stmt, fetch_all_as, fetch_one_as};
 use super::sql::now;
 use crate::error::StoreError;
 
@@ -255,21 +255,14 @@ pub(super) async fn by_key<D: Dialect>(
     sql: &LedgerSql,
     key: &str,
 ) -> Result<Option<LedgerEntry>, sqlx::Error> {
-    D::fetch_optional(conn, stmt(&sql.select_key).bind(key))
-        .await?
-        .map(|r| from_row::<D>(&r))
-        .transpose()
+    fetch_one_as::<D, _>(conn, stmt(&sql.select_key).bind(key), from_row::<D>).await
 }
 
 async fn entries<D: Dialect>(
     conn: &mut D::Connection,
     stmt: Stmt,
 ) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-    D::fetch_all(conn, stmt)
-        .await?
-        .iter()
-        .map(from_row::<D>)
-        .collect()
+    fetch_all_as::<D, _>(conn, stmt, from_row::<D>).await
 }
 
 pub(super) async fn of_resource<D: Dialect>(
@@ -311,11 +304,7 @@ pub(super) async fn resources<D: Dialect>(
     conn: &mut D::Connection,
     sql: &LedgerSql,
 ) -> Result<Vec<String>, sqlx::Error> {
-    D::fetch_all(conn, stmt(&sql.resources))
-        .await?
-        .iter()
-        .map(|r| D::text(r, "resource"))
-        .collect()
+    fetch_all_as::<D, _>(conn, stmt(&sql.resources), |r| D::text(r, "resource")).await
 }
 
 /// Claim a row for `entry.resource`: fails with [`StoreError::Claimed`], naming the holder,

@@ -1,7 +1,7 @@
 //! `LiteLLM_OrganizationMembership`: its reads, its listing, and its writes (insert-only
 //! create; update by the store's update strategy; delete).
 
-use super::dialect::{Dialect, Stmt};
+use super::dialect::{Dialect, Stmt, fetch_all_as, fetch_one_as};
 use super::sql::{Done, Failure, created, lock, now};
 use super::{Listing, MemberSummary, OwnedMembership, membership_key};
 
@@ -62,21 +62,19 @@ pub(super) async fn get<D: Dialect>(
     let stmt = Stmt::new(SELECT_MEMBERSHIP)
         .bind(user_id)
         .bind(organization_id);
-    D::fetch_optional(conn, stmt)
-        .await?
-        .map(|r| from_row::<D>(&r))
-        .transpose()
+    fetch_one_as::<D, _>(conn, stmt, from_row::<D>).await
 }
 
 pub(super) async fn on_budget<D: Dialect>(
     conn: &mut D::Connection,
     budget_id: &str,
 ) -> Result<Vec<MembershipRow>, sqlx::Error> {
-    D::fetch_all(conn, Stmt::new(MEMBERSHIPS_ON_BUDGET).bind(budget_id))
-        .await?
-        .iter()
-        .map(from_row::<D>)
-        .collect()
+    fetch_all_as::<D, _>(
+        conn,
+        Stmt::new(MEMBERSHIPS_ON_BUDGET).bind(budget_id),
+        from_row::<D>,
+    )
+    .await
 }
 
 fn insert(m: &MembershipRow) -> Stmt {
@@ -167,11 +165,11 @@ pub(super) async fn delete<D: Dialect>(
 pub(super) async fn counts<D: Dialect>(
     conn: &mut D::Connection,
 ) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
-    D::fetch_all(conn, Stmt::new(MEMBER_COUNTS))
-        .await?
-        .iter()
-        .map(|r| Ok((D::text(r, "organization_id")?, D::int8(r, "members")?)))
-        .collect()
+    let counts = fetch_all_as::<D, _>(conn, Stmt::new(MEMBER_COUNTS), |r| {
+        Ok((D::text(r, "organization_id")?, D::int8(r, "members")?))
+    })
+    .await?;
+    Ok(counts.into_iter().collect())
 }
 
 /// Memberships whose budget row `actor` created.

@@ -5,7 +5,7 @@
 use serde_json::value::RawValue;
 
 use super::budget;
-use super::dialect::{Arg, Dialect, Stmt};
+use super::dialect::{Arg, Dialect, Stmt, fetch_one_as};
 use super::ledger::{self, LedgerSql};
 use super::sql::{Done, Failure, created, lock, now};
 use super::{
@@ -93,10 +93,12 @@ pub(super) async fn get<D: Dialect>(
     conn: &mut D::Connection,
     organization_id: &str,
 ) -> Result<Option<OrganizationRow>, sqlx::Error> {
-    D::fetch_optional(conn, Stmt::new(SELECT_ORGANIZATION).bind(organization_id))
-        .await?
-        .map(|r| from_row::<D>(&r))
-        .transpose()
+    fetch_one_as::<D, _>(
+        conn,
+        Stmt::new(SELECT_ORGANIZATION).bind(organization_id),
+        from_row::<D>,
+    )
+    .await
 }
 
 pub(super) async fn exists<D: Dialect>(

@@ -6,7 +6,7 @@
 //! the resource already holds); which one is the member's user is the engine's rule, passed in
 //! as a [`UserRule`].
 
-use super::dialect::{Arg, Dialect, Stmt};
+use super::dialect::{Arg, Dialect, Stmt, fetch_all_as, fetch_one_as};
 use super::sql::{Done, now};
 use super::{LedgerEntry, MemberLookup, NewUserDefaults, ObservedMember};
 use crate::duration::budget_reset_at;
@@ -72,21 +72,24 @@ pub(super) async fn by_id<D: Dialect>(
     conn: &mut D::Connection,
     user_id: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    D::fetch_optional(conn, Stmt::new(SELECT_USER_BY_ID).bind(user_id))
-        .await?
-        .map(|r| from_row::<D>(&r))
-        .transpose()
+    fetch_one_as::<D, _>(
+        conn,
+        Stmt::new(SELECT_USER_BY_ID).bind(user_id),
+        from_row::<D>,
+    )
+    .await
 }
 
 pub(super) async fn by_email<D: Dialect>(
     conn: &mut D::Connection,
     email: &str,
 ) -> Result<Vec<UserRow>, sqlx::Error> {
-    D::fetch_all(conn, Stmt::new(SELECT_USERS_BY_EMAIL).bind(email))
-        .await?
-        .iter()
-        .map(from_row::<D>)
-        .collect()
+    fetch_all_as::<D, _>(
+        conn,
+        Stmt::new(SELECT_USERS_BY_EMAIL).bind(email),
+        from_row::<D>,
+    )
+    .await
 }
 
 /// Read the candidates of a member's user into `observed`: by id; else by email; and the
