@@ -199,7 +199,7 @@ pub(super) async fn get<D: Dialect>(
     conn: &mut D::Connection,
     budget_id: &str,
 ) -> Result<Option<BudgetRow>, sqlx::Error> {
-    fetch_one_as::<D, _>(conn, Stmt::built(select()).bind(budget_id), from_row::<D>).await
+    fetch_one_as::<D, _>(conn, Stmt::new(select()).bind(budget_id), from_row::<D>).await
 }
 
 /// A new budget row with the limits of `b`, inserted only (see [`created`]).
