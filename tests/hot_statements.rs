@@ -3,10 +3,10 @@
 //! `INSERT ... SELECT generate_series` and never analysed (autovacuum is off on these machines,
 //! and a freshly loaded LiteLLM database is in the same state).
 //!
-//! The statements are read from `src/store/sql.rs` itself (its named constants), from the
-//! budget table's statements (built from the inventory of budget columns) and from the ledger's
-//! own statements (`LedgerSql`, built the same way the store builds them), so the text checked
-//! is the text the stores run. Each is prepared once and explained twice, with a custom
+//! The statements are the store's own constants (each table module's), the budget table's
+//! select (built from the inventory of budget columns) and the ledger's own statements
+//! (`LedgerSql`, built the same way the store builds them), so the text checked is the text
+//! the stores run. Each is prepared once and explained twice, with a custom
 //! plan and with the generic plan the driver's prepared statements switch to after a few runs;
 //! and once more on a connection that prepared and ran it while the tables were still empty
 //! (the plan a long-lived pooled connection may keep).
@@ -23,11 +23,10 @@
 mod support;
 
 use litellm_org_operator::store::ledger::{DEFAULT_LEDGER_SCHEMA, LedgerSql};
+use litellm_org_operator::store::{membership, organization, user};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use support::TestDb;
-
-const SQL_SOURCE: &str = include_str!("../src/store/sql.rs");
 
 /// The big tables: a sequential scan of one of these, or an index walk without a condition,
 /// is what this test forbids.
@@ -42,20 +41,40 @@ const BIG_TABLES: &[&str] = &[
 /// The hot statements by constant name, with the arguments to explain them with (an id or
 /// email that exists and one that does not: a new user's email is the common case and the
 /// worst one for an ordered walk, which then reads the whole table).
-const HOT: &[(&str, &[&str])] = &[
-    ("SELECT_MEMBERSHIP", &["user-123", "org-12"]),
-    ("SELECT_ORGANIZATION", &["org-12"]),
-    ("ORGANIZATION_EXISTS", &["org-12"]),
-    ("SELECT_USER_BY_ID", &["user-123"]),
-    ("SELECT_USERS_BY_EMAIL", &["User123@Example.com"]),
-    ("SELECT_USERS_BY_EMAIL", &["new-person@example.com"]),
+const HOT: &[(&str, &str, &[&str])] = &[
+    (
+        "SELECT_MEMBERSHIP",
+        membership::SELECT_MEMBERSHIP,
+        &["user-123", "org-12"],
+    ),
+    (
+        "SELECT_ORGANIZATION",
+        organization::SELECT_ORGANIZATION,
+        &["org-12"],
+    ),
+    (
+        "ORGANIZATION_EXISTS",
+        organization::ORGANIZATION_EXISTS,
+        &["org-12"],
+    ),
+    ("SELECT_USER_BY_ID", user::SELECT_USER_BY_ID, &["user-123"]),
+    (
+        "SELECT_USERS_BY_EMAIL",
+        user::SELECT_USERS_BY_EMAIL,
+        &["User123@Example.com"],
+    ),
+    (
+        "SELECT_USERS_BY_EMAIL",
+        user::SELECT_USERS_BY_EMAIL,
+        &["new-person@example.com"],
+    ),
 ];
 
 /// Every hot statement: `(name, text, arguments)`.
 fn hot() -> Vec<(String, String, Vec<&'static str>)> {
     let mut all: Vec<(String, String, Vec<&'static str>)> = HOT
         .iter()
-        .map(|(name, args)| (name.to_string(), statement(name), args.to_vec()))
+        .map(|(name, sql, args)| (name.to_string(), sql.to_string(), args.to_vec()))
         .collect();
     all.push((
         "budget select".into(),
@@ -84,19 +103,6 @@ fn hot() -> Vec<(String, String, Vec<&'static str>)> {
         vec!["OrganizationMember/ns/m-123", "operator"],
     ));
     all
-}
-
-/// The text of `const NAME: &str = r#"..."#;` in `src/store/sql.rs`.
-fn statement(name: &str) -> String {
-    let start = format!("const {name}: &str = r#\"");
-    let at = SQL_SOURCE
-        .find(&start)
-        .unwrap_or_else(|| panic!("src/store/sql.rs has no constant {name}"));
-    let rest = &SQL_SOURCE[at + start.len()..];
-    let end = rest
-        .find("\"#;")
-        .unwrap_or_else(|| panic!("constant {name} is not a raw string"));
-    rest[..end].to_string()
 }
 
 /// What is wrong with a plan (JSON `EXPLAIN`): every sequential scan of a big table and every

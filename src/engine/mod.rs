@@ -3,9 +3,11 @@
 
 mod desired;
 mod fields;
+mod holder;
 pub mod ids;
 mod legacy;
 mod plan;
+pub mod users;
 pub mod validate;
 
 pub use desired::{
@@ -281,6 +283,7 @@ impl<S: Store> Engine<S> {
                 own_budget_id: &desired.budget_id,
                 resource: &resource,
                 manager: &self.manager,
+                rule: Some(users::RULE),
             })
             .await?;
         plan_member(

@@ -14,8 +14,9 @@
 //! inventory, [`crate::store::BUDGET_LIMITS`]) and `budget.model_max_budget.<model>.<limit>`.
 //!
 //! Each kind is planned in the same steps: resolve the holder of the row
-//! ([`resolve_holder`]), the managed fields ([`super::fields`]), the resource's own budget
-//! row ([`plan_own_budget`], [`drop_own_budget`]), and the ledger entries. The order of a
+//! ([`resolve_holder`]), the managed fields ([`super::fields`]), the budget row that holds
+//! the declared limits and the writes of the resource's own budget row ([`super::holder`]),
+//! and the ledger entries. The order of a
 //! transaction's statements is [`Step`]'s.
 
 use std::fmt;
@@ -23,15 +24,16 @@ use std::fmt;
 use serde_json::{Map, Value, json};
 
 use super::desired::{
-    DeclaredBudget, DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey,
-    legacy_member_resource,
+    DesiredBudget, DesiredMember, DesiredOrganization, ObjectKey, legacy_member_resource,
 };
-use super::fields::{managed_budget, managed_metadata, same_limits};
+use super::fields::managed_metadata;
+use super::holder::{Holder, OwnBudget, OwnClaim, hold, organization_holder};
 use super::legacy;
+use super::users::resolve_member_user;
 use crate::crd::DeletionPolicy;
 use crate::error::EngineError;
 use crate::store::{
-    BudgetRow, Change, Dependents, LedgerEntry, MembershipRow, NewUserDefaults, ObservedMember,
+    Change, Dependents, LedgerEntry, MembershipRow, NewUserDefaults, ObservedMember,
     ObservedOrganization, OrganizationRow, budget_key, membership_key, organization_key,
 };
 
@@ -129,6 +131,10 @@ impl Steps {
         self.0.extend(changes.into_iter().map(|c| (step, c)));
     }
 
+    fn append(&mut self, changes: Vec<(Step, Change)>) {
+        self.0.extend(changes);
+    }
+
     /// The changes in transaction order (stable within a step).
     fn ordered(mut self) -> Vec<Change> {
         self.0.sort_by_key(|(s, _)| *s);
@@ -203,7 +209,7 @@ impl Originals {
     }
 }
 
-fn policy_str(p: DeletionPolicy) -> &'static str {
+pub(super) fn policy_str(p: DeletionPolicy) -> &'static str {
     match p {
         DeletionPolicy::Delete => "Delete",
         DeletionPolicy::Retain => "Retain",
@@ -218,7 +224,7 @@ fn conflict_with(row: &str, holder: &LedgerEntry) -> EngineError {
 }
 
 /// A claim for `entry` unless the ledger already holds exactly it.
-fn claim_if_changed(
+pub(super) fn claim_if_changed(
     current: Option<&LedgerEntry>,
     entry: LedgerEntry,
     replaces: Option<String>,
@@ -248,115 +254,6 @@ fn resolve_holder(
         (true, Some(h)) => h,
         (true, None) => (false, Originals::default()),
     })
-}
-
-/// The resource's own budget row as observed: what the own-budget steps read.
-pub(super) struct OwnBudget<'a> {
-    pub id: &'a str,
-    /// The own row, if it exists.
-    pub row: Option<&'a BudgetRow>,
-    /// The budget the resource's row points at today (an adopted row's own budget starts as
-    /// a whole copy of it).
-    pub current: Option<&'a BudgetRow>,
-    /// The own row's ledger entry.
-    pub entry: Option<&'a LedgerEntry>,
-}
-
-impl OwnBudget<'_> {
-    /// Whether the operator created the own row (or will): deleted when no longer used.
-    fn created(&self) -> bool {
-        self.row.is_none() || self.entry.is_none_or(|e| e.created)
-    }
-}
-
-/// Step 3 of both kinds: the writes that give the resource's own budget row the declared
-/// limits. An adopted row's own budget starts as a whole copy of the budget it had (every
-/// column, its reset window), with only the declared limits changed.
-fn plan_own_budget(
-    own: &OwnBudget<'_>,
-    row_created: bool,
-    declared: &DeclaredBudget,
-    originals: &mut Originals,
-    actor: &str,
-) -> Option<Change> {
-    let source = own.current.filter(|_| own.row.is_none() && !row_created);
-    let base = match (own.row, source) {
-        (Some(row), _) => row.clone(),
-        (None, Some(theirs)) => BudgetRow {
-            budget_id: own.id.to_string(),
-            created_by: actor.to_string(),
-            ..theirs.clone()
-        },
-        (None, None) => BudgetRow::new(own.id, actor),
-    };
-    let want = managed_budget(originals, declared, &base);
-    match (own.row, source) {
-        (None, Some(source)) => Some(Change::CopyBudget {
-            source: source.clone(),
-            after: want,
-        }),
-        (None, None) => Some(Change::CreateBudget(want)),
-        (Some(have), _) if !same_limits(have, &want) => Some(Change::UpdateBudget {
-            before: have.clone(),
-            after: BudgetRow {
-                created_by: have.created_by.clone(),
-                ..want
-            },
-        }),
-        (Some(_), _) => None,
-    }
-}
-
-/// The ledger claim of the resource's own budget row.
-fn own_budget_claim(
-    own: &OwnBudget<'_>,
-    resource: &str,
-    organization_id: &str,
-    manager: &str,
-    policy: DeletionPolicy,
-    replaces: Option<String>,
-) -> Option<Change> {
-    let entry = LedgerEntry {
-        row_key: budget_key(own.id),
-        manager: manager.to_string(),
-        resource: resource.to_string(),
-        organization_id: Some(organization_id.to_string()),
-        created: own.created(),
-        deletion_policy: policy_str(policy).into(),
-        managed: json!({}),
-    };
-    claim_if_changed(own.entry, entry, replaces)
-}
-
-/// The resource's own budget row, no longer used by it: deleted if the operator created it,
-/// and its ledger entry released.
-fn drop_own_budget(own: &OwnBudget<'_>) -> Vec<Change> {
-    let mut changes = Vec::new();
-    if own.row.is_some() && own.created() {
-        changes.push(Change::DeleteBudget {
-            budget_id: own.id.to_string(),
-        });
-    }
-    if own.entry.is_some() {
-        changes.push(Change::Release {
-            row_key: budget_key(own.id),
-        });
-    }
-    changes
-}
-
-/// The `budget_id` a row gets: the own row's while it declares one, else what the
-/// originals give back (or what it has).
-fn managed_budget_id(
-    originals: &mut Originals,
-    declared: Option<&str>,
-    current: Option<&str>,
-) -> Option<String> {
-    let current = current.map_or(Value::Null, Value::from);
-    match originals.field("budget_id", declared.map(Value::from), current) {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
 }
 
 /// The organization's own budget row as observed.
@@ -501,56 +398,37 @@ fn plan_organization_budget(
 ) -> Result<String, EngineError> {
     let own = organization_own_budget(desired, observed);
     let current = observed.organization.as_ref().map(|o| o.budget_id.as_str());
-    let on_own_row = current == Some(own.id);
-    let declared = match &desired.budget {
-        DesiredBudget::Referenced(id) => {
-            if observed.desired_budget.is_none() {
-                return Err(EngineError::BudgetNotFound {
-                    field: "spec.budgetRef.budgetId".into(),
-                    message: format!(
-                        "budget {id:?} does not exist in LiteLLM_BudgetTable: create it in LiteLLM first, or use an inline budget"
-                    ),
-                });
-            }
-            originals.forget_prefix("budget.");
-            steps.extend(Step::Release, drop_own_budget(&own));
-            return Ok(
-                managed_budget_id(originals, Some(id), current).unwrap_or_else(|| id.clone())
-            );
-        }
-        DesiredBudget::Owned(_, declared) => declared.clone(),
-        // A created organization must have a budget; one whose own row is the only budget
-        // it has (nothing recorded to give back) keeps it.
-        DesiredBudget::Unset(_) if created || (on_own_row && !originals.manages("budget_id")) => {
-            DeclaredBudget::default()
-        }
-        // An adopted organization that declares no budget keeps the one it has, or gets back
-        // the one it had before the operator gave it its own.
-        DesiredBudget::Unset(_) => {
-            originals.forget_prefix("budget.");
-            let budget_id = managed_budget_id(originals, None, current).unwrap_or_default();
-            if budget_id != own.id {
-                steps.extend(Step::Release, drop_own_budget(&own));
-            }
-            return Ok(budget_id);
-        }
+    if let DesiredBudget::Referenced(id) = &desired.budget
+        && observed.desired_budget.is_none()
+    {
+        return Err(EngineError::BudgetNotFound {
+            field: "spec.budgetRef.budgetId".into(),
+            message: format!(
+                "budget {id:?} does not exist in LiteLLM_BudgetTable: create it in LiteLLM first, or use an inline budget"
+            ),
+        });
+    }
+    let holder = organization_holder(&desired.budget, created, current == Some(own.id), originals);
+    let resource = desired.owner();
+    let claim = OwnClaim {
+        resource: &resource,
+        organization_id: &desired.organization_id,
+        manager,
+        policy: desired.deletion_policy,
+        replaces: None,
     };
-    steps.extend(
-        Step::Budget,
-        plan_own_budget(&own, created, &declared, originals, &desired.actor),
+    let held = hold(
+        &holder,
+        &own,
+        current,
+        created,
+        false,
+        originals,
+        &desired.actor,
+        claim,
     );
-    steps.extend(
-        Step::ClaimBudget,
-        own_budget_claim(
-            &own,
-            &desired.owner(),
-            &desired.organization_id,
-            manager,
-            desired.deletion_policy,
-            None,
-        ),
-    );
-    Ok(managed_budget_id(originals, Some(own.id), current).unwrap_or_else(|| own.id.to_string()))
+    steps.append(held.changes);
+    Ok(held.budget_id.unwrap_or_default())
 }
 
 /// Plan what deleting the resource `key` does to the rows the ledger says it manages:
@@ -638,81 +516,6 @@ pub struct MemberContext<'a> {
     pub actor: &'a str,
     pub manager: &'a str,
     pub new_user: &'a NewUserDefaults,
-}
-
-/// The user a member resolves to, and the write that creates it when it does not exist.
-struct MemberUser {
-    user_id: String,
-    create: Option<Change>,
-    note: Option<String>,
-}
-
-/// Step 1 of a membership: its user, as LiteLLM's `member_add` finds it (by id, else by
-/// email), except that the user this resource already holds a membership for stays its
-/// user even when LiteLLM changed that user's email (said in a note).
-fn resolve_member_user(
-    desired: &DesiredMember,
-    observed: &ObservedMember,
-    new_user: &NewUserDefaults,
-) -> Result<MemberUser, EngineError> {
-    if let Some(u) = observed.resolved_user() {
-        let held = observed.user_by_id.is_none() && observed.held_user.is_some();
-        let email = |e: Option<&str>| e.map(str::to_lowercase);
-        let note = (held && email(u.user_email.as_deref()) != email(desired.email.as_deref()))
-            .then(|| {
-                format!(
-                    "user {} no longer has the email {} in LiteLLM (it has {}); this member keeps the user it holds",
-                    u.user_id,
-                    desired.email.as_deref().unwrap_or("none"),
-                    u.user_email.as_deref().unwrap_or("none")
-                )
-            });
-        return Ok(MemberUser {
-            user_id: u.user_id.clone(),
-            create: None,
-            note,
-        });
-    }
-    if observed.users_by_email.len() > 1 {
-        return Err(ambiguous_email(desired, &observed.users_by_email));
-    }
-    let user_id = match (&desired.user_id, &desired.email) {
-        (Some(id), _) => id.clone(),
-        (None, Some(email)) => super::ids::user_id_for_email(email),
-        (None, None) => {
-            return Err(EngineError::invalid(
-                "spec.user",
-                "set user.userId, user.email, or both",
-            ));
-        }
-    };
-    let create = Change::CreateUser {
-        user_id: user_id.clone(),
-        email: desired.email.clone(),
-        defaults: new_user.clone(),
-    };
-    Ok(MemberUser {
-        user_id,
-        create: Some(create),
-        note: None,
-    })
-}
-
-fn ambiguous_email(desired: &DesiredMember, many: &[crate::store::UserRow]) -> EngineError {
-    let ids: Vec<&str> = many.iter().map(|u| u.user_id.as_str()).collect();
-    // The store reads at most EMAIL_MATCHES_READ of them.
-    let truncated = many.len() >= crate::store::EMAIL_MATCHES_READ;
-    let count = if truncated {
-        format!("{} or more", many.len())
-    } else {
-        many.len().to_string()
-    };
-    EngineError::Conflict(format!(
-        "{count} users have the email {:?} ({}{}): set spec.user.userId to choose one",
-        desired.email.as_deref().unwrap_or_default(),
-        ids.join(", "),
-        if truncated { ", ..." } else { "" }
-    ))
 }
 
 /// Plan one membership. `organization_pending` is true when the organization is not in the
@@ -908,36 +711,36 @@ fn plan_member_budget(
         .membership
         .as_ref()
         .and_then(|m| m.budget_id.as_deref());
-    let Some(declared) = desired.declared_budget() else {
-        originals.forget_prefix("budget.");
-        let restored = managed_budget_id(originals, None, current);
-        if restored.as_deref() != Some(own_id) && stale_budget_users == 0 {
-            steps.extend(Step::Release, drop_own_budget(&own));
-        }
-        return restored;
+    let holder = desired
+        .declared_budget()
+        .map_or(Holder::Theirs, Holder::Own);
+    let resource = desired.resource();
+    let claim = OwnClaim {
+        resource: &resource,
+        organization_id,
+        manager: context.manager,
+        policy: desired.deletion_policy,
+        replaces: Some(legacy_member_resource(own_id)),
     };
-    steps.extend(
-        Step::Budget,
-        plan_own_budget(&own, created, &declared, originals, context.actor),
+    // Adopted memberships of earlier rows still on the own budget keep it.
+    let keep_own = stale_budget_users > 0;
+    let held = hold(
+        &holder,
+        &own,
+        current,
+        created,
+        keep_own,
+        originals,
+        context.actor,
+        claim,
     );
-    let legacy = legacy_member_resource(own_id);
-    steps.extend(
-        Step::ClaimBudget,
-        own_budget_claim(
-            &own,
-            &desired.resource(),
-            organization_id,
-            context.manager,
-            desired.deletion_policy,
-            Some(legacy),
-        ),
-    );
-    managed_budget_id(originals, Some(own_id), current)
+    steps.append(held.changes);
+    held.budget_id
 }
 
 /// What a membership entry records besides its originals: the row's user and organization,
 /// and the email a member found by email was resolved with (see
-/// [`crate::store::held_user_id`]).
+/// [`super::users::held_user_id`]).
 fn member_identity<'a>(
     desired: &'a DesiredMember,
     user_id: &str,
@@ -1078,7 +881,7 @@ mod tests {
     use crate::engine::fields::same_limits;
     use crate::engine::ids;
     use crate::engine::legacy::{plan_delete_legacy_organization, retained_by_marker};
-    use crate::store::{OWNER_KEY, Scalar, UserRow};
+    use crate::store::{BudgetRow, OWNER_KEY, Scalar, UserRow};
 
     const ACTOR: &str = "litellm-org-operator";
     const MANAGER: &str = "cli";

@@ -3,28 +3,18 @@
 //! bound; identifiers come from the inventory or, for the whole-row copy, from the
 //! database's own catalog (quoted).
 //!
-//! The update strategy, the same for every table the operator writes: the plan carries the
-//! row as it was read and the row as it should be; only the managed columns that differ are
-//! written, onto the row as it is now, so a column LiteLLM changed in between is kept.
+//! Updates follow the store's update strategy (see `store`): the row is locked, then only the
+//! managed columns that differ are written.
 
 use std::sync::LazyLock;
 
 use chrono::NaiveDateTime;
 use serde_json::value::RawValue;
 
+use super::dialect::{Arg, Dialect, Stmt, fetch_one_as};
+use super::sql::{Done, Failure, created, lock, now};
 use super::{BUDGET_LIMITS, BudgetRow, Kind, Scalar};
 use crate::duration::budget_reset_at;
-
-/// One bound value of a statement built here (NULL as `None`).
-#[derive(Debug)]
-pub enum Bind {
-    Float(Option<f64>),
-    Int4(Option<i32>),
-    Int8(Option<i64>),
-    Text(Option<String>),
-    Time(Option<NaiveDateTime>),
-    Json(Option<Box<RawValue>>),
-}
 
 /// JSON text as a raw value to bind (an empty object when it is not JSON, such as the
 /// empty text of a row built in a test: the planner only ever produces JSON).
@@ -33,15 +23,15 @@ pub fn raw_json(text: &str) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("{} is JSON"))
 }
 
-fn limit_bind(kind: Kind, value: Option<&Scalar>) -> Bind {
+fn limit_bind(kind: Kind, value: Option<&Scalar>) -> Arg {
     match (kind, value) {
-        (Kind::Float, v) => Bind::Float(v.and_then(Scalar::as_f64)),
-        (Kind::Int4, Some(Scalar::Int(v))) => Bind::Int4(i32::try_from(*v).ok()),
-        (Kind::Int4, _) => Bind::Int4(None),
-        (Kind::Int8, Some(Scalar::Int(v))) => Bind::Int8(Some(*v)),
-        (Kind::Int8, _) => Bind::Int8(None),
-        (Kind::Text, Some(Scalar::Text(v))) => Bind::Text(Some(v.clone())),
-        (Kind::Text, _) => Bind::Text(None),
+        (Kind::Float, v) => Arg::Float(v.and_then(Scalar::as_f64)),
+        (Kind::Int4, Some(Scalar::Int(v))) => Arg::Int4(i32::try_from(*v).ok()),
+        (Kind::Int4, _) => Arg::Int4(None),
+        (Kind::Int8, Some(Scalar::Int(v))) => Arg::Int8(Some(*v)),
+        (Kind::Int8, _) => Arg::Int8(None),
+        (Kind::Text, Some(Scalar::Text(v))) => Arg::Text(Some(v.clone())),
+        (Kind::Text, _) => Arg::Text(None),
     }
 }
 
@@ -79,24 +69,24 @@ pub fn select() -> &'static str {
 
 /// `INSERT` of a new row: its limits, `model_max_budget`, the audit columns, and the first
 /// `budget_reset_at` of its duration.
-pub fn insert(b: &BudgetRow, actor: &str, now: NaiveDateTime) -> (String, Vec<Bind>) {
+pub fn insert_sql(b: &BudgetRow, actor: &str, now: NaiveDateTime) -> (String, Vec<Arg>) {
     let mut columns = vec![quote("budget_id")];
-    let mut values = vec![Bind::Text(Some(b.budget_id.clone()))];
+    let mut values = vec![Arg::Text(Some(b.budget_id.clone()))];
     for limit in BUDGET_LIMITS {
         columns.push(quote(limit.column));
         values.push(limit_bind(limit.kind, b.limit(limit.column)));
     }
     columns.push(quote("model_max_budget"));
-    values.push(Bind::Json(b.model_max_budget.as_deref().map(raw_json)));
+    values.push(Arg::Json(b.model_max_budget.as_deref().map(raw_json)));
     columns.push(quote("budget_reset_at"));
-    values.push(Bind::Time(
+    values.push(Arg::Time(
         b.budget_duration().and_then(|d| budget_reset_at(d, now)),
     ));
     for (column, value) in [
-        ("created_at", Bind::Time(Some(now))),
-        ("created_by", Bind::Text(Some(actor.to_string()))),
-        ("updated_at", Bind::Time(Some(now))),
-        ("updated_by", Bind::Text(Some(actor.to_string()))),
+        ("created_at", Arg::Time(Some(now))),
+        ("created_by", Arg::Text(Some(actor.to_string()))),
+        ("updated_at", Arg::Time(Some(now))),
+        ("updated_by", Arg::Text(Some(actor.to_string()))),
     ] {
         columns.push(quote(column));
         values.push(value);
@@ -113,15 +103,15 @@ pub fn insert(b: &BudgetRow, actor: &str, now: NaiveDateTime) -> (String, Vec<Bi
 /// `UPDATE` of the managed columns where `after` differs from `before` (and
 /// `budget_reset_at` when the duration changes, as LiteLLM's `build_budget_write_data`
 /// does), with `updated_at` / `updated_by`; `None` when nothing differs.
-pub fn update(
+pub fn update_sql(
     before: &BudgetRow,
     after: &BudgetRow,
     actor: &str,
     now: NaiveDateTime,
-) -> Option<(String, Vec<Bind>)> {
+) -> Option<(String, Vec<Arg>)> {
     let mut sets = Vec::new();
-    let mut values = vec![Bind::Text(Some(after.budget_id.clone()))];
-    let mut set = |column: &str, value: Bind, values: &mut Vec<Bind>| {
+    let mut values = vec![Arg::Text(Some(after.budget_id.clone()))];
+    let mut set = |column: &str, value: Arg, values: &mut Vec<Arg>| {
         values.push(value);
         sets.push(format!("{} = ${}", quote(column), values.len()));
     };
@@ -138,7 +128,7 @@ pub fn update(
     if before.model_max_budget != after.model_max_budget {
         set(
             "model_max_budget",
-            Bind::Json(after.model_max_budget.as_deref().map(raw_json)),
+            Arg::Json(after.model_max_budget.as_deref().map(raw_json)),
             &mut values,
         );
     }
@@ -146,15 +136,15 @@ pub fn update(
         let reset = after
             .budget_duration()
             .and_then(|d| budget_reset_at(d, now));
-        set("budget_reset_at", Bind::Time(reset), &mut values);
+        set("budget_reset_at", Arg::Time(reset), &mut values);
     }
     if values.len() == 1 {
         return None;
     }
-    set("updated_at", Bind::Time(Some(now)), &mut values);
+    set("updated_at", Arg::Time(Some(now)), &mut values);
     set(
         "updated_by",
-        Bind::Text(Some(actor.to_string())),
+        Arg::Text(Some(actor.to_string())),
         &mut values,
     );
     let sql = format!(
@@ -166,7 +156,7 @@ pub fn update(
 
 /// `INSERT … SELECT` copying the row `$1` as `$2` with every column in `columns` (the
 /// table's, from the catalog), the audit columns set to `$3` (time) and `$4` (actor).
-pub fn copy(columns: &[String]) -> String {
+pub fn copy_sql(columns: &[String]) -> String {
     let exprs: Vec<String> = columns
         .iter()
         .map(|c| match c.as_str() {
@@ -184,6 +174,101 @@ pub fn copy(columns: &[String]) -> String {
     )
 }
 
+const LOCK_BUDGET: &str =
+    r#"SELECT 1 FROM "LiteLLM_BudgetTable" WHERE "budget_id" = $1 FOR UPDATE"#;
+
+const DELETE_BUDGET: &str = r#"DELETE FROM "LiteLLM_BudgetTable" WHERE "budget_id" = $1"#;
+
+/// A budget row read with [`select`]: every limit of the inventory.
+fn from_row<D: Dialect>(row: &D::Row) -> Result<BudgetRow, sqlx::Error> {
+    let mut budget = BudgetRow::new(D::text(row, "budget_id")?, D::text(row, "created_by")?);
+    for limit in BUDGET_LIMITS {
+        let value = match limit.kind {
+            Kind::Float => D::opt_float(row, limit.column)?.map(Scalar::Float),
+            Kind::Int4 => D::opt_int4(row, limit.column)?.map(Scalar::from),
+            Kind::Int8 => D::opt_int8(row, limit.column)?.map(Scalar::Int),
+            Kind::Text => D::opt_text(row, limit.column)?.map(Scalar::Text),
+        };
+        budget.set(limit.column, value);
+    }
+    budget.model_max_budget = D::opt_text(row, "model_max_budget")?;
+    Ok(budget)
+}
+
+pub(super) async fn get<D: Dialect>(
+    conn: &mut D::Connection,
+    budget_id: &str,
+) -> Result<Option<BudgetRow>, sqlx::Error> {
+    fetch_one_as::<D, _>(conn, Stmt::new(select()).bind(budget_id), from_row::<D>).await
+}
+
+/// A new budget row with the limits of `b`, inserted only (see [`created`]).
+pub(super) async fn create<D: Dialect>(
+    conn: &mut D::Connection,
+    b: &BudgetRow,
+    actor: &str,
+) -> Result<Done, Failure> {
+    let (sql, values) = insert_sql(b, actor, now());
+    let done = D::execute(conn, Stmt::built(sql).bind_all(values)).await?;
+    created(done, || format!("budget {}", b.budget_id))
+}
+
+/// The store's update strategy: lock the row, then write the managed columns where `after`
+/// differs from `before`.
+pub(super) async fn update<D: Dialect>(
+    conn: &mut D::Connection,
+    before: &BudgetRow,
+    after: &BudgetRow,
+    actor: &str,
+) -> Result<(), sqlx::Error> {
+    let Some((sql, values)) = update_sql(before, after, actor, now()) else {
+        return Ok(());
+    };
+    lock::<D>(conn, Stmt::new(LOCK_BUDGET).bind(&after.budget_id)).await?;
+    D::execute(conn, Stmt::built(sql).bind_all(values))
+        .await
+        .map(drop)
+}
+
+/// A whole copy of the budget row `source` as `after.budget_id`: every column the table has
+/// (read from the catalog, so columns of later LiteLLM versions are copied too) and its reset
+/// window, then the managed columns `after` changes. Like every create it inserts only (see
+/// [`created`]).
+pub(super) async fn copy<D: Dialect>(
+    conn: &mut D::Connection,
+    source: &BudgetRow,
+    after: &BudgetRow,
+    actor: &str,
+) -> Result<Done, Failure> {
+    let columns = D::fetch_all(conn, Stmt::new(D::COLUMNS_OF).bind("LiteLLM_BudgetTable"))
+        .await?
+        .iter()
+        .map(|r| D::text(r, "name"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stmt = Stmt::built(copy_sql(&columns))
+        .bind(&source.budget_id)
+        .bind(&after.budget_id)
+        .bind(now())
+        .bind(actor);
+    let done = D::execute(conn, stmt).await?;
+    created(done, || format!("budget {}", after.budget_id))?;
+    let copied = BudgetRow {
+        budget_id: after.budget_id.clone(),
+        ..source.clone()
+    };
+    update::<D>(conn, &copied, after, actor).await?;
+    Ok(Done::Written)
+}
+
+pub(super) async fn delete<D: Dialect>(
+    conn: &mut D::Connection,
+    budget_id: &str,
+) -> Result<(), sqlx::Error> {
+    D::execute(conn, Stmt::new(DELETE_BUDGET).bind(budget_id))
+        .await
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,16 +279,16 @@ mod tests {
             .expect("epoch")
             .naive_utc();
         let before = BudgetRow::new("b", "me").with("max_budget", Some(Scalar::Float(1.0)));
-        assert!(update(&before, &before, "me", now).is_none());
+        assert!(update_sql(&before, &before, "me", now).is_none());
         let after = before.clone().with("tpm_limit", Some(Scalar::Int(5)));
-        let (sql, values) = update(&before, &after, "me", now).expect("a change");
+        let (sql, values) = update_sql(&before, &after, "me", now).expect("a change");
         assert_eq!(
             sql,
             r#"UPDATE "LiteLLM_BudgetTable" SET "tpm_limit" = $2, "updated_at" = $3, "updated_by" = $4 WHERE "budget_id" = $1"#
         );
         assert_eq!(values.len(), 4);
         assert_eq!(
-            copy(&["budget_id".into(), "tpd_limit".into(), "created_by".into()]),
+            copy_sql(&["budget_id".into(), "tpd_limit".into(), "created_by".into()]),
             r#"INSERT INTO "LiteLLM_BudgetTable" ("budget_id", "tpd_limit", "created_by") SELECT $2, "tpd_limit", $4 FROM "LiteLLM_BudgetTable" WHERE "budget_id" = $1 ON CONFLICT ("budget_id") DO NOTHING"#
         );
     }

@@ -7,10 +7,18 @@
 //! rows they describe, so the two never disagree, and a claim is one statement guarded by the
 //! primary key: two writers claiming one row cannot both win.
 
+//!
+//! The ledger is the operator's own table: a claim is an insert or an update guarded by its
+//! holder (never a blind write), a release a delete; LiteLLM's update strategy (see `store`)
+//! does not apply to it.
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::dialect::{Dialect, Stmt, fetch_all_as, fetch_one_as};
+use super::sql::now;
 use crate::error::StoreError;
 
 /// Default PostgreSQL schema of the ledger.
@@ -130,7 +138,7 @@ impl LedgerSql {
                 r#"DELETE FROM {table} WHERE "organization_id" = $1"#
             )),
             created_member_budgets: s(format!(
-                r#"SELECT substr("row_key", 8) FROM {table}
+                r#"SELECT substr("row_key", 8) AS "budget_id" FROM {table}
                    WHERE "organization_id" = $1 AND "created" AND "row_key" LIKE 'budget/%'"#
             )),
             owners: s(format!(
@@ -197,6 +205,182 @@ impl LedgerSql {
         ];
         Self::for_table(table, ddl)
     }
+}
+
+fn from_row<D: Dialect>(row: &D::Row) -> Result<LedgerEntry, sqlx::Error> {
+    Ok(LedgerEntry {
+        row_key: D::text(row, "row_key")?,
+        manager: D::text(row, "manager")?,
+        resource: D::text(row, "resource")?,
+        organization_id: D::opt_text(row, "organization_id")?,
+        created: D::boolean(row, "created")?,
+        deletion_policy: D::text(row, "deletion_policy")?,
+        managed: D::json(row, "managed")?,
+    })
+}
+
+/// A statement of the ledger: its text is built once per store from a checked identifier
+/// ([`ledger_schema`]); values are always bound.
+fn stmt(sql: &Arc<str>) -> Stmt {
+    Stmt::shared(sql.clone())
+}
+
+/// Whether the ledger table exists (`Ok(false)` when the database says it does not).
+pub(super) async fn exists<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+) -> Result<bool, sqlx::Error> {
+    match D::fetch_optional(conn, stmt(&sql.exists)).await {
+        Ok(_) => Ok(true),
+        Err(e) if D::is_missing_table(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create the ledger's schema and table, in one transaction on `conn`.
+pub(super) async fn create<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+) -> Result<(), StoreError> {
+    for ddl in &sql.ddl {
+        D::execute(conn, stmt(ddl))
+            .await
+            .map_err(StoreError::from_ledger_ddl)?;
+    }
+    Ok(())
+}
+
+pub(super) async fn by_key<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+    key: &str,
+) -> Result<Option<LedgerEntry>, sqlx::Error> {
+    fetch_one_as::<D, _>(conn, stmt(&sql.select_key).bind(key), from_row::<D>).await
+}
+
+async fn entries<D: Dialect>(
+    conn: &mut D::Connection,
+    stmt: Stmt,
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    fetch_all_as::<D, _>(conn, stmt, from_row::<D>).await
+}
+
+pub(super) async fn of_resource<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+    resource: &str,
+    manager: &str,
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    entries::<D>(
+        conn,
+        stmt(&sql.select_resource).bind(resource).bind(manager),
+    )
+    .await
+}
+
+pub(super) async fn of_manager<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+    manager: &str,
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    entries::<D>(conn, stmt(&sql.select_manager).bind(manager)).await
+}
+
+/// `Kind/namespace/name (manager)` of every organization and membership row the ledger
+/// holds, by row key (for listings).
+pub(super) async fn owners<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let mut owners = HashMap::new();
+    for r in D::fetch_all(conn, stmt(&sql.owners)).await? {
+        let (resource, manager) = (D::text(&r, "resource")?, D::text(&r, "manager")?);
+        owners.insert(D::text(&r, "row_key")?, format!("{resource} ({manager})"));
+    }
+    Ok(owners)
+}
+
+pub(super) async fn resources<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+) -> Result<Vec<String>, sqlx::Error> {
+    fetch_all_as::<D, _>(conn, stmt(&sql.resources), |r| D::text(r, "resource")).await
+}
+
+/// Claim a row for `entry.resource`: fails with [`StoreError::Claimed`], naming the holder,
+/// when another resource or manager holds it.
+pub(super) async fn claim<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+    entry: &LedgerEntry,
+    replaces: Option<&str>,
+) -> Result<(), StoreError> {
+    let db = StoreError::from_sqlx;
+    let claim = stmt(&sql.claim)
+        .bind(&entry.row_key)
+        .bind(&entry.manager)
+        .bind(&entry.resource)
+        .bind(&entry.organization_id)
+        .bind(entry.created)
+        .bind(&entry.deletion_policy)
+        .bind(&entry.managed)
+        .bind(now())
+        .bind(replaces.unwrap_or(&entry.resource));
+    if D::execute(conn, claim).await.map_err(db)? > 0 {
+        return Ok(());
+    }
+    let holder = D::fetch_optional(conn, stmt(&sql.owner_of).bind(&entry.row_key))
+        .await
+        .map_err(db)?;
+    let (manager, resource) = match holder {
+        Some(r) => (
+            D::text(&r, "manager").map_err(db)?,
+            D::text(&r, "resource").map_err(db)?,
+        ),
+        None => (String::new(), String::new()),
+    };
+    Err(StoreError::Claimed {
+        row: entry.row_key.clone(),
+        manager,
+        resource,
+    })
+}
+
+pub(super) async fn release<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+    row_key: &str,
+) -> Result<(), sqlx::Error> {
+    D::execute(conn, stmt(&sql.release).bind(row_key))
+        .await
+        .map(drop)
+}
+
+/// Every entry of an organization's rows (its cascade removed them).
+pub(super) async fn release_organization<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+    organization_id: &str,
+) -> Result<(), sqlx::Error> {
+    D::execute(conn, stmt(&sql.release_organization).bind(organization_id))
+        .await
+        .map(drop)
+}
+
+/// The member budgets the operator created for an organization's memberships.
+pub(super) async fn created_member_budgets<D: Dialect>(
+    conn: &mut D::Connection,
+    sql: &LedgerSql,
+    organization_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    D::fetch_all(
+        conn,
+        stmt(&sql.created_member_budgets).bind(organization_id),
+    )
+    .await?
+    .iter()
+    .map(|r| D::text(r, "budget_id"))
+    .collect()
 }
 
 #[cfg(test)]

@@ -2,32 +2,56 @@
 //! real schema and a SQLite implementation of the same tables for the embedded default.
 //!
 //! Every statement binds its values; identifiers only ever come from the fixed lists below.
+//!
+//! The store is by table: `budget`, `organization`, `membership`, `user` and `ledger` each
+//! hold their SQL as constants beside their row mapping and their write functions, generic
+//! over a [`Dialect`] (PostgreSQL or SQLite, `dialect`). `sql` is the store itself: its reads,
+//! and the transaction that applies one object's changes in the order the plan gives them
+//! (the engine's `plan::Step`, the one place that order is named).
+//!
+//! The update strategy, the same for every LiteLLM table the operator writes (budget,
+//! organization, membership; users are only created): the plan carries the row as it was
+//! read (`before`) and the row as it should be (`after`).
+//! 1. Lock the row for the rest of the transaction (`SELECT … FOR UPDATE`; SQLite's write
+//!    transaction holds every row already).
+//! 2. Write only the managed columns where `after` differs from `before`, onto the row as it
+//!    is now, so a column LiteLLM changed in between (or one the resource does not declare)
+//!    is kept; JSON the plan changes key by key (`metadata`) is merged onto the text read
+//!    under the lock.
+//! 3. A row deleted in between is written as planned (inserted).
+//!
+//! Creates insert only: a row that is already there fails the transaction as stale (a user
+//! is the exception: it is used as it is).
 
 pub mod budget;
 mod change;
+pub mod dialect;
 pub mod inventory;
 pub mod ledger;
+pub mod membership;
 pub mod open;
-pub(crate) mod organization;
+pub mod organization;
 mod postgres;
 pub(crate) mod schema;
 mod sql;
 mod sqlite;
+pub mod user;
 
 use std::future::Future;
 
 pub use change::{Change, NewUserDefaults};
+pub use dialect::Dialect;
 pub use inventory::{BUDGET_LIMITS, Kind, RawObject, Scalar};
 pub use ledger::{LedgerEntry, budget_key, membership_key, organization_key};
+pub use membership::MembershipRow;
+pub use organization::OrganizationRow;
 pub use postgres::PostgresStore;
 pub use schema::{REQUIRED_COLUMNS, SchemaState};
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
+pub use user::{EMAIL_MATCHES_READ, UserRow, UserRule};
 
 use crate::error::StoreError;
-
-/// How many users with one email a member lookup reads (the rest are not needed to know the
-/// email is ambiguous).
-pub const EMAIL_MATCHES_READ: usize = 10;
 
 /// The metadata key of the ownership marker the operator writes on organizations it manages.
 pub const OWNER_KEY: &str = "litellm-org-operator";
@@ -92,46 +116,6 @@ impl BudgetRow {
     }
 }
 
-/// A `LiteLLM_OrganizationTable` row, limited to the columns the operator manages or mirrors.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OrganizationRow {
-    pub organization_id: String,
-    pub organization_alias: String,
-    pub budget_id: String,
-    pub models: Vec<String>,
-    /// `metadata` as its JSON text (written back spliced, never re-encoded: see
-    /// [`RawObject`]).
-    pub metadata: String,
-    pub spend: f64,
-}
-
-impl OrganizationRow {
-    /// `metadata` decoded, for reading the marker of an earlier version (empty when it is
-    /// not an object).
-    pub fn metadata_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::from_str(&self.metadata) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        }
-    }
-}
-
-/// A `LiteLLM_UserTable` row, limited to what the member lookup needs.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct UserRow {
-    pub user_id: String,
-    pub user_email: Option<String>,
-}
-
-/// A `LiteLLM_OrganizationMembership` row.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct MembershipRow {
-    pub user_id: String,
-    pub organization_id: String,
-    pub user_role: Option<String>,
-    pub budget_id: Option<String>,
-}
-
 /// What the database holds for one organization.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ObservedOrganization {
@@ -155,10 +139,10 @@ pub struct ObservedMember {
     pub user_by_id: Option<UserRow>,
     /// Users whose email matches `user.email` case-insensitively (searched only when needed).
     pub users_by_email: Vec<UserRow>,
-    /// The user this resource already holds its membership in this organization for (see
-    /// [`held_user_id`]), whatever its email is now.
+    /// The user this resource already holds its membership in this organization for (the
+    /// engine's [`UserRule::held`]), whatever its email is now.
     pub held_user: Option<UserRow>,
-    /// The membership of the resolved user, if the user was resolved and the row exists.
+    /// The membership of the user [`UserRule::resolve`] chose, if the row exists.
     pub membership: Option<MembershipRow>,
     /// The budget row the existing membership points at, if any.
     pub membership_budget: Option<BudgetRow>,
@@ -172,52 +156,6 @@ pub struct ObservedMember {
     /// Every ledger entry of this member resource under this manager (its membership and its
     /// budget, including a membership it held for another user or organization before).
     pub own_entries: Vec<LedgerEntry>,
-}
-
-impl ObservedMember {
-    /// The user a member resolves to, the one rule the store (to read the membership) and
-    /// the planner share: by `user.userId`; else the user the resource already holds (LiteLLM
-    /// may have changed its email); else the one user with the email.
-    pub fn resolved_user(&self) -> Option<&UserRow> {
-        self.user_by_id.as_ref().or(self.held_user.as_ref()).or(
-            match self.users_by_email.as_slice() {
-                [one] => Some(one),
-                _ => None,
-            },
-        )
-    }
-}
-
-/// The user a member resource found by email already holds its membership in
-/// `organization_id` for, from its ledger entries: the resource keeps that user while its
-/// manifest names the same email (LiteLLM's `/user/update` may change the user's). A member
-/// that names a `userId`, or whose manifest now names another email, resolves afresh.
-pub fn held_user_id<'a>(
-    own_entries: &'a [LedgerEntry],
-    organization_id: &str,
-    user_id: Option<&str>,
-    email: Option<&str>,
-) -> Option<&'a str> {
-    if user_id.is_some() {
-        return None;
-    }
-    own_entries
-        .iter()
-        .filter(|e| {
-            e.row_key.starts_with("membership/")
-                && e.organization_id.as_deref() == Some(organization_id)
-        })
-        .filter(|e| {
-            match (
-                e.managed.get("email").and_then(serde_json::Value::as_str),
-                email,
-            ) {
-                (Some(held), Some(email)) => held.eq_ignore_ascii_case(email),
-                (None, _) => true,
-                (Some(_), None) => false,
-            }
-        })
-        .find_map(|e| e.managed.get("user_id").and_then(serde_json::Value::as_str))
 }
 
 /// What LiteLLM's delete of an organization takes with it: the rows that point at it.
@@ -357,6 +295,9 @@ pub struct MemberLookup<'a> {
     /// `OrganizationMember/<namespace>/<name>`.
     pub resource: &'a str,
     pub manager: &'a str,
+    /// How the member's user is chosen among the candidates read (the engine's rule); with
+    /// none, no user and no membership are read.
+    pub rule: Option<UserRule>,
 }
 
 /// The database operations the engine needs. Reads are plain queries; [`Store::apply`] runs
