@@ -82,13 +82,13 @@ fn hot() -> Vec<(String, String, Vec<&'static str>)> {
         vec!["budget-member-123"],
     ));
     all.push((
-        "figures organization budget".into(),
-        litellm_org_operator::controller::figures::ORGANIZATION_BUDGET.to_string(),
+        "organization usage".into(),
+        litellm_org_operator::store::organization::USAGE.to_string(),
         vec!["org-12"],
     ));
     all.push((
-        "figures member".into(),
-        litellm_org_operator::controller::figures::MEMBER_FIGURES.to_string(),
+        "member figures".into(),
+        litellm_org_operator::store::membership::MEMBER_FIGURES.to_string(),
         vec!["user-123", "org-12"],
     ));
     let ledger = LedgerSql::postgres(DEFAULT_LEDGER_SCHEMA);

@@ -7,7 +7,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, failure_key, key_of};
-use crate::controller::figures::{self, MemberFigures};
+use crate::controller::figures::MemberFigures;
 use crate::controller::raw::{DeleteTarget, Raw};
 use crate::controller::status::{Outcome, Spending, is_ready, member_status};
 use crate::controller::tenancy;
@@ -18,6 +18,7 @@ use crate::engine::{DesiredMember, ObjectKey, ObjectPlan, OrganizationTarget};
 use crate::error::EngineError;
 use crate::metrics::BudgetFigures;
 use crate::store::Change;
+use crate::store::Store;
 
 /// What a synced member reports.
 pub struct SyncedMember {
@@ -105,9 +106,11 @@ impl Reconciled for OrganizationMember {
 
     async fn read_back(&self, ctx: &Context, synced: &mut SyncedMember) -> Result<(), EngineError> {
         ctx.metrics.count_database("usage");
-        synced.figures =
-            figures::member_figures(ctx.engine.store(), &synced.user_id, &synced.organization_id)
-                .await?;
+        synced.figures = ctx
+            .engine
+            .store()
+            .member_figures(&synced.user_id, &synced.organization_id)
+            .await?;
         let key = key_of(self);
         let declared = synced
             .figures

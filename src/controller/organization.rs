@@ -3,7 +3,7 @@
 
 use crate::controller::context::Context;
 use crate::controller::driver::{Reconciled, key_of};
-use crate::controller::figures::{self, OrganizationBudget};
+use crate::controller::figures::OrganizationBudget;
 use crate::controller::raw::DeleteTarget;
 use crate::controller::status::{Outcome, Spending, organization_status};
 use crate::controller::tenancy;
@@ -74,8 +74,7 @@ impl Reconciled for Organization {
             .organization_usage(&synced.organization_id)
             .await?;
         ctx.metrics.count_database("usage");
-        synced.budget =
-            figures::organization_budget(ctx.engine.store(), &synced.organization_id).await?;
+        synced.budget = synced.usage.as_ref().map(OrganizationBudget::from);
         if let Some(u) = &synced.usage {
             let key = key_of(self);
             let figures = BudgetFigures {

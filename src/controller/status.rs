@@ -352,6 +352,7 @@ mod tests {
             spend: 1.0,
             max_budget: Some(10.0),
             member_count: 2,
+            ..OrganizationUsage::default()
         };
         let ok = Outcome::Synced {
             message: "in sync".into(),
@@ -395,6 +396,7 @@ mod tests {
             spend: 10.0,
             max_budget: Some(10.0),
             member_count: 0,
+            ..OrganizationUsage::default()
         };
         let s = organization_status(
             None,

@@ -185,6 +185,8 @@ pub trait Execute: Database {
     fn opt_int8(row: &Self::Row, column: &str) -> Result<Option<i64>, sqlx::Error>;
     fn opt_int4(row: &Self::Row, column: &str) -> Result<Option<i32>, sqlx::Error>;
     fn boolean(row: &Self::Row, column: &str) -> Result<bool, sqlx::Error>;
+    /// A timestamp column (`TIMESTAMP(3)` in PostgreSQL, text in SQLite), read as UTC.
+    fn opt_time(row: &Self::Row, column: &str) -> Result<Option<NaiveDateTime>, sqlx::Error>;
     /// A JSON column, decoded.
     fn json(row: &Self::Row, column: &str) -> Result<Value, sqlx::Error>;
 }
@@ -233,6 +235,7 @@ where
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> String: Decode<'q, DB> + Type<DB>,
     for<'q> Option<NaiveDateTime>: Encode<'q, DB> + Type<DB>,
+    for<'q> NaiveDateTime: Decode<'q, DB> + Type<DB>,
     for<'q> Option<Json<Box<RawValue>>>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<Value>: Decode<'q, DB> + Type<DB>,
 {
@@ -279,6 +282,9 @@ where
         row.try_get(column)
     }
     fn boolean(row: &Self::Row, column: &str) -> Result<bool, sqlx::Error> {
+        row.try_get(column)
+    }
+    fn opt_time(row: &Self::Row, column: &str) -> Result<Option<NaiveDateTime>, sqlx::Error> {
         row.try_get(column)
     }
     fn json(row: &Self::Row, column: &str) -> Result<Value, sqlx::Error> {

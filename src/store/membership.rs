@@ -3,7 +3,7 @@
 
 use super::dialect::{Dialect, Stmt, fetch_all_as, fetch_one_as};
 use super::sql::{Done, Failure, created, lock, now};
-use super::{Listing, MemberSummary, OwnedMembership, membership_key};
+use super::{Listing, MemberFigures, MemberSummary, OwnedMembership, membership_key};
 
 /// One membership by its key (`user_id`, `organization_id`).
 pub const SELECT_MEMBERSHIP: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#;
@@ -35,6 +35,15 @@ const LIST_MEMBERS: &str = r#"SELECT m."organization_id", o."organization_alias"
    LEFT JOIN "LiteLLM_UserTable" u ON u."user_id" = m."user_id"
    LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
    ORDER BY o."organization_alias", u."user_email", m."user_id""#;
+
+/// A membership's figures for status and metrics: by LiteLLM's unique
+/// `(user_id, organization_id)` index, then primary keys.
+pub const MEMBER_FIGURES: &str = r#"SELECT m."spend", b."max_budget", u."user_email", o."organization_alias"
+   FROM "LiteLLM_OrganizationMembership" m
+   LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = m."budget_id"
+   LEFT JOIN "LiteLLM_UserTable" u ON u."user_id" = m."user_id"
+   LEFT JOIN "LiteLLM_OrganizationTable" o ON o."organization_id" = m."organization_id"
+   WHERE m."user_id" = $1 AND m."organization_id" = $2"#;
 
 /// A `LiteLLM_OrganizationMembership` row.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -222,4 +231,23 @@ pub(super) async fn list<D: Dialect>(
             summary::<D>(r, owner),
         )
     }))
+}
+
+pub(super) async fn figures<D: Dialect>(
+    conn: &mut D::Connection,
+    user_id: &str,
+    organization_id: &str,
+) -> Result<Option<MemberFigures>, sqlx::Error> {
+    let stmt = Stmt::new(MEMBER_FIGURES)
+        .bind(user_id)
+        .bind(organization_id);
+    fetch_one_as::<D, _>(conn, stmt, |r| {
+        Ok(MemberFigures {
+            spend: D::opt_float(r, "spend")?.unwrap_or(0.0),
+            max_budget: D::opt_float(r, "max_budget")?,
+            user_email: D::opt_text(r, "user_email")?,
+            organization_alias: D::opt_text(r, "organization_alias")?,
+        })
+    })
+    .await
 }

@@ -216,12 +216,29 @@ fn count(n: i64, noun: &str) -> String {
     }
 }
 
-/// Figures mirrored into `Organization.status`.
+/// Figures mirrored into `Organization.status`, its metrics and budget events.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OrganizationUsage {
     pub spend: f64,
     pub max_budget: Option<f64>,
     pub member_count: i64,
+    /// `soft_budget` of the organization's budget row: LiteLLM's alerting threshold.
+    pub soft_budget: Option<f64>,
+    /// `budget_reset_at` of that row: when LiteLLM's reset job next sets spend back to 0 (UTC).
+    pub budget_reset_at: Option<chrono::NaiveDateTime>,
+}
+
+/// What a membership's rows say, for the member's status, metrics and budget events.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberFigures {
+    /// The membership's `spend` (LiteLLM adds each request's cost to it).
+    pub spend: f64,
+    /// `max_budget` of the membership's budget row.
+    pub max_budget: Option<f64>,
+    /// The user's `user_email` as LiteLLM holds it now.
+    pub user_email: Option<String>,
+    /// The organization's `organization_alias`.
+    pub organization_alias: Option<String>,
 }
 
 /// An organization as `get organizations` lists it.
@@ -332,6 +349,13 @@ pub trait Store: Send + Sync {
         &self,
         organization_id: &str,
     ) -> impl Future<Output = Result<Option<OrganizationUsage>, StoreError>> + Send;
+    /// Spend, budget, user email and organization alias of `user_id`'s membership in
+    /// `organization_id` (`None`: no such membership).
+    fn member_figures(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> impl Future<Output = Result<Option<MemberFigures>, StoreError>> + Send;
     /// The teams, keys and memberships an organization's delete would remove.
     fn organization_dependents(
         &self,
@@ -460,6 +484,13 @@ impl Store for AnyStore {
         organization_id: &str,
     ) -> Result<Option<OrganizationUsage>, StoreError> {
         delegate!(self, s => s.organization_usage(organization_id))
+    }
+    async fn member_figures(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> Result<Option<MemberFigures>, StoreError> {
+        delegate!(self, s => s.member_figures(user_id, organization_id))
     }
     async fn organization_dependents(
         &self,

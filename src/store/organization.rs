@@ -30,7 +30,7 @@ const INSERT_ORGANIZATION: &str = r#"INSERT INTO "LiteLLM_OrganizationTable"
    VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $7)
    ON CONFLICT ("organization_id") DO NOTHING"#;
 
-const USAGE: &str = r#"SELECT o."spend", b."max_budget"
+pub const USAGE: &str = r#"SELECT o."spend", b."max_budget", b."soft_budget", b."budget_reset_at"
    FROM "LiteLLM_OrganizationTable" o LEFT JOIN "LiteLLM_BudgetTable" b ON b."budget_id" = o."budget_id"
    WHERE o."organization_id" = $1"#;
 
@@ -239,6 +239,8 @@ pub(super) async fn usage<D: Dialect>(
                 spend: D::float(&r, "spend")?,
                 max_budget: D::opt_float(&r, "max_budget")?,
                 member_count: 0,
+                soft_budget: D::opt_float(&r, "soft_budget")?,
+                budget_reset_at: D::opt_time(&r, "budget_reset_at")?,
             })
         })
         .transpose()

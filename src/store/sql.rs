@@ -13,10 +13,10 @@ use super::dialect::{Dialect, Stmt};
 use super::ledger::{self, LedgerSql};
 use super::schema::{self, SchemaState};
 use super::{
-    Applied, Change, Dependents, LedgerEntry, Listing, MemberLookup, MemberSummary, ObservedMember,
-    ObservedOrganization, OrganizationSummary, OrganizationUsage, OwnedMembership, Store,
-    UnreadableRow, budget, budget_key, membership, membership_key, organization, organization_key,
-    user,
+    Applied, Change, Dependents, LedgerEntry, Listing, MemberFigures, MemberLookup, MemberSummary,
+    ObservedMember, ObservedOrganization, OrganizationSummary, OrganizationUsage, OwnedMembership,
+    Store, UnreadableRow, budget, budget_key, membership, membership_key, organization,
+    organization_key, user,
 };
 use crate::error::StoreError;
 
@@ -441,6 +441,17 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> Result<Option<OrganizationUsage>, StoreError> {
         let mut conn = self.connection().await?;
         organization::usage::<D>(&mut conn, organization_id)
+            .await
+            .map_err(db)
+    }
+
+    async fn member_figures(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> Result<Option<MemberFigures>, StoreError> {
+        let mut conn = self.connection().await?;
+        membership::figures::<D>(&mut conn, user_id, organization_id)
             .await
             .map_err(db)
     }
