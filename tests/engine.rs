@@ -8,7 +8,7 @@ use litellm_org_operator::engine::{
 };
 use litellm_org_operator::error::{EngineError, StoreError};
 use litellm_org_operator::store::{
-    BudgetRow, Change, Dependents, NewUserDefaults, OrganizationRow, Scalar, Store,
+    BudgetRow, Change, Dependents, MembershipRow, NewUserDefaults, OrganizationRow, Scalar, Store,
 };
 use support::{TestDb, spec};
 
@@ -648,3 +648,65 @@ async fn member_counts_follow_the_engines_own_writes(db: &TestDb) {
     assert_eq!(member_count(&fresh, &org_id).await, 3);
 }
 on_both!(member_counts_follow_the_engines_own_writes);
+
+/// The store's update strategy, on both stores: an update writes only the managed columns the
+/// plan changes, so a column LiteLLM changed after the plan read the row is kept (a
+/// membership's `user_role` while its `budget_id` moves; a budget's `tpm_limit` while its
+/// `max_budget` changes).
+async fn updates_write_only_the_columns_the_plan_changes(db: &TestDb) {
+    let a = org("ns", "a", "{}\n");
+    apply_org(db, &a).await;
+    let m = member(
+        "ns",
+        "m",
+        "organizationRef: {name: a}\nuser: {userId: u1}\nrole: internal_user\n",
+    );
+    apply_member(db, &m, &a.organization_id).await;
+    let before = MembershipRow {
+        user_id: "u1".into(),
+        organization_id: a.organization_id.clone(),
+        user_role: Some("internal_user".into()),
+        budget_id: None,
+    };
+    let after = MembershipRow {
+        budget_id: Some(a.owned_budget_id.clone()),
+        ..before.clone()
+    };
+    let budget_before = BudgetRow::new(&a.owned_budget_id, ACTOR);
+    let budget_after = budget_before
+        .clone()
+        .with("max_budget", Some(Scalar::Float(5.0)));
+    // LiteLLM's writes after the plan read the rows.
+    db.exec(r#"UPDATE "LiteLLM_OrganizationMembership" SET "user_role" = 'org_admin'"#)
+        .await;
+    db.exec(r#"UPDATE "LiteLLM_BudgetTable" SET "tpm_limit" = 7"#)
+        .await;
+    db.store()
+        .apply(
+            &[
+                Change::UpdateBudget {
+                    before: budget_before,
+                    after: budget_after,
+                },
+                Change::UpdateMembership { before, after },
+            ],
+            ACTOR,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(
+        db.strings(
+            r#"SELECT "user_role" || ' ' || "budget_id" FROM "LiteLLM_OrganizationMembership""#
+        )
+        .await,
+        [format!("org_admin {}", a.owned_budget_id)]
+    );
+    assert_eq!(
+        db.strings(
+            r#"SELECT CAST("tpm_limit" AS TEXT) || ' ' || CAST(CAST("max_budget" AS INTEGER) AS TEXT) FROM "LiteLLM_BudgetTable""#
+        )
+        .await,
+        ["7 5"]
+    );
+}
+on_both!(updates_write_only_the_columns_the_plan_changes);
