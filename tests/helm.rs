@@ -719,7 +719,8 @@ fn service_monitor_and_network_policy() {
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(
         monitor["spec"]["endpoints"],
-        json!([{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}])
+        json!([{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s",
+                "honorLabels": true}])
     );
     let service_labels = serde_json::to_value(service.metadata.labels).expect("labels");
     for (k, v) in monitor["spec"]["selector"]["matchLabels"]
