@@ -1025,3 +1025,208 @@ fn chart_crds_are_the_generated_crds_byte_for_byte() {
             .collect();
     assert_eq!(names, CRD_NAMES);
 }
+
+#[test]
+fn pod_disruption_budget_follows_replicas_and_values() {
+    assert!(
+        render(with_database(json!({})))
+            .all("PodDisruptionBudget")
+            .is_empty()
+    );
+    let two = render(with_database(json!({"replicaCount": 2})));
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+        two.one("PodDisruptionBudget", FULLNAME);
+    let spec = pdb.spec.expect("spec");
+    assert_eq!(
+        serde_json::to_value(&spec.max_unavailable).expect("json"),
+        json!(1)
+    );
+    assert!(spec.min_available.is_none());
+    let selector = spec
+        .selector
+        .expect("selector")
+        .match_labels
+        .expect("labels");
+    let pod_labels = two
+        .deployment()
+        .spec
+        .template
+        .metadata
+        .expect("meta")
+        .labels
+        .expect("labels");
+    for (k, v) in &selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the PDB selects the operator pods"
+        );
+    }
+    let forced = render(with_database(json!({
+        "podDisruptionBudget": {"enabled": true, "minAvailable": "50%"}
+    })));
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+        forced.one("PodDisruptionBudget", FULLNAME);
+    let spec = pdb.spec.expect("spec");
+    assert_eq!(
+        serde_json::to_value(&spec.min_available).expect("json"),
+        json!("50%")
+    );
+    assert!(spec.max_unavailable.is_none());
+    let off = render(with_database(
+        json!({"replicaCount": 3, "podDisruptionBudget": {"enabled": false}}),
+    ));
+    assert!(off.all("PodDisruptionBudget").is_empty());
+}
+
+#[test]
+fn pod_values_reach_the_deployment() {
+    let release = render(with_database(json!({
+        "revisionHistoryLimit": 3,
+        "priorityClassName": "platform-critical",
+        "podSecurityContext": {"fsGroup": 2000},
+        "securityContext": {"runAsUser": 1001},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+            {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"team": "x"}}},
+        ],
+        "extraArgs": ["--lease-name=lorg-eu"],
+        "extraEnv": [{"name": "PGAPPNAME", "value": "litellm-org-operator"}],
+        "extraVolumes": [{"name": "db-ca", "secret": {"secretName": "db-ca"}}],
+        "extraVolumeMounts": [{"name": "db-ca", "mountPath": "/etc/db-ca", "readOnly": true}],
+        "extraContainers": [{"name": "cloud-sql-proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2",
+                             "args": ["--port=5432", "project:region:instance"]}],
+    })));
+    assert_eq!(release.deployment().spec.revision_history_limit, Some(3));
+    let pod = release.pod();
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("platform-critical")
+    );
+    // Overrides merge over the restricted defaults.
+    let psc = pod.security_context.clone().expect("pod securityContext");
+    assert_eq!(
+        (psc.fs_group, psc.run_as_non_root, psc.run_as_user),
+        (Some(2000), Some(true), Some(65532))
+    );
+    assert_eq!(pod.containers.len(), 2);
+    assert_eq!(pod.containers[1].name, "cloud-sql-proxy");
+    let c = pod.containers[0].clone();
+    assert_eq!(c.name, "operator");
+    let sc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(
+        (
+            sc.run_as_user,
+            sc.read_only_root_filesystem,
+            sc.allow_privilege_escalation
+        ),
+        (Some(1001), Some(true), Some(false))
+    );
+    assert_eq!(
+        sc.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_string()])
+    );
+    let args = c.args.clone().expect("args");
+    assert_eq!(
+        args.last().map(String::as_str),
+        Some("--lease-name=lorg-eu")
+    );
+    let env: Vec<String> = c
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(env.contains(&"PGAPPNAME".to_string()), "{env:?}");
+    let mounts: Vec<(String, String)> = c
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.name, m.mount_path))
+        .collect();
+    assert!(
+        mounts.contains(&("db-ca".to_string(), "/etc/db-ca".to_string())),
+        "{mounts:?}"
+    );
+    let volumes: Vec<String> = pod
+        .volumes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert!(volumes.contains(&"db-ca".to_string()), "{volumes:?}");
+
+    let spread = pod
+        .topology_spread_constraints
+        .clone()
+        .expect("topologySpreadConstraints");
+    assert_eq!(spread.len(), 2);
+    let selector = |i: usize| {
+        spread[i]
+            .label_selector
+            .clone()
+            .expect("labelSelector")
+            .match_labels
+            .expect("labels")
+    };
+    let own = selector(0);
+    assert_eq!(
+        own.get("app.kubernetes.io/instance").map(String::as_str),
+        Some(RELEASE)
+    );
+    assert_eq!(
+        own.get("app.kubernetes.io/name").map(String::as_str),
+        Some("litellm-org-operator")
+    );
+    assert_eq!(selector(1).get("team").map(String::as_str), Some("x"));
+    assert_eq!(
+        selector(1).len(),
+        1,
+        "a labelSelector given is kept as it is"
+    );
+}
+
+#[test]
+fn service_monitor_relabelings() {
+    let relabel =
+        json!([{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]);
+    let drop = json!([{"sourceLabels": ["__name__"], "regex": "litellm_org_operator_database_.*", "action": "drop"}]);
+    let release = render(with_database(json!({"serviceMonitor": {
+        "enabled": true, "honorLabels": false, "relabelings": relabel, "metricRelabelings": drop,
+    }})));
+    let monitors = release.all("ServiceMonitor");
+    let endpoint = &monitors[0]["spec"]["endpoints"][0];
+    assert_eq!(endpoint["honorLabels"], false);
+    assert_eq!(endpoint["relabelings"], relabel);
+    assert_eq!(endpoint["metricRelabelings"], drop);
+}
+
+#[test]
+fn schema_refuses_malformed_pod_values() {
+    for (values, expected) in [
+        (json!({"extraArgs": [1]}), "extraArgs"),
+        (json!({"extraVolumeMounts": [{"name": "x"}]}), "mountPath"),
+        (
+            json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]}),
+            "whenUnsatisfiable",
+        ),
+        (
+            json!({"podDisruptionBudget": {"maxUnavailable": "half"}}),
+            "maxUnavailable",
+        ),
+        (json!({"revisionHistoryLimit": -1}), "revisionHistoryLimit"),
+    ] {
+        let error = render_error(with_database(values.clone()));
+        assert!(
+            error.contains(expected),
+            "{values}: {expected:?} not in {error:?}"
+        );
+    }
+}
