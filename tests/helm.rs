@@ -1230,3 +1230,179 @@ fn schema_refuses_malformed_pod_values() {
         );
     }
 }
+
+/// The database from the keys of one Secret (CloudNativePG's application Secret), with
+/// sslmode and a CA bundle: libpq's PG* variables from secretKeyRef, `--database postgres://`.
+#[test]
+fn database_from_the_keys_of_a_cloudnativepg_secret() {
+    let release = render(json!({"database": {
+        "existingSecret": "pg-app", "format": "keys", "keys": {"user": "username"},
+        "sslmode": "verify-full", "ca": {"secretName": "pg-ca"},
+    }}));
+    let c = release.container();
+    let args = c.args.clone().expect("args");
+    let at = args
+        .iter()
+        .position(|a| a == "--database")
+        .expect("--database");
+    assert_eq!(args[at + 1], "postgres://");
+    assert!(!args.iter().any(|a| a == "--database-url-file"), "{args:?}");
+    let mut from_secret = Vec::new();
+    let mut plain = Vec::new();
+    for env in c.env.clone().unwrap_or_default() {
+        match env.value_from.and_then(|v| v.secret_key_ref) {
+            Some(r) => {
+                assert_eq!(r.name, "pg-app");
+                from_secret.push((env.name, r.key));
+            }
+            None => plain.push((env.name, env.value.unwrap_or_default())),
+        }
+    }
+    from_secret.sort();
+    let expected: Vec<(String, String)> = [
+        ("PGDATABASE", "dbname"),
+        ("PGHOST", "host"),
+        ("PGPASSWORD", "password"),
+        ("PGPORT", "port"),
+        ("PGUSER", "username"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(from_secret, expected);
+    assert!(
+        plain.contains(&("PGSSLMODE".into(), "verify-full".into())),
+        "{plain:?}"
+    );
+    assert!(
+        plain.contains(&(
+            "PGSSLROOTCERT".into(),
+            "/etc/litellm-org-operator/database-ca/ca.crt".into()
+        )),
+        "{plain:?}"
+    );
+    let pod = release.pod();
+    let volumes = serde_json::to_value(pod.volumes.clone().unwrap_or_default()).expect("json");
+    assert!(
+        !volumes.to_string().contains("\"database\""),
+        "no URL file: {volumes}"
+    );
+    assert!(
+        volumes.to_string().contains("\"secretName\":\"pg-ca\""),
+        "{volumes}"
+    );
+    assert!(
+        release.all("Secret").is_empty(),
+        "the chart renders no Secret of its own"
+    );
+    assert!(
+        release
+            .notes
+            .contains("Secret pg-app (keys host, port, dbname, username, password)"),
+        "{}",
+        release.notes
+    );
+
+    // A CA from a ConfigMap works with the URL layout too.
+    let url = render(
+        json!({"database": {"existingSecret": "db", "ca": {"configMapName": "db-ca", "key": "bundle.pem"}}}),
+    );
+    let env = serde_json::to_value(url.container().env)
+        .expect("json")
+        .to_string();
+    assert!(
+        env.contains("/etc/litellm-org-operator/database-ca/bundle.pem"),
+        "{env}"
+    );
+    assert!(url.args().contains(&"--database-url-file".to_string()));
+
+    for (values, expected) in [
+        (
+            json!({"database": {"url": DB_URL, "format": "keys"}}),
+            "set database.existingSecret",
+        ),
+        (
+            json!({"database": {"existingSecret": "x", "format": "parts"}}),
+            "format",
+        ),
+        (
+            json!({"database": {"existingSecret": "x", "sslmode": "verify"}}),
+            "sslmode",
+        ),
+        (
+            json!({"database": {"existingSecret": "x", "ca": {"secretName": "a", "configMapName": "b"}}}),
+            "ca",
+        ),
+    ] {
+        let error = render_error(values.clone());
+        assert!(
+            error.contains(expected),
+            "{values}: {expected:?} not in {error:?}"
+        );
+    }
+}
+
+/// NOTES.txt names only what the chart ships: no file of the repository (the chart has none
+/// but its own), an inline manifest the CRDs accept, and the monitoring objects when enabled.
+#[test]
+fn notes_mention_only_what_the_chart_ships() {
+    let release = render(with_database(json!({"watchNamespaces": ["team-a"]})));
+    let notes = &release.notes;
+    for absent in [
+        "examples/",
+        "quickstart",
+        ".yaml",
+        "crds/",
+        "Alerts:",
+        "Dashboard:",
+    ] {
+        assert!(!notes.contains(absent), "{absent:?} in NOTES:\n{notes}");
+    }
+    assert!(notes.contains("kubectl apply -f - <<EOF"), "{notes}");
+    // The inline manifest parses into both kinds, in a watched namespace, and the CRD schema
+    // accepts it.
+    let manifest: String = notes
+        .split("kubectl apply -f - <<EOF\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  EOF").next())
+        .expect("an inline manifest")
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&manifest)
+        .map(|d| {
+            serde_json::to_value(
+                <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("YAML"),
+            )
+            .expect("json")
+        })
+        .collect();
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["Organization", "OrganizationMember"]);
+    for doc in &docs {
+        assert_eq!(doc["metadata"]["namespace"], "team-a");
+    }
+    let _: litellm_org_operator::crd::Organization =
+        serde_json::from_value(docs[0].clone()).expect("an Organization");
+    let _: litellm_org_operator::crd::OrganizationMember =
+        serde_json::from_value(docs[1].clone()).expect("an OrganizationMember");
+
+    let full = render(with_database(json!({
+        "installCRDs": false, "prometheusRule": {"enabled": true}, "grafanaDashboard": {"enabled": true},
+    })));
+    assert!(
+        full.notes
+            .contains("kubectl apply --server-side --force-conflicts -f crds/"),
+        "{}",
+        full.notes
+    );
+    assert!(full.notes.contains(&format!("prometheusrule/{FULLNAME}")));
+    assert!(
+        full.notes
+            .contains(&format!("configmap/{FULLNAME}-dashboard"))
+    );
+}
