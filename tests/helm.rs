@@ -678,7 +678,7 @@ fn install_crds_off_drops_the_flag_and_the_crd_rules() {
     assert!(
         release
             .notes
-            .contains("kubectl apply --server-side -f crds/")
+            .contains("kubectl apply --server-side --force-conflicts -f crds/")
     );
 }
 
