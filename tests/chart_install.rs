@@ -349,6 +349,14 @@ async fn upgrade_leaves_crds_to_the_documented_step_and_uninstall_keeps_data() {
         "Helm left the CRD"
     );
 
+    // Helm's field manager owns the CRD it created: a plain server-side apply conflicts with
+    // it and changes nothing, hence --force-conflicts in the documented step.
+    let (ok, out) = cluster
+        .kubectl()
+        .status(&["apply", "--server-side", "-f", "crds/"])
+        .await;
+    assert!(!ok && out.contains("conflict with \"helm\""), "{out}");
+    assert_eq!(printer_columns(&cluster).await, old_columns);
     // The documented step.
     let (ok, out) = cluster
         .kubectl()
