@@ -79,48 +79,22 @@ async fn kubectl_json(cluster: &Cluster, args: &[&str]) -> Value {
 /// Names of the objects of `kinds` in `namespace` that carry the release's instance label.
 async fn release_objects(cluster: &Cluster, namespace: &str, release: &str) -> Vec<String> {
     let selector = format!("app.kubernetes.io/instance={release}");
-    let list = kubectl_json(
-        cluster,
-        &[
-            "get",
-            "deployments,services,serviceaccounts,secrets,roles,rolebindings,poddisruptionbudgets",
-            "-n",
-            namespace,
-            "-l",
-            &selector,
-        ],
-    )
-    .await;
-    let mut names: Vec<String> = list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|o| {
+    let namespaced =
+        "deployments,services,serviceaccounts,secrets,roles,rolebindings,poddisruptionbudgets";
+    let mut names = Vec::new();
+    for args in [
+        vec!["get", namespaced, "-n", namespace, "-l", &selector],
+        vec!["get", "clusterroles,clusterrolebindings", "-l", &selector],
+    ] {
+        let list = kubectl_json(cluster, &args).await;
+        names.extend(list["items"].as_array().expect("items").iter().map(|o| {
             format!(
                 "{}/{}",
                 o["kind"].as_str().unwrap_or(""),
                 o["metadata"]["name"].as_str().unwrap_or("")
             )
-        })
-        .collect();
-    let cluster_scoped = kubectl_json(
-        cluster,
-        &["get", "clusterroles,clusterrolebindings", "-l", &selector],
-    )
-    .await;
-    names.extend(
-        cluster_scoped["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|o| {
-                format!(
-                    "{}/{}",
-                    o["kind"].as_str().unwrap_or(""),
-                    o["metadata"]["name"].as_str().unwrap_or("")
-                )
-            }),
-    );
+        }));
+    }
     names.sort();
     names
 }

@@ -192,6 +192,15 @@ fn render_error(values: Value) -> String {
     answer["error"].as_str().expect("error message").to_string()
 }
 
+/// Helm refuses `values` with a message containing `expected`.
+fn assert_refused(values: Value, expected: &str) {
+    let error = render_error(values.clone());
+    assert!(
+        error.contains(expected),
+        "{values}: {expected:?} not in {error:?}"
+    );
+}
+
 fn triples(rules: &[(&str, &str, &[&str])]) -> BTreeSet<Triple> {
     let mut set = BTreeSet::new();
     for (group, resource, verbs) in rules {
@@ -858,11 +867,7 @@ fn invalid_values_are_rejected_naming_the_value() {
         ),
     ];
     for (values, expected) in cases {
-        let error = render_error(values.clone());
-        assert!(
-            error.contains(expected),
-            "{values}: {expected:?} not in {error:?}"
-        );
+        assert_refused(values, expected);
     }
 }
 
@@ -944,11 +949,7 @@ fn tenancy_grants_render_one_grant_arg_each_and_bad_entries_are_refused() {
         ),
     ];
     for (values, expected) in cases {
-        let error = render_error(values.clone());
-        assert!(
-            error.contains(expected),
-            "{values}: {expected:?} not in {error:?}"
-        );
+        assert_refused(values, expected);
     }
 }
 
@@ -1223,11 +1224,7 @@ fn schema_refuses_malformed_pod_values() {
         ),
         (json!({"revisionHistoryLimit": -1}), "revisionHistoryLimit"),
     ] {
-        let error = render_error(with_database(values.clone()));
-        assert!(
-            error.contains(expected),
-            "{values}: {expected:?} not in {error:?}"
-        );
+        assert_refused(with_database(values), expected);
     }
 }
 
@@ -1334,11 +1331,7 @@ fn database_from_the_keys_of_a_cloudnativepg_secret() {
             "ca",
         ),
     ] {
-        let error = render_error(values.clone());
-        assert!(
-            error.contains(expected),
-            "{values}: {expected:?} not in {error:?}"
-        );
+        assert_refused(values, expected);
     }
 }
 
