@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{Value, json};
 use support::TestDb;
 use support::cluster::{Cluster, suffix};
-use support::helm::{CHART, helm_cli};
+use support::helm::{CHART, helm_cli, notes_manifest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
 const CRD: &str = "organizations.litellm.dev";
@@ -289,17 +289,12 @@ async fn upgrade_leaves_crds_to_the_documented_step_and_uninstall_keeps_data() {
     let old_columns = printer_columns(&cluster).await;
     assert!(!old_columns.contains(&dropped), "{old_columns:?}");
 
-    // An organization, in the cluster and (applied by the CLI, as the operator would) in the
-    // database.
-    let manifest = helm.home.path().join("org.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata:\n  name: research\n  \
-             namespace: {ns}\nspec:\n  alias: Research\n  budget:\n    maxBudget: 100\n"
-        ),
-    )
-    .expect("write manifest");
+    // The example NOTES.txt prints (an organization and a member in the watched namespace),
+    // accepted by the API server as it stands, and (applied by the CLI, as the operator
+    // would) written to the database.
+    let notes = helm.ok(&["get", "notes", &release, "-n", &ns]);
+    let manifest = helm.home.path().join("notes-example.yaml");
+    std::fs::write(&manifest, notes_manifest(&notes)).expect("write manifest");
     let manifest = manifest.display().to_string();
     cluster.kubectl().ok(&["apply", "-f", &manifest]).await;
     let db = TestDb::litellm().await;
@@ -315,6 +310,7 @@ async fn upgrade_leaves_crds_to_the_documented_step_and_uninstall_keeps_data() {
     );
     let rows = db.snapshot().await;
     assert_eq!(db.count("LiteLLM_OrganizationTable").await, 1);
+    assert_eq!(db.count("LiteLLM_OrganizationMembership").await, 1);
 
     helm.ok(&["upgrade", &release, CHART, "-n", &ns, "-f", &values]);
     assert_eq!(
@@ -352,5 +348,11 @@ async fn upgrade_leaves_crds_to_the_documented_step_and_uninstall_keeps_data() {
     assert!(ok, "{out}");
     let org = kubectl_json(&cluster, &["get", "organization", "research", "-n", &ns]).await;
     assert_eq!(org["spec"]["alias"], "Research");
+    let member = kubectl_json(
+        &cluster,
+        &["get", "organizationmember", "research-alice", "-n", &ns],
+    )
+    .await;
+    assert_eq!(member["spec"]["organizationRef"]["name"], "research");
     assert_eq!(db.snapshot().await, rows, "the database is untouched");
 }

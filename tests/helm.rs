@@ -1354,15 +1354,7 @@ fn notes_mention_only_what_the_chart_ships() {
     assert!(notes.contains("kubectl apply -f - <<EOF"), "{notes}");
     // The inline manifest parses into both kinds, in a watched namespace, and the CRD schema
     // accepts it.
-    let manifest: String = notes
-        .split("kubectl apply -f - <<EOF\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n  EOF").next())
-        .expect("an inline manifest")
-        .lines()
-        .map(|l| l.strip_prefix("  ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let manifest = support::helm::notes_manifest(notes);
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&manifest)
         .map(|d| {
             serde_json::to_value(

@@ -134,3 +134,17 @@ pub fn container_args(objects: &[Value]) -> Vec<String> {
         .map(|a| a.as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// The manifest NOTES.txt shows inline (`kubectl apply -f - <<EOF` … `EOF`, indented by two
+/// spaces), unindented.
+pub fn notes_manifest(notes: &str) -> String {
+    notes
+        .split("kubectl apply -f - <<EOF\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  EOF").next())
+        .unwrap_or_else(|| panic!("no inline manifest in NOTES:\n{notes}"))
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
