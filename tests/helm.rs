@@ -1136,33 +1136,31 @@ fn pod_values_reach_the_deployment() {
         args.last().map(String::as_str),
         Some("--lease-name=lorg-eu")
     );
-    let env: Vec<String> = c
-        .env
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    assert!(env.contains(&"PGAPPNAME".to_string()), "{env:?}");
-    let mounts: Vec<(String, String)> = c
-        .volume_mounts
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| (m.name, m.mount_path))
-        .collect();
+    // Every item as JSON text, to look for the ones the values added.
+    fn texts<T: serde::Serialize>(items: &Option<Vec<T>>) -> Vec<String> {
+        let items = items.as_deref().unwrap_or_default();
+        items
+            .iter()
+            .map(|i| serde_json::to_string(i).expect("json"))
+            .collect()
+    }
+    let env = texts(&c.env);
     assert!(
-        mounts.contains(&("db-ca".to_string(), "/etc/db-ca".to_string())),
+        env.contains(&json!({"name": "PGAPPNAME", "value": "litellm-org-operator"}).to_string()),
+        "{env:?}"
+    );
+    let mounts = texts(&c.volume_mounts);
+    assert!(
+        mounts.contains(
+            &json!({"name": "db-ca", "mountPath": "/etc/db-ca", "readOnly": true}).to_string()
+        ),
         "{mounts:?}"
     );
-    let volumes: Vec<String> = pod
-        .volumes
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    assert!(volumes.contains(&"db-ca".to_string()), "{volumes:?}");
+    let volumes = texts(&pod.volumes);
+    assert!(
+        volumes.contains(&json!({"name": "db-ca", "secret": {"secretName": "db-ca"}}).to_string()),
+        "{volumes:?}"
+    );
 
     let spread = pod
         .topology_spread_constraints
