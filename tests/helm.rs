@@ -1,9 +1,9 @@
-//! The Helm chart `charts/litellm-org-operator`, linted and rendered by the real Helm library.
-//!
-//! There is no `helm` binary here: `tests/helm/render.py` drives Helm v4's Go SDK through
-//! `helm-python-sdk` (a ctypes binding over `libhelm_c`), run with `$HELM_PYTHON` from
-//! `.tools/env.sh` (`support::helm::drive`). Each call is one process fed one JSON request on
-//! stdin, so the tests share no files and run in parallel. Rendered objects are read back into
+//! The Helm chart `charts/litellm-org-operator`, linted and rendered by the real `helm` CLI
+//! (`.tools/bin/helm`, built from helm.sh/helm/v4 by `scripts/go-tools.sh helm`): `helm lint
+//! --strict`, `helm install --dry-run=client -o json` (the manifest and NOTES.txt as an
+//! install renders them) and `helm template --include-crds` (`support::helm`). Each call is
+//! one process with its own values file, so the tests share no files and run in parallel.
+//! Helm's refusals come back as its error text. Rendered objects are read back into
 //! `k8s-openapi` types, so a field of the wrong type or shape fails here as it would at
 //! `helm install`.
 
@@ -18,7 +18,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use litellm_org_operator::controller::tenancy::Grant;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::helm::{CHART, drive};
+use support::helm::{CHART, Rendered};
 
 const RELEASE: &str = "lorg";
 const NAMESPACE: &str = "litellm-system";
@@ -149,31 +149,17 @@ impl Release {
     }
 }
 
-fn render_result(values: Value) -> Value {
-    drive(json!({
-        "action": "render", "chart": CHART, "values": values,
-        "name": RELEASE, "namespace": NAMESPACE,
-    }))
+fn render_result(values: &Value) -> Result<Rendered, String> {
+    support::helm::install_dry_run(values, RELEASE, NAMESPACE)
 }
 
 fn render(values: Value) -> Release {
-    let answer = render_result(values.clone());
-    assert_eq!(answer["ok"], true, "render failed for {values}: {answer}");
+    let rendered =
+        render_result(&values).unwrap_or_else(|e| panic!("render failed for {values}: {e}"));
     let mut objects = Vec::new();
-    let mut notes = String::new();
-    for (path, text) in answer["templates"].as_object().expect("templates") {
-        let text = text.as_str().expect("template text");
-        if path.ends_with("NOTES.txt") {
-            notes = text.to_string();
-            continue;
-        }
-        for doc in serde_yaml::Deserializer::from_str(text) {
-            let doc = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{path} renders invalid YAML ({e}):\n{text}"));
-            if doc.is_null() {
-                continue;
-            }
-            let doc = serde_json::to_value(doc).expect("json");
+    for source in &rendered.sources {
+        let path = &source.path;
+        for doc in support::helm::objects_of(&source.text, path) {
             for field in ["apiVersion", "kind"] {
                 assert!(doc[field].is_string(), "{path}: no {field}");
             }
@@ -181,15 +167,19 @@ fn render(values: Value) -> Release {
             objects.push(doc);
         }
     }
-    assert!(!notes.is_empty(), "NOTES.txt renders");
-    Release { objects, notes }
+    assert!(!rendered.notes.is_empty(), "NOTES.txt renders");
+    Release {
+        objects,
+        notes: rendered.notes,
+    }
 }
 
 /// Renders values that must be refused; returns Helm's error message.
 fn render_error(values: Value) -> String {
-    let answer = render_result(values.clone());
-    assert_eq!(answer["ok"], false, "rendered, yet should fail: {values}");
-    answer["error"].as_str().expect("error message").to_string()
+    match render_result(&values) {
+        Ok(_) => panic!("rendered, yet should fail: {values}"),
+        Err(error) => error,
+    }
 }
 
 /// Helm refuses `values` with a message containing `expected`.
@@ -241,30 +231,36 @@ fn lint_passes_strict_with_a_database() {
         json!({ "url": DB_URL }),
         json!({ "existingSecret": "litellm-db", "secretKey": "DATABASE_URL" }),
     ] {
-        let answer = drive(json!({
-            "action": "lint", "chart": CHART, "namespace": NAMESPACE,
-            "values": { "database": database },
-        }));
-        assert_eq!(answer["ok"], true, "{answer}");
-        let lint = &answer["lint"];
-        assert_eq!(lint["total_charts_linted"], 1, "{lint}");
-        assert_eq!(lint["errors"], json!([]), "{lint}");
-        // Severity 2 is a warning, 3 an error; 1 (info, "icon is recommended") is fine.
-        for message in lint["messages"].as_array().expect("messages") {
-            let severity = message["severity"].as_i64().expect("severity");
-            assert!(severity < 2, "{message}");
+        let lint = support::helm::lint(&json!({ "database": database }), NAMESPACE);
+        assert!(lint.success, "{lint:?}");
+        assert!(
+            lint.stdout.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{lint:?}"
+        );
+        // [INFO] ("icon is recommended") is fine; strict fails on warnings, yet none is wanted.
+        for level in ["[WARNING]", "[ERROR]"] {
+            assert!(!lint.stdout.contains(level), "{lint:?}");
         }
     }
 }
 
 #[test]
 fn lint_reports_values_that_break_the_schema() {
-    let answer = drive(json!({
-        "action": "lint", "chart": CHART, "namespace": NAMESPACE,
-        "values": { "database": { "url": DB_URL }, "replicaCount": 0 },
-    }));
-    let errors = answer["lint"]["errors"].to_string();
-    assert!(errors.contains("/replicaCount"), "{answer}");
+    let lint = support::helm::lint(
+        &json!({ "database": { "url": DB_URL }, "replicaCount": 0 }),
+        NAMESPACE,
+    );
+    assert!(!lint.success, "{lint:?}");
+    assert!(
+        lint.stdout
+            .lines()
+            .any(|l| l.starts_with("[ERROR] values.yaml:") && l.contains("/replicaCount")),
+        "{lint:?}"
+    );
+    assert!(
+        lint.stderr.contains("1 chart(s) linted, 1 chart(s) failed"),
+        "{lint:?}"
+    );
 }
 
 #[test]
@@ -1010,20 +1006,13 @@ fn chart_crds_are_the_generated_crds_byte_for_byte() {
     );
 
     // Helm itself finds both CRDs there.
-    let answer = render_result(with_database(json!({})));
-    let crds = answer["crds"].as_array().expect("crds");
-    assert_eq!(crds.len(), 1, "{answer}");
-    assert_eq!(
-        crds[0]["filename"],
-        "litellm-org-operator/crds/litellm.dev.yaml"
-    );
-    let names: Vec<String> =
-        serde_yaml::Deserializer::from_str(crds[0]["data"].as_str().expect("data"))
-            .filter_map(|d| {
-                let v = <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("yaml");
-                v.get("metadata")?.get("name")?.as_str().map(str::to_string)
-            })
-            .collect();
+    let crds = support::helm::crds(&with_database(json!({})), RELEASE, NAMESPACE);
+    assert_eq!(crds.len(), 1, "{crds:?}");
+    assert_eq!(crds[0].path, "litellm-org-operator/crds/litellm.dev.yaml");
+    let names: Vec<String> = support::helm::objects_of(&crds[0].text, &crds[0].path)
+        .iter()
+        .filter_map(|v| v["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
     assert_eq!(names, CRD_NAMES);
 }
 
