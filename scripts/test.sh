@@ -36,10 +36,12 @@ bash scripts/install-tools.sh 2>&1
 source .tools/env.sh
 done_step
 
-step "helm (scripts/go-tools.sh helm)"
-# The real helm CLI, built from its Go module (cached in .tools/gotools/); the
-# chart tests and the operator tests render the chart with it.
-bash scripts/go-tools.sh helm 2>&1
+step "helm and promtool (scripts/go-tools.sh helm promtool)"
+# The real helm and promtool CLIs, built from their Go modules (cached in
+# .tools/gotools/); the chart tests and the operator tests render the chart with
+# helm, tests/monitoring.rs checks and unit-tests the chart's alert rules with
+# promtool.
+bash scripts/go-tools.sh helm promtool 2>&1
 done_step
 
 step "control plane (scripts/kube-up.sh)"
@@ -76,7 +78,6 @@ echo "    DATABASE_TEST_URL=$DATABASE_TEST_URL"
 echo "    LITELLM_TEMPLATE_DB=$LITELLM_TEMPLATE_DB"
 echo "    LITELLM_MIGRATIONS_DIR=$LITELLM_MIGRATIONS_DIR"
 echo "    KUBECTL=$KUBECTL"
-echo "    HELM_PYTHON=$HELM_PYTHON"
 echo "    LORG_TEST_KUBECONFIG=$LORG_TEST_KUBECONFIG"
 
 step "cargo fmt --check"

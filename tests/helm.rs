@@ -1,9 +1,9 @@
-//! The Helm chart `charts/litellm-org-operator`, linted and rendered by the real Helm library.
-//!
-//! There is no `helm` binary here: `tests/helm/render.py` drives Helm v4's Go SDK through
-//! `helm-python-sdk` (a ctypes binding over `libhelm_c`), run with `$HELM_PYTHON` from
-//! `.tools/env.sh` (`support::helm::drive`). Each call is one process fed one JSON request on
-//! stdin, so the tests share no files and run in parallel. Rendered objects are read back into
+//! The Helm chart `charts/litellm-org-operator`, linted and rendered by the real `helm` CLI
+//! (`.tools/bin/helm`, built from helm.sh/helm/v4 by `scripts/go-tools.sh helm`): `helm lint
+//! --strict`, `helm install --dry-run=client -o json` (the manifest and NOTES.txt as an
+//! install renders them) and `helm template --include-crds` (`support::helm`). Each call is
+//! one process with its own values file, so the tests share no files and run in parallel.
+//! Helm's refusals come back as its error text. Rendered objects are read back into
 //! `k8s-openapi` types, so a field of the wrong type or shape fails here as it would at
 //! `helm install`.
 
@@ -18,7 +18,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use litellm_org_operator::controller::tenancy::Grant;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::helm::{CHART, drive};
+use support::helm::{CHART, Rendered};
 
 const RELEASE: &str = "lorg";
 const NAMESPACE: &str = "litellm-system";
@@ -149,31 +149,17 @@ impl Release {
     }
 }
 
-fn render_result(values: Value) -> Value {
-    drive(json!({
-        "action": "render", "chart": CHART, "values": values,
-        "name": RELEASE, "namespace": NAMESPACE,
-    }))
+fn render_result(values: &Value) -> Result<Rendered, String> {
+    support::helm::install_dry_run(values, RELEASE, NAMESPACE)
 }
 
 fn render(values: Value) -> Release {
-    let answer = render_result(values.clone());
-    assert_eq!(answer["ok"], true, "render failed for {values}: {answer}");
+    let rendered =
+        render_result(&values).unwrap_or_else(|e| panic!("render failed for {values}: {e}"));
     let mut objects = Vec::new();
-    let mut notes = String::new();
-    for (path, text) in answer["templates"].as_object().expect("templates") {
-        let text = text.as_str().expect("template text");
-        if path.ends_with("NOTES.txt") {
-            notes = text.to_string();
-            continue;
-        }
-        for doc in serde_yaml::Deserializer::from_str(text) {
-            let doc = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{path} renders invalid YAML ({e}):\n{text}"));
-            if doc.is_null() {
-                continue;
-            }
-            let doc = serde_json::to_value(doc).expect("json");
+    for source in &rendered.sources {
+        let path = &source.path;
+        for doc in support::helm::objects_of(&source.text, path) {
             for field in ["apiVersion", "kind"] {
                 assert!(doc[field].is_string(), "{path}: no {field}");
             }
@@ -181,15 +167,28 @@ fn render(values: Value) -> Release {
             objects.push(doc);
         }
     }
-    assert!(!notes.is_empty(), "NOTES.txt renders");
-    Release { objects, notes }
+    assert!(!rendered.notes.is_empty(), "NOTES.txt renders");
+    Release {
+        objects,
+        notes: rendered.notes,
+    }
 }
 
 /// Renders values that must be refused; returns Helm's error message.
 fn render_error(values: Value) -> String {
-    let answer = render_result(values.clone());
-    assert_eq!(answer["ok"], false, "rendered, yet should fail: {values}");
-    answer["error"].as_str().expect("error message").to_string()
+    match render_result(&values) {
+        Ok(_) => panic!("rendered, yet should fail: {values}"),
+        Err(error) => error,
+    }
+}
+
+/// Helm refuses `values` with a message containing `expected`.
+fn assert_refused(values: Value, expected: &str) {
+    let error = render_error(values.clone());
+    assert!(
+        error.contains(expected),
+        "{values}: {expected:?} not in {error:?}"
+    );
 }
 
 fn triples(rules: &[(&str, &str, &[&str])]) -> BTreeSet<Triple> {
@@ -232,30 +231,36 @@ fn lint_passes_strict_with_a_database() {
         json!({ "url": DB_URL }),
         json!({ "existingSecret": "litellm-db", "secretKey": "DATABASE_URL" }),
     ] {
-        let answer = drive(json!({
-            "action": "lint", "chart": CHART, "namespace": NAMESPACE,
-            "values": { "database": database },
-        }));
-        assert_eq!(answer["ok"], true, "{answer}");
-        let lint = &answer["lint"];
-        assert_eq!(lint["total_charts_linted"], 1, "{lint}");
-        assert_eq!(lint["errors"], json!([]), "{lint}");
-        // Severity 2 is a warning, 3 an error; 1 (info, "icon is recommended") is fine.
-        for message in lint["messages"].as_array().expect("messages") {
-            let severity = message["severity"].as_i64().expect("severity");
-            assert!(severity < 2, "{message}");
+        let lint = support::helm::lint(&json!({ "database": database }), NAMESPACE);
+        assert!(lint.success, "{lint:?}");
+        assert!(
+            lint.stdout.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{lint:?}"
+        );
+        // [INFO] ("icon is recommended") is fine; strict fails on warnings, yet none is wanted.
+        for level in ["[WARNING]", "[ERROR]"] {
+            assert!(!lint.stdout.contains(level), "{lint:?}");
         }
     }
 }
 
 #[test]
 fn lint_reports_values_that_break_the_schema() {
-    let answer = drive(json!({
-        "action": "lint", "chart": CHART, "namespace": NAMESPACE,
-        "values": { "database": { "url": DB_URL }, "replicaCount": 0 },
-    }));
-    let errors = answer["lint"]["errors"].to_string();
-    assert!(errors.contains("/replicaCount"), "{answer}");
+    let lint = support::helm::lint(
+        &json!({ "database": { "url": DB_URL }, "replicaCount": 0 }),
+        NAMESPACE,
+    );
+    assert!(!lint.success, "{lint:?}");
+    assert!(
+        lint.stdout
+            .lines()
+            .any(|l| l.starts_with("[ERROR] values.yaml:") && l.contains("/replicaCount")),
+        "{lint:?}"
+    );
+    assert!(
+        lint.stderr.contains("1 chart(s) linted, 1 chart(s) failed"),
+        "{lint:?}"
+    );
 }
 
 #[test]
@@ -678,7 +683,7 @@ fn install_crds_off_drops_the_flag_and_the_crd_rules() {
     assert!(
         release
             .notes
-            .contains("kubectl apply --server-side -f crds/")
+            .contains("kubectl apply --server-side --force-conflicts -f crds/")
     );
 }
 
@@ -719,7 +724,8 @@ fn service_monitor_and_network_policy() {
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(
         monitor["spec"]["endpoints"],
-        json!([{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}])
+        json!([{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s",
+                "honorLabels": true}])
     );
     let service_labels = serde_json::to_value(service.metadata.labels).expect("labels");
     for (k, v) in monitor["spec"]["selector"]["matchLabels"]
@@ -857,11 +863,7 @@ fn invalid_values_are_rejected_naming_the_value() {
         ),
     ];
     for (values, expected) in cases {
-        let error = render_error(values.clone());
-        assert!(
-            error.contains(expected),
-            "{values}: {expected:?} not in {error:?}"
-        );
+        assert_refused(values, expected);
     }
 }
 
@@ -943,11 +945,7 @@ fn tenancy_grants_render_one_grant_arg_each_and_bad_entries_are_refused() {
         ),
     ];
     for (values, expected) in cases {
-        let error = render_error(values.clone());
-        assert!(
-            error.contains(expected),
-            "{values}: {expected:?} not in {error:?}"
-        );
+        assert_refused(values, expected);
     }
 }
 
@@ -1008,19 +1006,375 @@ fn chart_crds_are_the_generated_crds_byte_for_byte() {
     );
 
     // Helm itself finds both CRDs there.
-    let answer = render_result(with_database(json!({})));
-    let crds = answer["crds"].as_array().expect("crds");
-    assert_eq!(crds.len(), 1, "{answer}");
-    assert_eq!(
-        crds[0]["filename"],
-        "litellm-org-operator/crds/litellm.dev.yaml"
-    );
-    let names: Vec<String> =
-        serde_yaml::Deserializer::from_str(crds[0]["data"].as_str().expect("data"))
-            .filter_map(|d| {
-                let v = <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("yaml");
-                v.get("metadata")?.get("name")?.as_str().map(str::to_string)
-            })
-            .collect();
+    let crds = support::helm::crds(&with_database(json!({})), RELEASE, NAMESPACE);
+    assert_eq!(crds.len(), 1, "{crds:?}");
+    assert_eq!(crds[0].path, "litellm-org-operator/crds/litellm.dev.yaml");
+    let names: Vec<String> = support::helm::objects_of(&crds[0].text, &crds[0].path)
+        .iter()
+        .filter_map(|v| v["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
     assert_eq!(names, CRD_NAMES);
+}
+
+#[test]
+fn pod_disruption_budget_follows_replicas_and_values() {
+    assert!(
+        render(with_database(json!({})))
+            .all("PodDisruptionBudget")
+            .is_empty()
+    );
+    let two = render(with_database(json!({"replicaCount": 2})));
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+        two.one("PodDisruptionBudget", FULLNAME);
+    let spec = pdb.spec.expect("spec");
+    assert_eq!(
+        serde_json::to_value(&spec.max_unavailable).expect("json"),
+        json!(1)
+    );
+    assert!(spec.min_available.is_none());
+    let selector = spec
+        .selector
+        .expect("selector")
+        .match_labels
+        .expect("labels");
+    let pod_labels = two
+        .deployment()
+        .spec
+        .template
+        .metadata
+        .expect("meta")
+        .labels
+        .expect("labels");
+    for (k, v) in &selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the PDB selects the operator pods"
+        );
+    }
+    let forced = render(with_database(json!({
+        "podDisruptionBudget": {"enabled": true, "minAvailable": "50%"}
+    })));
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+        forced.one("PodDisruptionBudget", FULLNAME);
+    let spec = pdb.spec.expect("spec");
+    assert_eq!(
+        serde_json::to_value(&spec.min_available).expect("json"),
+        json!("50%")
+    );
+    assert!(spec.max_unavailable.is_none());
+    let off = render(with_database(
+        json!({"replicaCount": 3, "podDisruptionBudget": {"enabled": false}}),
+    ));
+    assert!(off.all("PodDisruptionBudget").is_empty());
+}
+
+#[test]
+fn pod_values_reach_the_deployment() {
+    let release = render(with_database(json!({
+        "revisionHistoryLimit": 3,
+        "priorityClassName": "platform-critical",
+        "podSecurityContext": {"fsGroup": 2000},
+        "securityContext": {"runAsUser": 1001},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+            {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"team": "x"}}},
+        ],
+        "extraArgs": ["--lease-name=lorg-eu"],
+        "extraEnv": [{"name": "PGAPPNAME", "value": "litellm-org-operator"}],
+        "extraVolumes": [{"name": "db-ca", "secret": {"secretName": "db-ca"}}],
+        "extraVolumeMounts": [{"name": "db-ca", "mountPath": "/etc/db-ca", "readOnly": true}],
+        "extraContainers": [{"name": "cloud-sql-proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2",
+                             "args": ["--port=5432", "project:region:instance"]}],
+    })));
+    assert_eq!(release.deployment().spec.revision_history_limit, Some(3));
+    let pod = release.pod();
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("platform-critical")
+    );
+    // Overrides merge over the restricted defaults.
+    let psc = pod.security_context.clone().expect("pod securityContext");
+    assert_eq!(
+        (psc.fs_group, psc.run_as_non_root, psc.run_as_user),
+        (Some(2000), Some(true), Some(65532))
+    );
+    assert_eq!(pod.containers.len(), 2);
+    assert_eq!(pod.containers[1].name, "cloud-sql-proxy");
+    let c = pod.containers[0].clone();
+    assert_eq!(c.name, "operator");
+    let sc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(
+        (
+            sc.run_as_user,
+            sc.read_only_root_filesystem,
+            sc.allow_privilege_escalation
+        ),
+        (Some(1001), Some(true), Some(false))
+    );
+    assert_eq!(
+        sc.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_string()])
+    );
+    let args = c.args.clone().expect("args");
+    assert_eq!(
+        args.last().map(String::as_str),
+        Some("--lease-name=lorg-eu")
+    );
+    // Every item as JSON text, to look for the ones the values added.
+    fn texts<T: serde::Serialize>(items: &Option<Vec<T>>) -> Vec<String> {
+        let items = items.as_deref().unwrap_or_default();
+        items
+            .iter()
+            .map(|i| serde_json::to_string(i).expect("json"))
+            .collect()
+    }
+    let env = texts(&c.env);
+    assert!(
+        env.contains(&json!({"name": "PGAPPNAME", "value": "litellm-org-operator"}).to_string()),
+        "{env:?}"
+    );
+    let mounts = texts(&c.volume_mounts);
+    assert!(
+        mounts.contains(
+            &json!({"name": "db-ca", "mountPath": "/etc/db-ca", "readOnly": true}).to_string()
+        ),
+        "{mounts:?}"
+    );
+    let volumes = texts(&pod.volumes);
+    assert!(
+        volumes.contains(&json!({"name": "db-ca", "secret": {"secretName": "db-ca"}}).to_string()),
+        "{volumes:?}"
+    );
+
+    let spread = pod
+        .topology_spread_constraints
+        .clone()
+        .expect("topologySpreadConstraints");
+    assert_eq!(spread.len(), 2);
+    let selector = |i: usize| {
+        spread[i]
+            .label_selector
+            .clone()
+            .expect("labelSelector")
+            .match_labels
+            .expect("labels")
+    };
+    let own = selector(0);
+    assert_eq!(
+        own.get("app.kubernetes.io/instance").map(String::as_str),
+        Some(RELEASE)
+    );
+    assert_eq!(
+        own.get("app.kubernetes.io/name").map(String::as_str),
+        Some("litellm-org-operator")
+    );
+    assert_eq!(selector(1).get("team").map(String::as_str), Some("x"));
+    assert_eq!(
+        selector(1).len(),
+        1,
+        "a labelSelector given is kept as it is"
+    );
+}
+
+#[test]
+fn service_monitor_relabelings() {
+    let relabel =
+        json!([{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]);
+    let drop = json!([{"sourceLabels": ["__name__"], "regex": "litellm_org_operator_database_.*", "action": "drop"}]);
+    let release = render(with_database(json!({"serviceMonitor": {
+        "enabled": true, "honorLabels": false, "relabelings": relabel, "metricRelabelings": drop,
+    }})));
+    let monitors = release.all("ServiceMonitor");
+    let endpoint = &monitors[0]["spec"]["endpoints"][0];
+    assert_eq!(endpoint["honorLabels"], false);
+    assert_eq!(endpoint["relabelings"], relabel);
+    assert_eq!(endpoint["metricRelabelings"], drop);
+}
+
+#[test]
+fn schema_refuses_malformed_pod_values() {
+    for (values, expected) in [
+        (json!({"extraArgs": [1]}), "extraArgs"),
+        (json!({"extraVolumeMounts": [{"name": "x"}]}), "mountPath"),
+        (
+            json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]}),
+            "whenUnsatisfiable",
+        ),
+        (
+            json!({"podDisruptionBudget": {"maxUnavailable": "half"}}),
+            "maxUnavailable",
+        ),
+        (json!({"revisionHistoryLimit": -1}), "revisionHistoryLimit"),
+    ] {
+        assert_refused(with_database(values), expected);
+    }
+}
+
+/// The database from the keys of one Secret (CloudNativePG's application Secret), with
+/// sslmode and a CA bundle: libpq's PG* variables from secretKeyRef, `--database postgres://`.
+#[test]
+fn database_from_the_keys_of_a_cloudnativepg_secret() {
+    let release = render(json!({"database": {
+        "existingSecret": "pg-app", "format": "keys", "keys": {"user": "username"},
+        "sslmode": "verify-full", "ca": {"secretName": "pg-ca"},
+    }}));
+    let c = release.container();
+    let args = c.args.clone().expect("args");
+    let at = args
+        .iter()
+        .position(|a| a == "--database")
+        .expect("--database");
+    assert_eq!(args[at + 1], "postgres://");
+    assert!(!args.iter().any(|a| a == "--database-url-file"), "{args:?}");
+    let mut from_secret = Vec::new();
+    let mut plain = Vec::new();
+    for env in c.env.clone().unwrap_or_default() {
+        match env.value_from.and_then(|v| v.secret_key_ref) {
+            Some(r) => {
+                assert_eq!(r.name, "pg-app");
+                from_secret.push((env.name, r.key));
+            }
+            None => plain.push((env.name, env.value.unwrap_or_default())),
+        }
+    }
+    from_secret.sort();
+    let expected: Vec<(String, String)> = [
+        ("PGDATABASE", "dbname"),
+        ("PGHOST", "host"),
+        ("PGPASSWORD", "password"),
+        ("PGPORT", "port"),
+        ("PGUSER", "username"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(from_secret, expected);
+    assert!(
+        plain.contains(&("PGSSLMODE".into(), "verify-full".into())),
+        "{plain:?}"
+    );
+    assert!(
+        plain.contains(&(
+            "PGSSLROOTCERT".into(),
+            "/etc/litellm-org-operator/database-ca/ca.crt".into()
+        )),
+        "{plain:?}"
+    );
+    let pod = release.pod();
+    let volumes = serde_json::to_value(pod.volumes.clone().unwrap_or_default()).expect("json");
+    assert!(
+        !volumes.to_string().contains("\"database\""),
+        "no URL file: {volumes}"
+    );
+    assert!(
+        volumes.to_string().contains("\"secretName\":\"pg-ca\""),
+        "{volumes}"
+    );
+    assert!(
+        release.all("Secret").is_empty(),
+        "the chart renders no Secret of its own"
+    );
+    assert!(
+        release
+            .notes
+            .contains("Secret pg-app (keys host, port, dbname, username, password)"),
+        "{}",
+        release.notes
+    );
+
+    // A CA from a ConfigMap works with the URL layout too.
+    let url = render(
+        json!({"database": {"existingSecret": "db", "ca": {"configMapName": "db-ca", "key": "bundle.pem"}}}),
+    );
+    let env = serde_json::to_value(url.container().env)
+        .expect("json")
+        .to_string();
+    assert!(
+        env.contains("/etc/litellm-org-operator/database-ca/bundle.pem"),
+        "{env}"
+    );
+    assert!(url.args().contains(&"--database-url-file".to_string()));
+
+    for (values, expected) in [
+        (
+            json!({"database": {"url": DB_URL, "format": "keys"}}),
+            "set database.existingSecret",
+        ),
+        (
+            json!({"database": {"existingSecret": "x", "format": "parts"}}),
+            "format",
+        ),
+        (
+            json!({"database": {"existingSecret": "x", "sslmode": "verify"}}),
+            "sslmode",
+        ),
+        (
+            json!({"database": {"existingSecret": "x", "ca": {"secretName": "a", "configMapName": "b"}}}),
+            "ca",
+        ),
+    ] {
+        assert_refused(values, expected);
+    }
+}
+
+/// NOTES.txt names only what the chart ships: no file of the repository (the chart has none
+/// but its own), an inline manifest the CRDs accept, and the monitoring objects when enabled.
+#[test]
+fn notes_mention_only_what_the_chart_ships() {
+    let release = render(with_database(json!({"watchNamespaces": ["team-a"]})));
+    let notes = &release.notes;
+    for absent in [
+        "examples/",
+        "quickstart",
+        ".yaml",
+        "crds/",
+        "Alerts:",
+        "Dashboard:",
+    ] {
+        assert!(!notes.contains(absent), "{absent:?} in NOTES:\n{notes}");
+    }
+    assert!(notes.contains("kubectl apply -f - <<EOF"), "{notes}");
+    // The inline manifest parses into both kinds, in a watched namespace, and the CRD schema
+    // accepts it.
+    let manifest = support::helm::notes_manifest(notes);
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&manifest)
+        .map(|d| {
+            serde_json::to_value(
+                <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("YAML"),
+            )
+            .expect("json")
+        })
+        .collect();
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["Organization", "OrganizationMember"]);
+    for doc in &docs {
+        assert_eq!(doc["metadata"]["namespace"], "team-a");
+    }
+    let _: litellm_org_operator::crd::Organization =
+        serde_json::from_value(docs[0].clone()).expect("an Organization");
+    let _: litellm_org_operator::crd::OrganizationMember =
+        serde_json::from_value(docs[1].clone()).expect("an OrganizationMember");
+
+    let full = render(with_database(json!({
+        "installCRDs": false, "prometheusRule": {"enabled": true}, "grafanaDashboard": {"enabled": true},
+    })));
+    assert!(
+        full.notes
+            .contains("kubectl apply --server-side --force-conflicts -f crds/"),
+        "{}",
+        full.notes
+    );
+    assert!(full.notes.contains(&format!("prometheusrule/{FULLNAME}")));
+    assert!(
+        full.notes
+            .contains(&format!("configmap/{FULLNAME}-dashboard"))
+    );
 }

@@ -102,3 +102,19 @@ without it would all write, so that combination fails.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+How the operator gets its database: "url" (a full URL under database.secretKey,
+mounted as a file) or "keys" (host, port, dbname, user and password keys of
+database.existingSecret, passed as libpq's PG* environment variables).
+*/}}
+{{- define "litellm-org-operator.databaseMode" -}}
+{{- if eq .Values.database.format "keys" }}
+{{- if not .Values.database.existingSecret }}
+{{- fail "database.format=keys reads the keys of an existing Secret: set database.existingSecret (e.g. CloudNativePG's <cluster>-app Secret)" }}
+{{- end }}
+{{- print "keys" }}
+{{- else }}
+{{- print "url" }}
+{{- end }}
+{{- end }}
