@@ -54,8 +54,8 @@ struct Cli {
 
     /// Who owns what this run writes, in the ledger: each manager prunes and takes over only
     /// its own rows. Default: `operator` for `run`, `cli` for `plan` and `apply`; give each
-    /// manifest set applied with the CLI its own name.
-    #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", value_parser = manager_name, global = true)]
+    /// manifest set applied with the CLI its own name. `--prune` requires it.
+    #[arg(long, env = MANAGER_ENV, value_parser = manager_name, global = true)]
     manager: Option<String>,
 
     /// Models of every user this tool creates, as LiteLLM's
@@ -201,6 +201,9 @@ struct Settings {
     ledger_schema: String,
     new_user: NewUserDefaults,
 }
+
+/// Environment variable of `--manager`.
+const MANAGER_ENV: &str = "LITELLM_ORG_OPERATOR_MANAGER";
 
 /// `--manager`: a name the ledger can show and tell apart, so neither empty nor blank nor
 /// holding control characters.
@@ -440,6 +443,18 @@ async fn manifests(
     apply: bool,
     prune: Prune,
 ) -> Result<ExitCode, CliError> {
+    if prune.enabled && cli.manager.is_none() {
+        // Every manifest set applied under the default manager shares its rows: a prune from
+        // one repository would delete what another applied. Refuse before reading anything.
+        return Err(CliError::Usage(format!(
+            "--prune needs the manager named explicitly: without --manager (or {MANAGER_ENV}) \
+             the default manager {CLI_MANAGER:?} is shared by every manifest set, so a prune \
+             would delete organizations other repositories applied. Pass --manager NAME \
+             (the name this manifest set applies under, e.g. --manager {CLI_MANAGER} for rows \
+             applied so far without one, or --manager {OPERATOR_MANAGER} to review a database \
+             the operator manages)"
+        )));
+    }
     let set = ManifestSet::load(paths);
     for notice in set.skipped.iter().chain(&set.notices) {
         eprintln!("{}", escape(notice));

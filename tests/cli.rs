@@ -12,7 +12,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
 
 fn run(dir: &Path, args: &[&str], database: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).args(args).env_remove("DATABASE_URL");
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        // `--prune` needs the manager named explicitly; `--manager` in `args` still wins.
+        .env("LITELLM_ORG_OPERATOR_MANAGER", "cli");
     if let Some(url) = database {
         cmd.env("DATABASE_URL", url);
     }
@@ -718,5 +722,54 @@ async fn slow_statements_print_no_sql_and_no_colours() {
             db.exec(ledger).await;
         }
         db.cleanup().await;
+    }
+}
+
+/// `--prune` without a manager named (no `--manager`, no `LITELLM_ORG_OPERATOR_MANAGER`) is
+/// refused before anything is read or written: the database file is not created and the
+/// manifest folder (missing here) is not read. With the manager named, the same run works.
+#[test]
+fn prune_refused_without_an_explicit_manager() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fresh.db");
+    let url = format!("sqlite://{}", db.display());
+    for verb in ["plan", "apply"] {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args([verb, "--prune", "-f", "missing"])
+            .env("DATABASE_URL", &url)
+            .env_remove("LITELLM_ORG_OPERATOR_MANAGER")
+            .output()
+            .expect("run the binary");
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{verb}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("--prune needs the manager named explicitly")
+                && stderr.contains("--manager NAME")
+                && stderr.contains("LITELLM_ORG_OPERATOR_MANAGER")
+                && stderr.contains("--manager operator"),
+            "{verb}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("missing"),
+            "{verb} read the manifests: {stderr}"
+        );
+        assert!(!db.exists(), "{verb} created the database");
+    }
+    std::fs::create_dir_all(dir.path().join("missing")).expect("mkdir");
+    for manager in [&["--manager", "team-a"][..], &[][..]] {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir.path())
+            .args(["plan", "--prune", "-f", "missing"])
+            .args(manager)
+            .env("DATABASE_URL", &url);
+        if manager.is_empty() {
+            cmd.env("LITELLM_ORG_OPERATOR_MANAGER", "team-a");
+        } else {
+            cmd.env_remove("LITELLM_ORG_OPERATOR_MANAGER");
+        }
+        let out = cmd.output().expect("run the binary");
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{manager:?}: {stdout}{stderr}");
     }
 }

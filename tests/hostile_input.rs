@@ -23,6 +23,8 @@ fn cli(dir: &Path, args: &[&str], database: &str) -> (Option<i32>, String, Strin
         .current_dir(dir)
         .args(args)
         .env("DATABASE_URL", database)
+        // `--prune` needs the manager named explicitly.
+        .env("LITELLM_ORG_OPERATOR_MANAGER", "cli")
         .output()
         .expect("run the binary");
     (
