@@ -170,6 +170,13 @@ enum Command {
         #[command(flatten)]
         prune: Prune,
     },
+    /// Check manifests without a database: parsing, the rules the CRDs state, rules across
+    /// objects, duplicate names. Every error is listed. Exit 0: valid, 1: errors.
+    Validate {
+        /// Manifest files or folders (recursive; .yaml, .yml, .json).
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Write manifests that adopt the organizations (and their members) no manager holds yet,
     /// with exactly their current values: applying them changes nothing in LiteLLM and takes
     /// ownership in the ledger. The way into GitOps for organizations made in LiteLLM.
@@ -369,6 +376,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Plan { paths, prune } => manifests(&url, &settings, &paths, false, prune).await,
         Command::Apply { paths, prune } => manifests(&url, &settings, &paths, true, prune).await,
+        Command::Validate { paths } => Ok(validate(&paths, &settings.actor)),
         Command::Export { namespace } => {
             let store = database::open(&url)
                 .await?
@@ -404,6 +412,30 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let skipped: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
             Ok(partial("get: skipped", &skipped, "row(s) skipped"))
         }
+    }
+}
+
+/// `validate`: read and check the manifests, open no database; every error on stderr, a
+/// one-line summary on stdout.
+fn validate(paths: &[PathBuf], actor: &str) -> ExitCode {
+    let set = ManifestSet::load(paths);
+    for notice in set.skipped.iter().chain(&set.notices) {
+        eprintln!("{}", escape(notice));
+    }
+    let errors = litellm_org_operator::cli::validate::check(&set, actor);
+    for e in &errors {
+        eprintln!("error: {}", escape(&e.to_string()));
+    }
+    let (orgs, members) = (set.organizations.len(), set.members.len());
+    if errors.is_empty() {
+        println!("valid: {orgs} Organization(s), {members} OrganizationMember(s)");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "invalid: {} error(s) in {orgs} Organization(s), {members} OrganizationMember(s) read",
+            errors.len()
+        );
+        ExitCode::from(1)
     }
 }
 
