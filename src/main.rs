@@ -391,6 +391,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             ))
         }
         Command::Get { what, output } => {
+            refuse_missing_sqlite(&url)?;
             let store = database::open(&url)
                 .await?
                 .with_ledger_schema(&cli.ledger_schema)?;
@@ -437,6 +438,24 @@ fn validate(paths: &[PathBuf], actor: &str) -> ExitCode {
         );
         ExitCode::from(1)
     }
+}
+
+/// `get` reads a database; on SQLite, opening a path that does not exist would create an
+/// empty one and list nothing, so a missing file is an error naming it.
+fn refuse_missing_sqlite(url: &SecretString) -> Result<(), CliError> {
+    if !matches!(database::backend_of(url)?, database::Backend::Sqlite) {
+        return Ok(());
+    }
+    let options = database::sqlite_options(url)?;
+    let path = options.get_filename();
+    if path.as_os_str() != ":memory:" && !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no SQLite database at {}: get reads an existing database and creates none; pass \
+             --database (or DATABASE_URL) with the path of the database apply wrote",
+            escape(&path.display().to_string())
+        )));
+    }
+    Ok(())
 }
 
 /// Exit code 3 when some rows were skipped or left out (each named on stderr), else 0.

@@ -773,3 +773,34 @@ fn prune_refused_without_an_explicit_manager() {
         assert_eq!(out.status.code(), Some(0), "{manager:?}: {stdout}{stderr}");
     }
 }
+
+/// `get` on a SQLite path that does not exist is an error naming the path; no empty database
+/// is created. Once `apply` wrote the file, the same `get` reads it.
+#[test]
+fn get_on_a_missing_sqlite_file_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = "sqlite://absent.db";
+    for what in ["organizations", "members"] {
+        let out = run(dir.path(), &["get", what], Some(url));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(
+            stderr.contains("no SQLite database at absent.db"),
+            "{stderr}"
+        );
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(
+            !dir.path().join("absent.db").exists(),
+            "get created the file"
+        );
+    }
+    std::fs::create_dir_all(dir.path().join("none")).expect("mkdir");
+    let out = run(dir.path(), &["apply", "-f", "none"], Some(url));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = run(
+        dir.path(),
+        &["get", "organizations", "-o", "json"],
+        Some(url),
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+}
