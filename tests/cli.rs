@@ -804,3 +804,34 @@ fn get_on_a_missing_sqlite_file_names_it() {
     );
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
 }
+
+/// `get -o json` names a field the same in both kinds: the organization's id and alias are
+/// `organization_id` and `organization_alias` in `get organizations` as in `get members`.
+#[test]
+fn get_json_names_organization_fields_alike_in_both_kinds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = "sqlite://db.sqlite";
+    std::fs::create_dir_all(dir.path().join("m")).expect("mkdir");
+    let docs = [
+        org_yaml("acme", "{alias: Acme Corp}"),
+        "apiVersion: litellm.dev/v1alpha1\nkind: OrganizationMember\nmetadata: {name: ann}\n\
+         spec: {organizationRef: {name: acme}, user: {email: ann@example.com}, role: internal_user}\n"
+            .to_string(),
+    ];
+    std::fs::write(dir.path().join("m/all.yaml"), docs.join("---\n")).expect("write");
+    let out = run(dir.path(), &["apply", "-f", "m"], Some(url));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let json = |what: &str| -> Vec<serde_json::Value> {
+        let out = run(dir.path(), &["get", what, "-o", "json"], Some(url));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let (orgs, members) = (json("organizations"), json("members"));
+    assert_eq!((orgs.len(), members.len()), (1, 1), "{orgs:?} {members:?}");
+    for key in ["organization_id", "organization_alias"] {
+        assert!(orgs[0][key].is_string(), "{key} in {}", orgs[0]);
+        assert_eq!(orgs[0][key], members[0][key], "{key}");
+    }
+    assert_eq!(orgs[0]["organization_alias"], "Acme Corp");
+    assert!(orgs[0].get("alias").is_none(), "{}", orgs[0]);
+}

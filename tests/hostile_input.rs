@@ -69,7 +69,7 @@ fn get_json(dir: &Path, what: &str, url: &str) -> Vec<Value> {
 fn aliases(dir: &Path, url: &str) -> Vec<String> {
     let mut names: Vec<String> = get_json(dir, "organizations", url)
         .iter()
-        .filter_map(|o| o["alias"].as_str().map(str::to_string))
+        .filter_map(|o| o["organization_alias"].as_str().map(str::to_string))
         .collect();
     names.sort();
     names
