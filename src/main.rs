@@ -54,8 +54,8 @@ struct Cli {
 
     /// Who owns what this run writes, in the ledger: each manager prunes and takes over only
     /// its own rows. Default: `operator` for `run`, `cli` for `plan` and `apply`; give each
-    /// manifest set applied with the CLI its own name.
-    #[arg(long, env = "LITELLM_ORG_OPERATOR_MANAGER", value_parser = manager_name, global = true)]
+    /// manifest set applied with the CLI its own name. `--prune` requires it.
+    #[arg(long, env = MANAGER_ENV, value_parser = manager_name, global = true)]
     manager: Option<String>,
 
     /// Models of every user this tool creates, as LiteLLM's
@@ -170,6 +170,13 @@ enum Command {
         #[command(flatten)]
         prune: Prune,
     },
+    /// Check manifests without a database: parsing, the rules the CRDs state, rules across
+    /// objects, duplicate names. Every error is listed. Exit 0: valid, 1: errors.
+    Validate {
+        /// Manifest files or folders (recursive; .yaml, .yml, .json).
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Write manifests that adopt the organizations (and their members) no manager holds yet,
     /// with exactly their current values: applying them changes nothing in LiteLLM and takes
     /// ownership in the ledger. The way into GitOps for organizations made in LiteLLM.
@@ -201,6 +208,9 @@ struct Settings {
     ledger_schema: String,
     new_user: NewUserDefaults,
 }
+
+/// Environment variable of `--manager`.
+const MANAGER_ENV: &str = "LITELLM_ORG_OPERATOR_MANAGER";
 
 /// `--manager`: a name the ledger can show and tell apart, so neither empty nor blank nor
 /// holding control characters.
@@ -366,6 +376,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Plan { paths, prune } => manifests(&url, &settings, &paths, false, prune).await,
         Command::Apply { paths, prune } => manifests(&url, &settings, &paths, true, prune).await,
+        Command::Validate { paths } => Ok(validate(&paths, &settings.actor)),
         Command::Export { namespace } => {
             let store = database::open(&url)
                 .await?
@@ -380,6 +391,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             ))
         }
         Command::Get { what, output } => {
+            refuse_missing_sqlite(&url)?;
             let store = database::open(&url)
                 .await?
                 .with_ledger_schema(&cli.ledger_schema)?;
@@ -414,6 +426,48 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `validate`: read and check the manifests, open no database; every error on stderr, a
+/// one-line summary on stdout.
+fn validate(paths: &[PathBuf], actor: &str) -> ExitCode {
+    let set = ManifestSet::load(paths);
+    for notice in set.skipped.iter().chain(&set.notices) {
+        eprintln!("{}", escape(notice));
+    }
+    let errors = litellm_org_operator::cli::validate::check(&set, actor);
+    for e in &errors {
+        eprintln!("error: {}", escape(&e.to_string()));
+    }
+    let (orgs, members) = (set.organizations.len(), set.members.len());
+    if errors.is_empty() {
+        println!("valid: {orgs} Organization(s), {members} OrganizationMember(s)");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "invalid: {} error(s) in {orgs} Organization(s), {members} OrganizationMember(s) read",
+            errors.len()
+        );
+        ExitCode::from(1)
+    }
+}
+
+/// `get` reads a database; on SQLite, opening a path that does not exist would create an
+/// empty one and list nothing, so a missing file is an error naming it.
+fn refuse_missing_sqlite(url: &SecretString) -> Result<(), CliError> {
+    if !matches!(database::backend_of(url)?, database::Backend::Sqlite) {
+        return Ok(());
+    }
+    let options = database::sqlite_options(url)?;
+    let path = options.get_filename();
+    if path.as_os_str() != ":memory:" && !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no SQLite database at {}: get reads an existing database and creates none; pass \
+             --database (or DATABASE_URL) with the path of the database apply wrote",
+            escape(&path.display().to_string())
+        )));
+    }
+    Ok(())
 }
 
 /// Exit code 3 when some rows were skipped or left out (each named on stderr), else 0.
@@ -452,6 +506,18 @@ async fn manifests(
     apply: bool,
     prune: Prune,
 ) -> Result<ExitCode, CliError> {
+    if prune.enabled && cli.manager.is_none() {
+        // Every manifest set applied under the default manager shares its rows: a prune from
+        // one repository would delete what another applied. Refuse before reading anything.
+        return Err(CliError::Usage(format!(
+            "--prune needs the manager named explicitly: without --manager (or {MANAGER_ENV}) \
+             the default manager {CLI_MANAGER:?} is shared by every manifest set, so a prune \
+             would delete organizations other repositories applied. Pass --manager NAME \
+             (the name this manifest set applies under, e.g. --manager {CLI_MANAGER} for rows \
+             applied so far without one, or --manager {OPERATOR_MANAGER} to review a database \
+             the operator manages)"
+        )));
+    }
     let set = ManifestSet::load(paths);
     for notice in set.skipped.iter().chain(&set.notices) {
         eprintln!("{}", escape(notice));

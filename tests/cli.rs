@@ -12,7 +12,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_litellm-org-operator");
 
 fn run(dir: &Path, args: &[&str], database: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).args(args).env_remove("DATABASE_URL");
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        // `--prune` needs the manager named explicitly; `--manager` in `args` still wins.
+        .env("LITELLM_ORG_OPERATOR_MANAGER", "cli");
     if let Some(url) = database {
         cmd.env("DATABASE_URL", url);
     }
@@ -719,4 +723,115 @@ async fn slow_statements_print_no_sql_and_no_colours() {
         }
         db.cleanup().await;
     }
+}
+
+/// `--prune` without a manager named (no `--manager`, no `LITELLM_ORG_OPERATOR_MANAGER`) is
+/// refused before anything is read or written: the database file is not created and the
+/// manifest folder (missing here) is not read. With the manager named, the same run works.
+#[test]
+fn prune_refused_without_an_explicit_manager() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fresh.db");
+    let url = format!("sqlite://{}", db.display());
+    for verb in ["plan", "apply"] {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args([verb, "--prune", "-f", "missing"])
+            .env("DATABASE_URL", &url)
+            .env_remove("LITELLM_ORG_OPERATOR_MANAGER")
+            .output()
+            .expect("run the binary");
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{verb}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("--prune needs the manager named explicitly")
+                && stderr.contains("--manager NAME")
+                && stderr.contains("LITELLM_ORG_OPERATOR_MANAGER")
+                && stderr.contains("--manager operator"),
+            "{verb}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("missing"),
+            "{verb} read the manifests: {stderr}"
+        );
+        assert!(!db.exists(), "{verb} created the database");
+    }
+    std::fs::create_dir_all(dir.path().join("missing")).expect("mkdir");
+    for manager in [&["--manager", "team-a"][..], &[][..]] {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir.path())
+            .args(["plan", "--prune", "-f", "missing"])
+            .args(manager)
+            .env("DATABASE_URL", &url);
+        if manager.is_empty() {
+            cmd.env("LITELLM_ORG_OPERATOR_MANAGER", "team-a");
+        } else {
+            cmd.env_remove("LITELLM_ORG_OPERATOR_MANAGER");
+        }
+        let out = cmd.output().expect("run the binary");
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{manager:?}: {stdout}{stderr}");
+    }
+}
+
+/// `get` on a SQLite path that does not exist is an error naming the path; no empty database
+/// is created. Once `apply` wrote the file, the same `get` reads it.
+#[test]
+fn get_on_a_missing_sqlite_file_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = "sqlite://absent.db";
+    for what in ["organizations", "members"] {
+        let out = run(dir.path(), &["get", what], Some(url));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(
+            stderr.contains("no SQLite database at absent.db"),
+            "{stderr}"
+        );
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(
+            !dir.path().join("absent.db").exists(),
+            "get created the file"
+        );
+    }
+    std::fs::create_dir_all(dir.path().join("none")).expect("mkdir");
+    let out = run(dir.path(), &["apply", "-f", "none"], Some(url));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = run(
+        dir.path(),
+        &["get", "organizations", "-o", "json"],
+        Some(url),
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+}
+
+/// `get -o json` names a field the same in both kinds: the organization's id and alias are
+/// `organization_id` and `organization_alias` in `get organizations` as in `get members`.
+#[test]
+fn get_json_names_organization_fields_alike_in_both_kinds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = "sqlite://db.sqlite";
+    std::fs::create_dir_all(dir.path().join("m")).expect("mkdir");
+    let docs = [
+        org_yaml("acme", "{alias: Acme Corp}"),
+        "apiVersion: litellm.dev/v1alpha1\nkind: OrganizationMember\nmetadata: {name: ann}\n\
+         spec: {organizationRef: {name: acme}, user: {email: ann@example.com}, role: internal_user}\n"
+            .to_string(),
+    ];
+    std::fs::write(dir.path().join("m/all.yaml"), docs.join("---\n")).expect("write");
+    let out = run(dir.path(), &["apply", "-f", "m"], Some(url));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let json = |what: &str| -> Vec<serde_json::Value> {
+        let out = run(dir.path(), &["get", what, "-o", "json"], Some(url));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let (orgs, members) = (json("organizations"), json("members"));
+    assert_eq!((orgs.len(), members.len()), (1, 1), "{orgs:?} {members:?}");
+    for key in ["organization_id", "organization_alias"] {
+        assert!(orgs[0][key].is_string(), "{key} in {}", orgs[0]);
+        assert_eq!(orgs[0][key], members[0][key], "{key}");
+    }
+    assert_eq!(orgs[0]["organization_alias"], "Acme Corp");
+    assert!(orgs[0].get("alias").is_none(), "{}", orgs[0]);
 }

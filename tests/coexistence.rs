@@ -68,7 +68,8 @@ impl Cli {
         cmd.current_dir(self.dir.path())
             .args(args)
             .env("DATABASE_URL", &self.url)
-            .env_remove("LITELLM_ORG_OPERATOR_MANAGER")
+            // `--prune` needs the manager named; `--manager` given in a test still wins.
+            .env("LITELLM_ORG_OPERATOR_MANAGER", "cli")
             .env_remove("LEDGER_SCHEMA");
         cmd
     }

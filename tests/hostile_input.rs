@@ -23,6 +23,8 @@ fn cli(dir: &Path, args: &[&str], database: &str) -> (Option<i32>, String, Strin
         .current_dir(dir)
         .args(args)
         .env("DATABASE_URL", database)
+        // `--prune` needs the manager named explicitly.
+        .env("LITELLM_ORG_OPERATOR_MANAGER", "cli")
         .output()
         .expect("run the binary");
     (
@@ -67,7 +69,7 @@ fn get_json(dir: &Path, what: &str, url: &str) -> Vec<Value> {
 fn aliases(dir: &Path, url: &str) -> Vec<String> {
     let mut names: Vec<String> = get_json(dir, "organizations", url)
         .iter()
-        .filter_map(|o| o["alias"].as_str().map(str::to_string))
+        .filter_map(|o| o["organization_alias"].as_str().map(str::to_string))
         .collect();
     names.sort();
     names

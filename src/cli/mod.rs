@@ -8,3 +8,4 @@ pub mod files;
 pub mod manifest;
 pub mod offline;
 pub mod output;
+pub mod validate;

@@ -245,6 +245,8 @@ pub struct MemberFigures {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct OrganizationSummary {
     pub organization_id: String,
+    /// Named as in `get members` (and LiteLLM's column), so one key means one thing in both.
+    #[serde(rename = "organization_alias")]
     pub alias: String,
     pub budget_id: String,
     pub max_budget: Option<f64>,
