@@ -152,6 +152,13 @@ enum Command {
     },
     /// Print both CustomResourceDefinitions as YAML.
     Crd,
+    /// Print a shell completion script on stdout, e.g.
+    /// `source <(litellm-org-operator completion bash)`.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Create LiteLLM's tables on an empty database (never alters an existing schema).
     Migrate,
     /// Show what `apply` would change. Exit 0: nothing to do, 2: changes pending, 1: errors.
@@ -361,6 +368,15 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 )
             });
             operate(&url, config, settings.new_user, http_addr, lease).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "litellm-org-operator",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {

@@ -64,3 +64,29 @@ fn usage_errors_exit_1_and_help_exits_0() {
         assert!(!stdout.is_empty(), "{args:?}");
     }
 }
+
+/// `completion bash|zsh|fish` prints a script for that shell that knows every subcommand and
+/// their flags, opening no database; a shell it does not know is a usage error.
+#[test]
+fn completion_scripts_name_every_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef litellm-org-operator"),
+        ("fish", "complete -c litellm-org-operator"),
+    ] {
+        let out = run(dir.path(), &["completion", shell]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {stderr}");
+        assert!(stdout.contains(marker), "{shell}: {stdout}");
+        for word in ["plan", "apply", "validate", "export", "prune", "filename"] {
+            assert!(stdout.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    let out = run(dir.path(), &["completion", "tcsh"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    assert!(
+        !dir.path().join("litellm-org-operator.db").exists(),
+        "no database opened"
+    );
+}
