@@ -260,7 +260,10 @@ const PROGRESS_THRESHOLD: usize = 300;
 async fn main() -> ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     match &cli.command {
         Command::Run { log_format, .. } => telemetry::init(*log_format, "info"),
         _ => telemetry::init(LogFormat::Text, "warn"),
@@ -280,10 +283,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         &cli.budget_reset_time,
     ) {
         Ok(settings) => litellm_org_operator::duration::configure(settings),
-        Err(e) => {
-            eprintln!("error: {}", escape(&e));
-            return Ok(ExitCode::from(2));
-        }
+        Err(e) => return Err(CliError::Usage(e)),
     }
     let url = SecretString::from(
         cli.database
@@ -401,6 +401,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let skipped: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
             Ok(partial("get: skipped", &skipped, "row(s) skipped"))
         }
+    }
+}
+
+/// A command line clap refused: `--help` and `--version` print on stdout and exit 0; every
+/// usage error (unknown flag, missing or malformed argument) prints on stderr and exits 1,
+/// never 2, which `plan` keeps for "changes pending".
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

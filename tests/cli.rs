@@ -386,7 +386,7 @@ fn an_empty_manager_is_refused() {
     for manager in ["", "  ", "a\nb"] {
         let out = run(dir.path(), &["--manager", manager, "plan", "-f", "."], None);
         let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{manager:?}: {stdout}{stderr}");
+        assert_eq!(out.status.code(), Some(1), "{manager:?}: {stdout}{stderr}");
         assert!(stderr.contains("--manager"), "{stderr}");
     }
     assert!(

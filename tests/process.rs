@@ -90,7 +90,8 @@ fn run_refuses_a_malformed_grant_at_start() {
     ] {
         let out = run(args, env);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        // A usage error exits 1: 2 is `plan`'s "changes pending".
+        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {stderr}");
         assert!(
             stderr.contains(&format!(
                 "invalid value '{value}' for '--grant <NAMESPACE=ORGANIZATION_ID>'"
