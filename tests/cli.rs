@@ -425,9 +425,7 @@ async fn a_failed_write_does_not_end_with_no_changes() {
         assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
         assert!(!stdout.contains("No changes"), "{stdout}");
         assert!(
-            stdout.contains(
-                "Nothing applied; 1 error(s): nothing written for those (1 objects read)."
-            ),
+            stdout.contains("Nothing applied; 1 error: nothing written for those (1 object read)."),
             "{stdout}"
         );
         assert!(stderr.contains("Organization default/acme"), "{stderr}");
