@@ -168,6 +168,9 @@ enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         prune: Prune,
+        /// Also show the ledger lines (`= ledger: … managed by …`).
+        #[arg(short = 'v', long)]
+        verbose: bool,
     },
     /// Reconcile the database to the manifests, one transaction per object.
     Apply {
@@ -176,6 +179,9 @@ enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         prune: Prune,
+        /// Also show the ledger lines (`= ledger: … managed by …`).
+        #[arg(short = 'v', long)]
+        verbose: bool,
     },
     /// Check manifests without a database: parsing, the rules the CRDs state, rules across
     /// objects, duplicate names. Every error is listed. Exit 0: valid, 1: errors.
@@ -390,8 +396,16 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("schema ready");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { paths, prune } => manifests(&url, &settings, &paths, false, prune).await,
-        Command::Apply { paths, prune } => manifests(&url, &settings, &paths, true, prune).await,
+        Command::Plan {
+            paths,
+            prune,
+            verbose,
+        } => manifests(&url, &settings, &paths, false, prune, verbose).await,
+        Command::Apply {
+            paths,
+            prune,
+            verbose,
+        } => manifests(&url, &settings, &paths, true, prune, verbose).await,
         Command::Validate { paths } => Ok(validate(&paths, &settings.actor)),
         Command::Export { namespace } => {
             let store = database::open(&url)
@@ -521,6 +535,7 @@ async fn manifests(
     paths: &[PathBuf],
     apply: bool,
     prune: Prune,
+    verbose: bool,
 ) -> Result<ExitCode, CliError> {
     if prune.enabled && cli.manager.is_none() {
         // Every manifest set applied under the default manager shares its rows: a prune from
@@ -565,14 +580,19 @@ async fn manifests(
         progress: std::io::stdout().is_terminal() && set.len() > PROGRESS_THRESHOLD,
     };
     let report = offline::run(&engine, &set, options).await;
-    Ok(print_report(&set, &report, apply))
+    Ok(print_report(&set, &report, apply, verbose))
 }
 
 /// Plans on stdout, errors on stderr (every value escaped), and the exit code: 0 done or
 /// nothing to do, 2 changes pending (plan), 1 errors.
-fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> ExitCode {
+fn print_report(
+    set: &ManifestSet,
+    report: &offline::RunReport,
+    apply: bool,
+    verbose: bool,
+) -> ExitCode {
     for plan in &report.plans {
-        print!("{plan}");
+        print!("{}", output::plan_text(plan, verbose));
     }
     let errors: Vec<String> = set
         .errors
@@ -588,7 +608,7 @@ fn print_report(set: &ManifestSet, report: &offline::RunReport, apply: bool) -> 
     }
     println!("{}", report.summary(apply, errors.len()));
     if !errors.is_empty() {
-        eprintln!("{} error(s).", errors.len());
+        eprintln!("{}.", output::count(errors.len(), "error", "errors"));
         return ExitCode::from(1);
     }
     if !apply && report.has_changes() {

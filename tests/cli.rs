@@ -429,9 +429,7 @@ async fn a_failed_write_does_not_end_with_no_changes() {
         assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
         assert!(!stdout.contains("No changes"), "{stdout}");
         assert!(
-            stdout.contains(
-                "Nothing applied; 1 error(s): nothing written for those (1 objects read)."
-            ),
+            stdout.contains("Nothing applied; 1 error: nothing written for those (1 object read)."),
             "{stdout}"
         );
         assert!(stderr.contains("Organization default/acme"), "{stderr}");
@@ -834,4 +832,83 @@ fn get_json_names_organization_fields_alike_in_both_kinds() {
     }
     assert_eq!(orgs[0]["organization_alias"], "Acme Corp");
     assert!(orgs[0].get("alias").is_none(), "{}", orgs[0]);
+}
+
+/// `run` without a database URL (the embedded default), as exit code, stdout and stderr.
+fn run3(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run(dir, args, None);
+    let (stdout, stderr) = text(&out);
+    (out.status.code(), stdout, stderr)
+}
+
+/// The counts of the last line: `(create, change, delete)` after `prefix`.
+fn counts(stdout: &str, prefix: &str) -> (usize, usize, usize) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}: {stdout}"));
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(3)
+        .map(|s| s.parse().expect("number"))
+        .collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+/// On a fresh database `plan` counts exactly what `apply` then writes; the ledger lines show
+/// only with `-v`, and every object with a change is still listed without it.
+#[test]
+fn plan_counts_agree_with_apply_and_ledger_lines_need_verbose() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_quickstart(dir.path());
+    let (code, plain, stderr) = run3(dir.path(), &["plan", "-f", "quickstart"]);
+    assert_eq!(code, Some(2), "{plain}{stderr}");
+    assert!(!plain.contains("= ledger:"), "{plain}");
+    assert!(
+        plain.contains("Organization ai-platform/research:"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("+ membership user alice in org-finance-2024"),
+        "{plain}"
+    );
+    let (code, verbose, _) = run3(dir.path(), &["plan", "-v", "-f", "quickstart"]);
+    assert_eq!(code, Some(2), "{verbose}");
+    assert!(
+        verbose.contains("= ledger: organization/org-finance-2024 managed by Organization/ai-platform/finance (created)"),
+        "{verbose}"
+    );
+    let planned = counts(&plain, "Plan: ");
+    assert_eq!(planned, counts(&verbose, "Plan: "));
+    assert!(plain.contains("(6 objects read)"), "{plain}");
+
+    let (code, applied, stderr) = run3(dir.path(), &["apply", "-f", "quickstart"]);
+    assert_eq!(code, Some(0), "{applied}{stderr}");
+    assert!(!applied.contains("= ledger:"), "{applied}");
+    assert_eq!(planned, counts(&applied, "Applied: "), "{plain}\n{applied}");
+    assert!(planned.0 > 0, "{plain}");
+}
+
+/// One object, one error: singular nouns.
+#[test]
+fn one_object_and_one_error_are_singular() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("org.yaml"),
+        "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {name: solo}\nspec: {alias: Solo}\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = run3(dir.path(), &["plan", "-f", "org.yaml"]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains("(1 object read)."), "{stdout}");
+    std::fs::write(
+        dir.path().join("org.yaml"),
+        "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {name: solo}\nspec: {alias: Solo, budget: {maxBudget: -1}}\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = run3(dir.path(), &["plan", "-f", "org.yaml"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.ends_with("1 error.\n"), "{stderr}");
+    assert!(!stdout.contains("No changes"), "{stdout}");
 }

@@ -28,6 +28,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::manifest::{DEFAULT_NAMESPACE, Loaded, ManifestError, ManifestSet, Source};
+use crate::cli::output::count;
 use crate::crd::{Organization, OrganizationMember};
 use crate::engine::{
     DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
@@ -118,16 +119,28 @@ impl RunReport {
         let mut ledger = Vec::new();
         if claims > 0 {
             ledger.push(if apply {
-                format!("{claims} ledger entries written")
+                format!(
+                    "{} written",
+                    count(claims, "ledger entry", "ledger entries")
+                )
             } else {
-                format!("{claims} ledger entries to write")
+                format!(
+                    "{} to write",
+                    count(claims, "ledger entry", "ledger entries")
+                )
             });
         }
         if releases > 0 {
             ledger.push(if apply {
-                format!("{releases} ledger entries released")
+                format!(
+                    "{} released",
+                    count(releases, "ledger entry", "ledger entries")
+                )
             } else {
-                format!("{releases} ledger entries to release")
+                format!(
+                    "{} to release",
+                    count(releases, "ledger entry", "ledger entries")
+                )
             });
         }
         let mut tail: Vec<String> = Vec::new();
@@ -135,10 +148,11 @@ impl RunReport {
             tail.push(ledger.join(", "));
         }
         if errors > 0 {
+            let errors = count(errors, "error", "errors");
             tail.push(if apply {
-                format!("{errors} error(s): nothing written for those")
+                format!("{errors}: nothing written for those")
             } else {
-                format!("{errors} error(s): those not planned")
+                format!("{errors}: those not planned")
             });
         }
         let tail = if tail.is_empty() {
@@ -146,7 +160,7 @@ impl RunReport {
         } else {
             format!("; {}", tail.join("; "))
         };
-        let read = format!("{} objects read", self.objects);
+        let read = format!("{} read", count(self.objects, "object", "objects"));
         if self.has_changes() {
             let verb = if apply { "Applied" } else { "Plan" };
             format!(

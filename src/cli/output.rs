@@ -88,6 +88,44 @@ pub fn members(rows: &[MemberSummary], format: Format) -> String {
     format!("{t}\n")
 }
 
+/// One object's plan as `plan` and `apply` print it: its changes to LiteLLM's rows and its
+/// notes; the ledger lines (`= ledger: … managed by …`) only when `verbose`. An object whose
+/// plan writes only the ledger is left out unless `verbose` (the summary still counts it).
+pub fn plan_text(plan: &crate::engine::ObjectPlan, verbose: bool) -> String {
+    use crate::store::Change;
+    if verbose {
+        return plan.to_string();
+    }
+    let rows: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| !matches!(c, Change::Claim { .. } | Change::Release { .. }))
+        .collect();
+    if rows.is_empty() && plan.notes.is_empty() {
+        return String::new();
+    }
+    let mut out = match &plan.key {
+        Some(k) => format!("{} {}:\n", plan.kind, esc(&k.to_string())),
+        None => format!("{}:\n", plan.kind),
+    };
+    for c in rows {
+        out.push_str(&c.to_string());
+    }
+    for n in &plan.notes {
+        out.push_str(&format!("  ! {}\n", esc(n)));
+    }
+    out
+}
+
+/// `1 object`, `2 objects`: a count and its noun, plural unless one.
+pub fn count(n: usize, singular: &str, plural: &str) -> String {
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {plural}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +141,15 @@ mod tests {
         assert_eq!(escape("x\u{9b}y\u{7f}"), "x\\u{9b}y\\u{7f}");
         assert_eq!(escape("\u{202e}txt"), "\\u{202e}txt");
         assert!(!escape("\0").contains('\0'));
+    }
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(count(0, "object", "objects"), "0 objects");
+        assert_eq!(count(1, "object", "objects"), "1 object");
+        assert_eq!(
+            count(2, "ledger entry", "ledger entries"),
+            "2 ledger entries"
+        );
     }
 }
