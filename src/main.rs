@@ -14,6 +14,7 @@ use litellm_org_operator::cli::error::CliError;
 use litellm_org_operator::cli::manifest::ManifestSet;
 use litellm_org_operator::cli::offline::{self, RunOptions};
 use litellm_org_operator::cli::output::{self, Format, escape};
+use litellm_org_operator::cli::plan_output::{self, PlanFormat};
 use litellm_org_operator::controller::tenancy::{Grant, Grants};
 use litellm_org_operator::controller::{self, RunConfig};
 use litellm_org_operator::engine::{CLI_MANAGER, DEFAULT_ACTOR, Engine, OPERATOR_MANAGER};
@@ -171,6 +172,10 @@ enum Command {
         /// Also show the ledger lines (`= ledger: … managed by …`).
         #[arg(short = 'v', long)]
         verbose: bool,
+        /// Output: text, json (schema litellm-org-operator/plan/v1) or markdown (a
+        /// pull-request comment). The exit code is the same in every format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: PlanFormat,
     },
     /// Reconcile the database to the manifests, one transaction per object.
     Apply {
@@ -182,6 +187,10 @@ enum Command {
         /// Also show the ledger lines (`= ledger: … managed by …`).
         #[arg(short = 'v', long)]
         verbose: bool,
+        /// Output: text, json (schema litellm-org-operator/plan/v1) or markdown (a
+        /// pull-request comment). The exit code is the same in every format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: PlanFormat,
     },
     /// Check manifests without a database: parsing, the rules the CRDs state, rules across
     /// objects, duplicate names. Every error is listed. Exit 0: valid, 1: errors.
@@ -400,12 +409,20 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             paths,
             prune,
             verbose,
-        } => manifests(&url, &settings, &paths, false, prune, verbose).await,
+            output,
+        } => {
+            let shown = Shown { verbose, output };
+            manifests(&url, &settings, &paths, false, prune, shown).await
+        }
         Command::Apply {
             paths,
             prune,
             verbose,
-        } => manifests(&url, &settings, &paths, true, prune, verbose).await,
+            output,
+        } => {
+            let shown = Shown { verbose, output };
+            manifests(&url, &settings, &paths, true, prune, shown).await
+        }
         Command::Validate { paths } => Ok(validate(&paths, &settings.actor)),
         Command::Export { namespace } => {
             let store = database::open(&url)
@@ -528,6 +545,13 @@ struct Prune {
     delete_teams_and_keys: bool,
 }
 
+/// How `plan` and `apply` show their report.
+#[derive(Clone, Copy)]
+struct Shown {
+    verbose: bool,
+    output: PlanFormat,
+}
+
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
 async fn manifests(
     url: &SecretString,
@@ -535,7 +559,7 @@ async fn manifests(
     paths: &[PathBuf],
     apply: bool,
     prune: Prune,
-    verbose: bool,
+    shown: Shown,
 ) -> Result<ExitCode, CliError> {
     if prune.enabled && cli.manager.is_none() {
         // Every manifest set applied under the default manager shares its rows: a prune from
@@ -580,42 +604,36 @@ async fn manifests(
         progress: std::io::stdout().is_terminal() && set.len() > PROGRESS_THRESHOLD,
     };
     let report = offline::run(&engine, &set, options).await;
-    Ok(print_report(&set, &report, apply, verbose))
+    let cx = plan_output::Context {
+        set: &set,
+        apply,
+        verbose: shown.verbose,
+        manager: engine.manager(),
+    };
+    Ok(print_report(&report, &cx, shown.output))
 }
 
-/// Plans on stdout, errors on stderr (every value escaped), and the exit code: 0 done or
-/// nothing to do, 2 changes pending (plan), 1 errors.
+/// The report on stdout in the format asked for; errors and a refused prune also on
+/// stderr (every value escaped), for the job log; the exit code: 0 done or nothing to do,
+/// 2 changes pending (plan), 1 errors.
 fn print_report(
-    set: &ManifestSet,
     report: &offline::RunReport,
-    apply: bool,
-    verbose: bool,
+    cx: &plan_output::Context<'_>,
+    format: PlanFormat,
 ) -> ExitCode {
-    for plan in &report.plans {
-        print!("{}", output::plan_text(plan, verbose));
-    }
-    let errors: Vec<String> = set
-        .errors
-        .iter()
-        .chain(&report.errors)
-        .map(ToString::to_string)
-        .collect();
+    let rendered = plan_output::render(report, cx, format);
+    print!("{}", rendered.stdout);
+    let errors = plan_output::all_errors(cx.set, report);
     for e in &errors {
-        eprintln!("error: {}", escape(e));
+        eprintln!("error: {}", escape(&e.to_string()));
     }
     if let Some(refusal) = &report.prune_refused {
         eprintln!("{refusal}");
     }
-    println!("{}", report.summary(apply, errors.len()));
     if !errors.is_empty() {
         eprintln!("{}.", output::count(errors.len(), "error", "errors"));
-        return ExitCode::from(1);
     }
-    if !apply && report.has_changes() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    }
+    ExitCode::from(rendered.exit_code)
 }
 
 /// Start-up checks, then the controllers and the HTTP endpoints until SIGTERM.

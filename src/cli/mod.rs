@@ -8,4 +8,5 @@ pub mod files;
 pub mod manifest;
 pub mod offline;
 pub mod output;
+pub mod plan_output;
 pub mod validate;

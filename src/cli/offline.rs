@@ -66,6 +66,11 @@ pub struct RunReport {
     pub objects: usize,
     /// Why `--prune` did not run at all, when it was asked for and refused.
     pub prune_refused: Option<String>,
+    /// Without `--prune`, on a run without errors: what `--prune` would delete or release
+    /// (rows this manager holds for objects no manifest declares any more), for the hint.
+    pub undeclared: Vec<ObjectPlan>,
+    /// `--prune` ran (it was asked for and nothing refused it).
+    pub pruned: bool,
 }
 
 impl RunReport {
@@ -95,6 +100,29 @@ impl RunReport {
     /// that already match, are not changes: `plan` exits 0 for them).
     pub fn has_changes(&self) -> bool {
         self.plans.iter().any(ObjectPlan::changes_rows)
+    }
+
+    /// The exit code of `plan` and `apply`: 1 when any object failed (`errors`, reading
+    /// errors included), else 2 when `plan` has changes to LiteLLM's rows pending, else 0.
+    pub fn exit_code(&self, apply: bool, errors: usize) -> u8 {
+        if errors > 0 {
+            1
+        } else if !apply && self.has_changes() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// Objects that no manifest declares any more and whose rows this manager holds, by
+    /// kind: `(organizations, members)`.
+    pub fn undeclared_counts(&self) -> (usize, usize) {
+        let organizations = self
+            .undeclared
+            .iter()
+            .filter(|p| p.kind.starts_with("Organization ("))
+            .count();
+        (organizations, self.undeclared.len() - organizations)
     }
 
     /// Counts of ledger entries written (claims) and removed (releases) across all plans.
@@ -191,11 +219,15 @@ pub async fn run<S: Store>(
     run.organizations(&set.organizations).await;
     run.members(&set.members).await;
     run.progress.finish_and_clear();
-    if options.prune {
-        match prune_refusal(set, &run.report) {
-            Some(reason) => run.report.prune_refused = Some(reason),
-            None => run.prune(&declared(set)).await,
+    match prune_refusal(set, &run.report) {
+        Some(reason) if options.prune => run.report.prune_refused = Some(reason),
+        None if options.prune => {
+            run.report.pruned = true;
+            run.prune(&declared(set)).await
         }
+        // The hint only: a failed read shows no hint rather than a wrong one.
+        None => run.report.undeclared = engine.plan_prune(&declared(set)).await.unwrap_or_default(),
+        Some(_) => {}
     }
     run.report
 }

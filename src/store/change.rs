@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::inventory::{BUDGET_LIMITS, RawObject};
+use super::inventory::RawObject;
 use super::{BudgetRow, Dependents, LedgerEntry, MembershipRow, OrganizationRow};
 
 /// What LiteLLM gives every internal user it creates (`get_new_internal_user_defaults`):
@@ -143,17 +143,10 @@ fn t(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Every managed budget column as the plan shows it, in inventory order.
 pub(crate) fn budget_fields(b: &BudgetRow) -> Vec<(&'static str, String)> {
-    let mut fields: Vec<(&'static str, String)> = BUDGET_LIMITS
-        .iter()
-        .map(|l| (l.column, opt(&b.limit(l.column))))
-        .collect();
-    fields.push((
-        "model_max_budget",
-        b.model_max_budget
-            .as_deref()
-            .map_or_else(|| "none".to_string(), |v| t(v).into_owned()),
-    ));
-    fields
+    super::change_view::budget_values(b)
+        .into_iter()
+        .map(|(k, v)| (k, opt(&v)))
+        .collect()
 }
 
 fn org_fields(o: &OrganizationRow) -> Vec<(&'static str, String)> {

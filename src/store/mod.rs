@@ -25,6 +25,7 @@
 
 pub mod budget;
 mod change;
+pub mod change_view;
 pub mod dialect;
 pub mod inventory;
 pub mod ledger;
@@ -40,6 +41,7 @@ pub mod user;
 use std::future::Future;
 
 pub use change::{Change, NewUserDefaults};
+pub use change_view::{ChangeView, FieldView};
 pub use dialect::Dialect;
 pub use inventory::{BUDGET_LIMITS, Kind, RawObject, Scalar};
 pub use ledger::{LedgerEntry, budget_key, membership_key, organization_key};
