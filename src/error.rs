@@ -202,9 +202,17 @@ impl StoreError {
 /// Failures of planning or applying one object.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The spec breaks a rule; nothing is written until it changes.
-    #[error("{field}: {message}")]
-    InvalidSpec { field: String, message: String },
+    /// The spec breaks rules; nothing is written until it changes. The first broken rule is
+    /// `field` and `message`; the others of the same object follow in `more`, in the order
+    /// they were checked, and past the per-object cap only their number is kept (`omitted`).
+    /// Shown as the first rule, then the names of the others, in bounded text.
+    #[error("{}", describe_invalid(.field, .message, .more, *.omitted))]
+    InvalidSpec {
+        field: String,
+        message: String,
+        more: Vec<FieldError>,
+        omitted: usize,
+    },
     /// A row the spec names is not in the database (a `budgetRef` to a budget LiteLLM does
     /// not hold): the database's content, not the manifest, decides it, so it is looked at
     /// again at each resync and clears once the row exists.
@@ -238,12 +246,119 @@ impl From<StoreError> for EngineError {
     }
 }
 
+/// One broken rule of a spec: the dotted path of its field and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The most bytes [`EngineError::InvalidSpec`]'s text gives the first rule.
+const MAX_FIRST_RULE_BYTES: usize = 2048;
+/// The most bytes it gives the names of the other broken rules.
+const MAX_OTHER_FIELDS_BYTES: usize = 1024;
+/// The most bytes of one field name in that list.
+const MAX_FIELD_NAME_BYTES: usize = 128;
+
+/// `FIELD: MESSAGE`, then `; and N more: FIELD, FIELD, ...` naming the others as far as the
+/// bound allows (a condition's message and an event's note must stay small, whatever the
+/// spec holds).
+fn describe_invalid(field: &str, message: &str, more: &[FieldError], omitted: usize) -> String {
+    let mut text = cut(format!("{field}: {message}"), MAX_FIRST_RULE_BYTES);
+    let others = more.len() + omitted;
+    if others == 0 {
+        return text;
+    }
+    text.push_str(&format!("; and {others} more: "));
+    let mut listed = 0;
+    let mut budget = MAX_OTHER_FIELDS_BYTES;
+    for other in more {
+        let name = cut(other.field.clone(), MAX_FIELD_NAME_BYTES);
+        if name.len() + 2 > budget {
+            break;
+        }
+        if listed > 0 {
+            text.push_str(", ");
+        }
+        budget -= name.len() + 2;
+        text.push_str(&name);
+        listed += 1;
+    }
+    let unnamed = others - listed;
+    if unnamed > 0 {
+        if listed > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&format!("{unnamed} not named here"));
+    }
+    text
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, the cut marked with `…`.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 impl EngineError {
     /// Shorthand for an invalid field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::InvalidSpec {
             field: field.into(),
             message: message.into(),
+            more: Vec::new(),
+            omitted: 0,
+        }
+    }
+
+    /// The broken rules of an object, in the order they were checked, and how many more were
+    /// found past the cap: `None` when the spec is valid (an empty list).
+    pub fn invalid_fields(mut rules: Vec<FieldError>, omitted: usize) -> Option<Self> {
+        if rules.is_empty() {
+            return None;
+        }
+        let first = rules.remove(0);
+        Some(Self::InvalidSpec {
+            field: first.field,
+            message: first.message,
+            more: rules,
+            omitted,
+        })
+    }
+
+    /// Every broken rule an [`InvalidSpec`](Self::InvalidSpec) carries, first one first
+    /// (none for other errors), and how many more were counted but not kept.
+    pub fn broken_rules(&self) -> (Vec<FieldError>, usize) {
+        match self {
+            Self::InvalidSpec {
+                field,
+                message,
+                more,
+                omitted,
+            } => {
+                let mut rules = Vec::with_capacity(1 + more.len());
+                rules.push(FieldError::new(field.clone(), message.clone()));
+                rules.extend(more.iter().cloned());
+                (rules, *omitted)
+            }
+            _ => (Vec::new(), 0),
         }
     }
 

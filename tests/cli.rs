@@ -912,3 +912,40 @@ fn one_object_and_one_error_are_singular() {
     assert!(stderr.ends_with("1 error.\n"), "{stderr}");
     assert!(!stdout.contains("No changes"), "{stdout}");
 }
+
+/// `plan` and `apply` list every broken rule of an object, one `error:` line each naming the
+/// file, the object and the field; the last line counts rules; nothing is written.
+#[test]
+fn plan_lists_every_broken_rule_of_an_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("org.yaml"),
+        "apiVersion: litellm.dev/v1alpha1\nkind: Organization\nmetadata: {name: three}\nspec: {alias: \"\", organizationId: \"has space\", budget: {maxBudget: -1}}\n",
+    )
+    .expect("write");
+    for verb in ["plan", "apply"] {
+        let (code, stdout, stderr) = run3(dir.path(), &[verb, "-f", "org.yaml"]);
+        assert_eq!(code, Some(1), "{verb}: {stdout}{stderr}");
+        let fields: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .map(|l| {
+                l.strip_prefix("error: org.yaml (document 1): Organization default/three: ")
+                    .unwrap_or_else(|| panic!("{verb}: file and object in {l:?}"))
+                    .split(": ")
+                    .next()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            ["spec.alias", "spec.organizationId", "spec.budget.maxBudget"],
+            "{verb}: {stderr}"
+        );
+        assert!(stderr.ends_with("3 errors.\n"), "{verb}: {stderr}");
+        assert!(stdout.contains("3 error"), "{verb}: {stdout}");
+    }
+    let out = run(dir.path(), &["get", "organizations", "-o", "json"], None);
+    let orgs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(orgs, serde_json::json!([]), "nothing written");
+}

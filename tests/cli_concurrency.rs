@@ -154,7 +154,7 @@ type Outcome = (String, Result<ObjectPlan, String>);
 
 fn error_text(err: &EngineError) -> String {
     match err {
-        EngineError::InvalidSpec { field, message }
+        EngineError::InvalidSpec { field, message, .. }
         | EngineError::BudgetNotFound { field, message } => format!("{field}: {message}"),
         other => format!("{}: {other}", other.reason().as_str()),
     }

@@ -1246,6 +1246,12 @@ async fn nul_characters_stall_with_the_field_named() {
             json!({"metadata": {"note": "a\u{0}b"}}),
             "spec.metadata",
         ),
+        // Every broken rule: the first in full, the others named.
+        (
+            "nul-both",
+            json!({"alias": "a\u{0}", "metadata": {"note": "a\u{0}b"}}),
+            "spec.alias: must not contain NUL characters (\\u0000): PostgreSQL cannot store them; and 1 more: spec.metadata.note",
+        ),
     ] {
         create(orgs, &organization(name, spec)).await;
         let stalled = wait_for(orgs, name, 30, "Stalled", |o| {

@@ -171,3 +171,101 @@ fn a_missing_path_is_invalid() {
     assert!(stderr.contains("nowhere"), "{stderr}");
     assert!(entries(dir.path()).is_empty());
 }
+
+/// Every broken rule of an object is listed, one line each naming file, object and field, in
+/// the order of the fields; the summary counts rules. The checks across objects still run for
+/// objects with spec errors.
+#[test]
+fn every_broken_rule_of_an_object_is_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = [
+        org(
+            "three",
+            "{alias: \"\", organizationId: same, budget: {maxBudget: -5, budgetDuration: 2mo}}",
+        ),
+        org("other", "{alias: Other, organizationId: same}"),
+        member(
+            "two",
+            "{organizationRef: {name: nowhere}, user: {email: not-an-email}, role: internal_user, maxBudgetInOrganization: -1}",
+        ),
+    ];
+    std::fs::write(dir.path().join("a.yaml"), docs.join("---\n")).expect("write");
+    let (code, stdout, stderr) = validate(dir.path(), Path::new("a.yaml"));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    let expected = [
+        "a.yaml (document 1): Organization default/three: spec.alias: must be 1 to 256 characters long",
+        "a.yaml (document 1): Organization default/three: spec.budget.maxBudget: must be zero or more",
+        "a.yaml (document 1): Organization default/three: spec.budget.budgetDuration: \"2mo\" is not a budget duration",
+        "a.yaml (document 2): Organization default/other: spec.organizationId: organization same is already claimed by Organization default/three",
+        "a.yaml (document 3): OrganizationMember default/two: spec.user.email:",
+        "a.yaml (document 3): OrganizationMember default/two: spec.maxBudgetInOrganization: must be zero or more",
+        "a.yaml (document 3): OrganizationMember default/two: spec.organizationRef.name: Organization default/nowhere is not among the manifests",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{stderr}");
+    for (line, want) in errors.iter().zip(expected) {
+        assert!(line.contains(want), "{want:?} not in {line:?}:\n{stderr}");
+    }
+    assert_eq!(
+        stdout,
+        "invalid: 7 error(s) in 2 Organization(s), 1 OrganizationMember(s) read\n"
+    );
+
+    // Three broken rules of one Organization: three lines, and the summary says 3.
+    std::fs::write(dir.path().join("a.yaml"), &docs[0]).expect("write");
+    let (code, stdout, stderr) = validate(dir.path(), Path::new("a.yaml"));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let fields: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: a.yaml (document 1): Organization default/three: "))
+        .map(|l| l.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.alias",
+            "spec.budget.maxBudget",
+            "spec.budget.budgetDuration"
+        ],
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout,
+        "invalid: 3 error(s) in 1 Organization(s), 0 OrganizationMember(s) read\n"
+    );
+}
+
+/// Thousands of broken rules in one object: a bounded list and a line counting the rest.
+#[test]
+fn the_list_of_one_object_is_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys: Vec<String> = (0..5000)
+        .map(|i| format!("\"k{i:04}\": [[[[[[[1]]]]]]]"))
+        .collect();
+    let doc = org("wide", &format!("{{metadata: {{{}}}}}", keys.join(", ")));
+    std::fs::write(dir.path().join("a.yaml"), doc).expect("write");
+    let (code, stdout, stderr) = validate(dir.path(), Path::new("a.yaml"));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 21, "{stderr}");
+    assert!(
+        errors[0].contains(": spec.metadata: Too many: 5000"),
+        "{stderr}"
+    );
+    assert!(
+        errors[1].contains(": spec.metadata.k0000[0][0][0][0][0]: nested too deep"),
+        "{stderr}"
+    );
+    assert!(
+        errors[20].ends_with(
+            "Organization default/wide: and 4981 more broken rules not listed (at most 20 are listed per object)"
+        ),
+        "{stderr}"
+    );
+}

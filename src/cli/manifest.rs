@@ -246,7 +246,7 @@ impl ManifestSet {
                 match meta.get("namespace") {
                     None => {}
                     Some(Value::String(ns)) => {
-                        if let Err(EngineError::InvalidSpec { field, message }) =
+                        if let Err(EngineError::InvalidSpec { field, message, .. }) =
                             validate_namespace("metadata.namespace", ns)
                         {
                             self.errors

@@ -588,11 +588,11 @@ impl<'a, S: Store> Run<'a, S> {
         match result {
             Ok(plan) if !plan.is_empty() => self.report.plans.push(plan),
             Ok(_) => {}
-            Err(err) => {
-                self.report
-                    .errors
-                    .push(object_error(Some(source), &format!("{kind} {key}"), &err))
-            }
+            Err(err) => self.report.errors.extend(object_errors(
+                Some(source),
+                &format!("{kind} {key}"),
+                &err,
+            )),
         }
     }
 
@@ -634,7 +634,7 @@ impl<'a, S: Store> Run<'a, S> {
     fn prune_error(&mut self, what: &str, err: &EngineError) {
         self.report
             .errors
-            .push(object_error(None, &format!("prune {what}"), err));
+            .extend(object_errors(None, &format!("prune {what}"), err));
     }
 }
 
@@ -788,18 +788,13 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
     )
 }
 
-fn object_error(source: Option<&Source>, object: &str, err: &EngineError) -> ManifestError {
-    let (field, message) = match err {
-        EngineError::InvalidSpec { field, message }
-        | EngineError::BudgetNotFound { field, message } => (Some(field.clone()), message.clone()),
+/// An object's error as report lines: one per broken rule of an invalid spec, each naming
+/// its field; other errors in one line prefixed with their reason.
+fn object_errors(source: Option<&Source>, object: &str, err: &EngineError) -> Vec<ManifestError> {
+    crate::cli::validate::errors_of(source, object, err, |err| match err {
+        EngineError::BudgetNotFound { field, message } => (Some(field.clone()), message.clone()),
         other => (None, format!("{}: {other}", other.reason().as_str())),
-    };
-    ManifestError {
-        source: source.cloned(),
-        object: Some(object.to_string()),
-        field,
-        message,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -391,6 +391,44 @@ mod tests {
     }
 
     #[test]
+    fn every_broken_rule_is_named_in_a_bounded_condition() {
+        let spec = crate::crd::OrganizationSpec {
+            alias: Some(String::new()),
+            budget: Some(crate::crd::BudgetSpec {
+                max_budget: Some(-1.0),
+                ..Default::default()
+            }),
+            metadata: Some(
+                (0..500)
+                    .map(|i| (format!("{i:03}{}", "k".repeat(300)), "\u{0}".into()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let err = crate::engine::validate::validate_organization("a", &spec).expect_err("invalid");
+        let outcome = Outcome::from_error(&err);
+        let s = organization_status(None, Some(1), &outcome, None, None, None);
+        let ready = cond(&s, "Ready");
+        assert_eq!(ready.reason, "InvalidSpec");
+        assert!(
+            ready.message.starts_with(
+                "spec.alias: must be 1 to 256 characters long (got 0); and 502 more: spec.budget.maxBudget, spec.metadata, spec.metadata.000kkk"
+            ),
+            "{}",
+            ready.message
+        );
+        assert!(
+            ready.message.ends_with(" not named here"),
+            "{}",
+            ready.message
+        );
+        assert!(ready.message.len() < 4096, "{}", ready.message.len());
+        assert_eq!(cond(&s, "Stalled").status, "True");
+        // No retry until the spec changes.
+        assert_eq!(err.next_step(), crate::error::NextStep::AwaitChange);
+    }
+
+    #[test]
     fn budget_exceeded_when_spend_reaches_max() {
         let usage = OrganizationUsage {
             spend: 10.0,

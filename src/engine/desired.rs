@@ -124,10 +124,7 @@ impl DesiredOrganization {
                 DesiredBudget::Owned(owned_budget_id.clone(), DeclaredBudget::from_spec(b))
             }
         };
-        let (organization_id, pinned) = match &spec.organization_id {
-            Some(id) => (id.clone(), true),
-            None => (ids::organization_id(&key.namespace, &key.name), false),
-        };
+        let (organization_id, pinned) = Self::organization_id_of(&key, spec);
         Ok(Self {
             alias: spec.alias.clone().unwrap_or_else(|| key.name.clone()),
             alias_declared: spec.alias.is_some(),
@@ -141,6 +138,16 @@ impl DesiredOrganization {
             actor: actor.to_string(),
             key,
         })
+    }
+
+    /// The organization id a spec asks for, and whether the spec pins it
+    /// (`spec.organizationId`) or it is derived from the resource's namespace and name. Read
+    /// without validating, so the checks across objects run on specs with other errors too.
+    pub fn organization_id_of(key: &ObjectKey, spec: &OrganizationSpec) -> (String, bool) {
+        match &spec.organization_id {
+            Some(id) => (id.clone(), true),
+            None => (ids::organization_id(&key.namespace, &key.name), false),
+        }
     }
 
     /// `Organization/<namespace>/<name>`: the resource as the ledger (and the marker of

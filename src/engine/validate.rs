@@ -7,176 +7,230 @@ use crate::crd::{
     BudgetSpec, METADATA_MAX_DEPTH, METADATA_MAX_ITEMS, METADATA_MAX_PROPERTIES,
     METADATA_MAX_STRING_LENGTH, OrganizationMemberSpec, OrganizationSpec,
 };
-use crate::error::EngineError;
+use crate::error::{EngineError, FieldError};
 
 pub use crate::duration::parse_duration;
 pub use crate::store::OWNER_KEY;
 
 const MAX_ID_LEN: usize = 128;
 
-/// Check an `Organization` spec; the first broken rule is returned with its field path.
-pub fn validate_organization(name: &str, spec: &OrganizationSpec) -> Result<(), EngineError> {
-    validate_name("metadata.name", name)?;
-    if let Some(alias) = &spec.alias {
-        check_len("spec.alias", alias, 1, 256)?;
-    }
-    if let Some(id) = &spec.organization_id {
-        check_len("spec.organizationId", id, 1, MAX_ID_LEN)?;
-        if !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._:@-".contains(c))
-        {
-            return Err(EngineError::invalid(
-                "spec.organizationId",
-                "may only contain letters, digits and . _ : @ -",
-            ));
+/// The most broken rules one object reports; past it they are counted ("and N more"), so a
+/// spec with thousands of bad metadata keys gives a bounded list.
+pub const MAX_SPEC_ERRORS: usize = 20;
+
+/// The broken rules of one object, in the order they are checked: the first
+/// [`MAX_SPEC_ERRORS`] kept, the others counted.
+#[derive(Debug, Default)]
+struct Problems {
+    kept: Vec<FieldError>,
+    omitted: usize,
+}
+
+impl Problems {
+    /// Record a rule that broke.
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        if self.kept.len() < MAX_SPEC_ERRORS {
+            self.kept.push(FieldError::new(field, message));
+        } else {
+            self.omitted += 1;
         }
     }
+
+    /// Record what a per-field check found; true when it passed (so a check that depends on
+    /// it can run).
+    fn check(&mut self, result: Result<(), EngineError>) -> bool {
+        let Err(err) = result else {
+            return true;
+        };
+        let (rules, omitted) = err.broken_rules();
+        if rules.is_empty() {
+            // The per-field checks only return invalid fields; keep anything else worded.
+            self.push("spec", err.to_string());
+        }
+        for rule in rules {
+            self.push(rule.field, rule.message);
+        }
+        self.omitted += omitted;
+        false
+    }
+
+    fn into_result(self) -> Result<(), EngineError> {
+        match EngineError::invalid_fields(self.kept, self.omitted) {
+            None => Ok(()),
+            Some(err) => Err(err),
+        }
+    }
+}
+
+/// Check an `Organization` spec: every broken rule, each with its field path, in the order
+/// of the fields (at most [`MAX_SPEC_ERRORS`] listed).
+pub fn validate_organization(name: &str, spec: &OrganizationSpec) -> Result<(), EngineError> {
+    let mut p = Problems::default();
+    p.check(validate_name("metadata.name", name));
+    if let Some(alias) = &spec.alias {
+        p.check(check_len("spec.alias", alias, 1, 256));
+    }
+    if let Some(id) = &spec.organization_id
+        && p.check(check_len("spec.organizationId", id, 1, MAX_ID_LEN))
+        && !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:@-".contains(c))
+    {
+        p.push(
+            "spec.organizationId",
+            "may only contain letters, digits and . _ : @ -",
+        );
+    }
     if spec.models.len() > 256 {
-        return Err(EngineError::invalid("spec.models", "at most 256 models"));
+        p.push("spec.models", "at most 256 models");
     }
     for (i, m) in spec.models.iter().enumerate() {
-        check_len(&format!("spec.models[{i}]"), m, 1, 256)?;
+        p.check(check_len(&format!("spec.models[{i}]"), m, 1, 256));
     }
     if spec.budget.is_some() && spec.budget_ref.is_some() {
-        return Err(EngineError::invalid(
+        p.push(
             "spec.budgetRef",
             "budget and budgetRef are mutually exclusive: set one of them, or neither",
-        ));
+        );
     }
     if let Some(budget) = &spec.budget {
-        validate_budget("spec.budget", budget)?;
+        validate_budget(&mut p, "spec.budget", budget);
     }
     if let Some(r) = &spec.budget_ref {
-        check_len("spec.budgetRef.budgetId", &r.budget_id, 1, MAX_ID_LEN)?;
+        p.check(check_len(
+            "spec.budgetRef.budgetId",
+            &r.budget_id,
+            1,
+            MAX_ID_LEN,
+        ));
     }
     if let Some(meta) = &spec.metadata {
         if meta.contains_key(OWNER_KEY) {
-            return Err(EngineError::invalid(
+            p.push(
                 format!("spec.metadata.{OWNER_KEY}"),
                 "this key is reserved for the operator's ownership marker: remove it",
-            ));
+            );
         }
-        check_metadata_object("spec.metadata", meta, 1)?;
+        check_metadata_object(&mut p, "spec.metadata", meta, 1);
     }
-    Ok(())
+    p.into_result()
 }
 
 /// The bounds the CRD's `spec.metadata` schema enforces (see `crd::bounded_metadata`), and
 /// text PostgreSQL can store, in keys and values at every level.
-fn check_metadata_object(
-    path: &str,
-    map: &Map<String, Value>,
-    level: usize,
-) -> Result<(), EngineError> {
+fn check_metadata_object(p: &mut Problems, path: &str, map: &Map<String, Value>, level: usize) {
     if map.len() > METADATA_MAX_PROPERTIES {
-        return Err(EngineError::invalid(
+        p.push(
             path,
             format!(
                 "Too many: {}: must have at most {METADATA_MAX_PROPERTIES} keys",
                 map.len()
             ),
-        ));
+        );
     }
     for (key, value) in map {
         let child = format!("{path}.{key}");
-        check_storable_text(&child, key)?;
-        check_metadata_value(&child, value, level + 1)?;
+        // A key PostgreSQL cannot store: what it holds is not looked at.
+        if p.check(check_storable_text(&child, key)) {
+            check_metadata_value(p, &child, value, level + 1);
+        }
     }
-    Ok(())
 }
 
-fn check_metadata_value(path: &str, value: &Value, level: usize) -> Result<(), EngineError> {
+fn check_metadata_value(p: &mut Problems, path: &str, value: &Value, level: usize) {
     let too_deep = || {
-        EngineError::invalid(
-            path,
-            format!(
-                "nested too deep: spec.metadata holds at most {METADATA_MAX_DEPTH} levels of objects and arrays"
-            ),
+        format!(
+            "nested too deep: spec.metadata holds at most {METADATA_MAX_DEPTH} levels of objects and arrays"
         )
     };
     match value {
-        Value::Object(map) if level > METADATA_MAX_DEPTH && !map.is_empty() => Err(too_deep()),
-        Value::Array(items) if level > METADATA_MAX_DEPTH && !items.is_empty() => Err(too_deep()),
-        Value::Object(map) => check_metadata_object(path, map, level),
+        Value::Object(map) if level > METADATA_MAX_DEPTH && !map.is_empty() => {
+            p.push(path, too_deep())
+        }
+        Value::Array(items) if level > METADATA_MAX_DEPTH && !items.is_empty() => {
+            p.push(path, too_deep())
+        }
+        Value::Object(map) => check_metadata_object(p, path, map, level),
         Value::Array(items) => {
             if items.len() > METADATA_MAX_ITEMS {
-                return Err(EngineError::invalid(
+                p.push(
                     path,
                     format!(
                         "Too many: {}: must have at most {METADATA_MAX_ITEMS} items",
                         items.len()
                     ),
-                ));
+                );
             }
-            items.iter().enumerate().try_for_each(|(i, item)| {
-                check_metadata_value(&format!("{path}[{i}]"), item, level + 1)
-            })
+            for (i, item) in items.iter().enumerate() {
+                check_metadata_value(p, &format!("{path}[{i}]"), item, level + 1);
+            }
         }
-        Value::String(text) => check_len(path, text, 0, METADATA_MAX_STRING_LENGTH),
-        _ => Ok(()),
+        Value::String(text) => {
+            p.check(check_len(path, text, 0, METADATA_MAX_STRING_LENGTH));
+        }
+        _ => {}
     }
 }
 
-fn validate_budget(path: &str, b: &BudgetSpec) -> Result<(), EngineError> {
-    check_money(&format!("{path}.maxBudget"), b.max_budget)?;
-    check_money(&format!("{path}.softBudget"), b.soft_budget)?;
-    check_non_negative(&format!("{path}.tpmLimit"), b.tpm_limit)?;
-    check_non_negative(&format!("{path}.rpmLimit"), b.rpm_limit)?;
-    check_non_negative(
+fn validate_budget(p: &mut Problems, path: &str, b: &BudgetSpec) {
+    p.check(check_money(&format!("{path}.maxBudget"), b.max_budget));
+    p.check(check_money(&format!("{path}.softBudget"), b.soft_budget));
+    p.check(check_non_negative(&format!("{path}.tpmLimit"), b.tpm_limit));
+    p.check(check_non_negative(&format!("{path}.rpmLimit"), b.rpm_limit));
+    p.check(check_non_negative(
         &format!("{path}.maxParallelRequests"),
         b.max_parallel_requests.map(i64::from),
-    )?;
+    ));
     if let Some(d) = &b.budget_duration {
-        check_duration(&format!("{path}.budgetDuration"), d)?;
+        p.check(check_duration(&format!("{path}.budgetDuration"), d));
     }
     if b.model_max_budget.len() > 256 {
-        return Err(EngineError::invalid(
-            format!("{path}.modelMaxBudget"),
-            "at most 256 models",
-        ));
+        p.push(format!("{path}.modelMaxBudget"), "at most 256 models");
     }
     for (model, mb) in &b.model_max_budget {
-        let p = format!("{path}.modelMaxBudget.{model}");
-        check_len(&p, model, 1, 256)?;
-        check_money(&format!("{p}.budgetLimit"), Some(mb.budget_limit))?;
+        let at = format!("{path}.modelMaxBudget.{model}");
+        p.check(check_len(&at, model, 1, 256));
+        p.check(check_money(
+            &format!("{at}.budgetLimit"),
+            Some(mb.budget_limit),
+        ));
         if let Some(t) = &mb.time_period {
-            check_duration(&format!("{p}.timePeriod"), t)?;
+            p.check(check_duration(&format!("{at}.timePeriod"), t));
         }
     }
-    Ok(())
 }
 
-/// Check an `OrganizationMember` spec.
+/// Check an `OrganizationMember` spec: every broken rule, as [`validate_organization`].
 pub fn validate_member(name: &str, spec: &OrganizationMemberSpec) -> Result<(), EngineError> {
-    validate_name("metadata.name", name)?;
-    match (&spec.organization_ref, &spec.organization_id) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(EngineError::invalid(
-                "spec.organizationRef",
-                "set exactly one of organizationRef (an Organization in this namespace) or organizationId (an organization not managed here)",
-            ));
-        }
-        (Some(r), None) => validate_name("spec.organizationRef.name", &r.name)?,
-        (None, Some(id)) => check_len("spec.organizationId", id, 1, MAX_ID_LEN)?,
+    let mut p = Problems::default();
+    p.check(validate_name("metadata.name", name));
+    let (reference, id) = (&spec.organization_ref, &spec.organization_id);
+    if reference.is_some() == id.is_some() {
+        p.push(
+            "spec.organizationRef",
+            "set exactly one of organizationRef (an Organization in this namespace) or organizationId (an organization not managed here)",
+        );
+    }
+    if let Some(r) = reference {
+        p.check(validate_name("spec.organizationRef.name", &r.name));
+    }
+    if let Some(id) = id {
+        p.check(check_len("spec.organizationId", id, 1, MAX_ID_LEN));
     }
     if spec.user.user_id.is_none() && spec.user.email.is_none() {
-        return Err(EngineError::invalid(
-            "spec.user",
-            "set user.userId, user.email, or both",
-        ));
+        p.push("spec.user", "set user.userId, user.email, or both");
     }
     if let Some(id) = &spec.user.user_id {
-        check_len("spec.user.userId", id, 1, 256)?;
+        p.check(check_len("spec.user.userId", id, 1, 256));
     }
     if let Some(email) = &spec.user.email {
-        validate_email("spec.user.email", email)?;
+        p.check(validate_email("spec.user.email", email));
     }
-    check_money(
+    p.check(check_money(
         "spec.maxBudgetInOrganization",
         spec.max_budget_in_organization,
-    )?;
-    Ok(())
+    ));
+    p.into_result()
 }
 
 /// An email address as the CRD takes it (`^[^@\s]+@[^@\s]+$`, 3 to 320 characters).
@@ -312,11 +366,191 @@ mod tests {
     use super::*;
     use crate::crd::{BudgetReference, ModelBudget, OrganizationReference, UserSelector};
 
+    /// The field of the first broken rule.
     fn field_of(r: Result<(), EngineError>) -> String {
         match r {
             Err(EngineError::InvalidSpec { field, .. }) => field,
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
+    }
+
+    /// The fields of every broken rule listed, in order, and the number past the cap.
+    fn fields_of(r: Result<(), EngineError>) -> (Vec<String>, usize) {
+        match r {
+            Err(e @ EngineError::InvalidSpec { .. }) => {
+                let (rules, omitted) = e.broken_rules();
+                (rules.into_iter().map(|r| r.field).collect(), omitted)
+            }
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_broken_rule_of_an_organization_is_listed_in_order() {
+        let spec = OrganizationSpec {
+            alias: Some(String::new()),
+            organization_id: Some("has space".into()),
+            budget: Some(BudgetSpec {
+                max_budget: Some(-1.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = validate_organization("a", &spec).expect_err("invalid");
+        assert_eq!(
+            fields_of(Err(err)),
+            (
+                vec![
+                    "spec.alias".to_string(),
+                    "spec.organizationId".to_string(),
+                    "spec.budget.maxBudget".to_string(),
+                ],
+                0
+            )
+        );
+        // Shown as the first rule, then the names of the others.
+        let err = validate_organization("a", &spec).expect_err("invalid");
+        assert_eq!(
+            err.to_string(),
+            "spec.alias: must be 1 to 256 characters long (got 0); and 2 more: spec.organizationId, spec.budget.maxBudget"
+        );
+        assert_eq!(err.next_step(), crate::error::NextStep::AwaitChange);
+        // The name too, and both budgets with each one's own rules.
+        let spec = OrganizationSpec {
+            budget: Some(BudgetSpec {
+                budget_duration: Some("2mo".into()),
+                tpm_limit: Some(-1),
+                ..Default::default()
+            }),
+            budget_ref: Some(BudgetReference {
+                budget_id: String::new(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields_of(validate_organization("Bad_Name", &spec)).0,
+            [
+                "metadata.name",
+                "spec.budgetRef",
+                "spec.budget.tpmLimit",
+                "spec.budget.budgetDuration",
+                "spec.budgetRef.budgetId",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_reports_one_rule_and_dependent_checks_are_skipped() {
+        // Too long and full of characters it may not hold: the length only.
+        let spec = OrganizationSpec {
+            organization_id: Some(" ".repeat(MAX_ID_LEN + 1)),
+            ..Default::default()
+        };
+        let err = validate_organization("a", &spec).expect_err("invalid");
+        assert_eq!(fields_of(Err(err)).0, ["spec.organizationId"]);
+        // A metadata key PostgreSQL cannot store: what it holds is not looked at.
+        let spec = OrganizationSpec {
+            metadata: serde_json::json!({"k\u{0}": "\u{0}", "ok": "\u{0}"})
+                .as_object()
+                .cloned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields_of(validate_organization("a", &spec)).0,
+            ["spec.metadata.k\u{0}", "spec.metadata.ok"]
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_of_a_member_is_listed() {
+        let spec = OrganizationMemberSpec {
+            organization_id: Some("o".into()),
+            user: UserSelector {
+                user_id: None,
+                email: Some("not-an-email".into()),
+            },
+            max_budget_in_organization: Some(-1.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields_of(validate_member("m", &spec)),
+            (
+                vec![
+                    "spec.user.email".to_string(),
+                    "spec.maxBudgetInOrganization".to_string()
+                ],
+                0
+            )
+        );
+        // Neither organization nor user: both named; both organizations: each checked too.
+        let spec = OrganizationMemberSpec {
+            organization_ref: Some(OrganizationReference {
+                name: "Not_A_Name".into(),
+            }),
+            organization_id: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields_of(validate_member("m", &spec)).0,
+            [
+                "spec.organizationRef",
+                "spec.organizationRef.name",
+                "spec.user"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_list_is_capped_and_the_rest_counted() {
+        let bad: Map<String, Value> = (0..10_000)
+            .map(|i| (format!("k{i:05}"), Value::from("\u{0}")))
+            .collect();
+        let spec = OrganizationSpec {
+            alias: Some(String::new()),
+            metadata: Some(bad),
+            ..Default::default()
+        };
+        let err = validate_organization("a", &spec).expect_err("invalid");
+        let (fields, omitted) = fields_of(validate_organization("a", &spec));
+        assert_eq!(fields.len(), MAX_SPEC_ERRORS);
+        assert_eq!(fields[0], "spec.alias");
+        // Too many keys, then each key's own rule.
+        assert_eq!(fields[1], "spec.metadata");
+        assert_eq!(fields[2], "spec.metadata.k00000");
+        assert_eq!(fields.len() + omitted, 2 + 10_000);
+        // The text names the first, counts the rest and stays small.
+        let text = err.to_string();
+        assert!(
+            text.starts_with("spec.alias: must be 1 to 256 characters long (got 0); and 10001 more: spec.metadata, spec.metadata.k00000, "),
+            "{text}"
+        );
+        assert!(text.ends_with(", 9982 not named here"), "{text}");
+        assert!(text.len() < 4096, "{}", text.len());
+        // Long field names are cut, and the list stops at its bound.
+        let long: Map<String, Value> = (0..30)
+            .map(|i| (format!("{i:02}{}", "k".repeat(5000)), Value::from("\u{0}")))
+            .collect();
+        let spec = OrganizationSpec {
+            budget: Some(BudgetSpec {
+                budget_duration: Some("x".repeat(100_000)),
+                ..Default::default()
+            }),
+            metadata: Some(long),
+            ..Default::default()
+        };
+        let text = validate_organization("a", &spec)
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            text.starts_with("spec.budget.budgetDuration: \"xxx"),
+            "{text}"
+        );
+        assert!(text.len() < 4096, "{}", text.len());
+        assert!(
+            text.contains("; and 30 more: spec.metadata.00kkk"),
+            "{text}"
+        );
+        assert!(text.ends_with(" not named here"), "{text}");
     }
 
     #[test]
