@@ -388,7 +388,7 @@ async fn url_parameters_are_refused_by_key_and_never_shown() {
 fn an_empty_manager_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     for manager in ["", "  ", "a\nb"] {
-        let out = run(dir.path(), &["--manager", manager, "plan", "-f", "."], None);
+        let out = run(dir.path(), &["plan", "--manager", manager, "-f", "."], None);
         let (stdout, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{manager:?}: {stdout}{stderr}");
         assert!(stderr.contains("--manager"), "{stderr}");
