@@ -38,70 +38,106 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(name = "litellm-org-operator", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--database`: every subcommand that opens the database.
+#[derive(clap::Args)]
+struct DatabaseArgs {
     /// Database URL: postgres://user:password@host:port/db or sqlite://file.db.
     /// Defaults to an embedded SQLite file in the working directory.
-    #[arg(
-        long = "database",
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
     database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL given, else the embedded SQLite file.
+    fn url(&self) -> SecretString {
+        SecretString::from(
+            self.database
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+        )
+    }
+}
+
+/// `--ledger-schema`: every subcommand that reads or writes the ledger.
+#[derive(clap::Args)]
+struct LedgerArgs {
+    /// PostgreSQL schema of the operator's ledger (created on first `apply` or `run`).
+    #[arg(long, env = "LEDGER_SCHEMA", default_value = DEFAULT_LEDGER_SCHEMA)]
+    ledger_schema: String,
+}
+
+/// The flags of the subcommands that write LiteLLM's tables (`run`, `plan`, `apply`).
+#[derive(clap::Args)]
+struct WriteArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
 
     /// Name written to created_by / updated_by (a label for LiteLLM's audit columns; it has
     /// no part in deciding what the tool owns).
-    #[arg(long, default_value = DEFAULT_ACTOR, global = true)]
+    #[arg(long, default_value = DEFAULT_ACTOR)]
     actor: String,
 
     /// Who owns what this run writes, in the ledger: each manager prunes and takes over only
     /// its own rows. Default: `operator` for `run`, `cli` for `plan` and `apply`; give each
     /// manifest set applied with the CLI its own name. `--prune` requires it.
-    #[arg(long, env = MANAGER_ENV, value_parser = manager_name, global = true)]
+    #[arg(long, env = MANAGER_ENV, value_parser = manager_name)]
     manager: Option<String>,
 
     /// Models of every user this tool creates, as LiteLLM's
     /// `default_internal_user_params.models` (comma-separated or repeated). Existing users are
     /// never changed.
-    #[arg(long, value_delimiter = ',', env = "NEW_USER_MODELS", global = true)]
+    #[arg(long, value_delimiter = ',', env = "NEW_USER_MODELS")]
     new_user_models: Vec<String>,
 
     /// `max_budget` (USD) of every user this tool creates, as LiteLLM's
     /// `max_internal_user_budget`.
-    #[arg(long, env = "NEW_USER_MAX_BUDGET", value_parser = non_negative_usd, global = true)]
+    #[arg(long, env = "NEW_USER_MAX_BUDGET", value_parser = non_negative_usd)]
     new_user_max_budget: Option<f64>,
 
     /// `budget_duration` of every user this tool creates, as LiteLLM's
     /// `internal_user_budget_duration` (30s, 30m, 24h, 30d, 2w, 1mo, daily, ...: what
     /// LiteLLM's `validate_budget_duration` accepts).
-    #[arg(long, env = "NEW_USER_BUDGET_DURATION", value_parser = budget_duration, global = true)]
+    #[arg(long, env = "NEW_USER_BUDGET_DURATION", value_parser = budget_duration)]
     new_user_budget_duration: Option<String>,
 
     /// Time zone of budget resets, as the proxy's `litellm_settings.timezone`: a budget
     /// created with a duration first resets as LiteLLM's `get_budget_reset_time` computes it.
-    #[arg(
-        long,
-        env = "BUDGET_RESET_TIMEZONE",
-        default_value = "UTC",
-        global = true
-    )]
+    #[arg(long, env = "BUDGET_RESET_TIMEZONE", default_value = "UTC")]
     budget_reset_timezone: String,
 
     /// Time of day (HH:MM) of daily, weekly and monthly budget resets, as the proxy's
     /// `litellm_settings.budget_reset_time`.
-    #[arg(
-        long,
-        env = "BUDGET_RESET_TIME",
-        default_value = "00:00",
-        global = true
-    )]
+    #[arg(long, env = "BUDGET_RESET_TIME", default_value = "00:00")]
     budget_reset_time: String,
 
-    /// PostgreSQL schema of the operator's ledger (created on first `apply` or `run`).
-    #[arg(long, env = "LEDGER_SCHEMA", default_value = DEFAULT_LEDGER_SCHEMA, global = true)]
-    ledger_schema: String,
+    #[command(flatten)]
+    ledger: LedgerArgs,
+}
 
-    #[command(subcommand)]
-    command: Command,
+impl WriteArgs {
+    /// Apply the budget reset settings (a usage error when malformed): every budget this
+    /// process creates with a duration gets its first reset from them.
+    fn configure_resets(&self) -> Result<(), CliError> {
+        let settings = litellm_org_operator::duration::ResetSettings::parse(
+            &self.budget_reset_timezone,
+            &self.budget_reset_time,
+        )
+        .map_err(CliError::Usage)?;
+        litellm_org_operator::duration::configure(settings);
+        Ok(())
+    }
+
+    fn new_user(&self) -> NewUserDefaults {
+        NewUserDefaults {
+            models: self.new_user_models.clone(),
+            max_budget: self.new_user_max_budget,
+            budget_duration: self.new_user_budget_duration.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -150,6 +186,8 @@ enum Command {
             value_delimiter = ','
         )]
         grants: Vec<Grant>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Print both CustomResourceDefinitions as YAML.
     Crd,
@@ -161,7 +199,10 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Create LiteLLM's tables on an empty database (never alters an existing schema).
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Show what `apply` would change. Exit 0: nothing to do, 2: changes pending, 1: errors.
     Plan {
         /// Manifest files or folders (recursive; .yaml, .yml, .json).
@@ -176,6 +217,8 @@ enum Command {
         /// pull-request comment). The exit code is the same in every format.
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: PlanFormat,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Reconcile the database to the manifests, one transaction per object.
     Apply {
@@ -191,6 +234,8 @@ enum Command {
         /// pull-request comment). The exit code is the same in every format.
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: PlanFormat,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Check manifests without a database: parsing, the rules the CRDs state, rules across
     /// objects, duplicate names. Every error is listed. Exit 0: valid, 1: errors.
@@ -206,12 +251,20 @@ enum Command {
         /// Namespace of the manifests.
         #[arg(long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        ledger: LedgerArgs,
     },
     /// List what the database holds.
     Get {
         what: GetWhat,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Format,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        ledger: LedgerArgs,
     },
 }
 
@@ -221,14 +274,6 @@ enum GetWhat {
     Organizations,
     #[value(alias = "member", alias = "organizationmembers", alias = "lorgm")]
     Members,
-}
-
-/// The global flags `plan` and `apply` read.
-struct Settings {
-    actor: String,
-    manager: Option<String>,
-    ledger_schema: String,
-    new_user: NewUserDefaults,
 }
 
 /// Environment variable of `--manager`.
@@ -292,6 +337,13 @@ const PROGRESS_THRESHOLD: usize = 300;
 async fn main() -> ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some(message) = misplaced_flags(&args) {
+        eprintln!("{message}");
+        return ExitCode::from(1);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),
@@ -310,28 +362,6 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    match litellm_org_operator::duration::ResetSettings::parse(
-        &cli.budget_reset_timezone,
-        &cli.budget_reset_time,
-    ) {
-        Ok(settings) => litellm_org_operator::duration::configure(settings),
-        Err(e) => return Err(CliError::Usage(e)),
-    }
-    let url = SecretString::from(
-        cli.database
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
-    );
-    let settings = Settings {
-        actor: cli.actor.clone(),
-        manager: cli.manager.clone(),
-        ledger_schema: cli.ledger_schema.clone(),
-        new_user: NewUserDefaults {
-            models: cli.new_user_models.clone(),
-            max_budget: cli.new_user_max_budget,
-            budget_duration: cli.new_user_budget_duration.clone(),
-        },
-    };
     match cli.command {
         Command::Run {
             namespaces,
@@ -345,7 +375,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             lease_name,
             lease_namespace,
             grants,
+            write,
         } => {
+            write.configure_resets()?;
             let url = match database_url_file {
                 Some(path) => SecretString::from(
                     std::fs::read_to_string(&path)
@@ -353,23 +385,23 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         .trim()
                         .to_string(),
                 ),
-                None => SecretString::from(cli.database.clone().ok_or_else(|| {
+                None => SecretString::from(write.database.database.clone().ok_or_else(|| {
                     CliError::Usage(
                         "run needs a database: set DATABASE_URL, --database or --database-url-file"
                             .into(),
                     )
                 })?),
             };
+            let new_user = write.new_user();
             let config = RunConfig {
                 namespaces,
                 concurrency,
                 resync: resync_interval,
-                actor: cli.actor.clone(),
-                manager: cli
+                actor: write.actor,
+                manager: write
                     .manager
-                    .clone()
                     .unwrap_or_else(|| OPERATOR_MANAGER.to_string()),
-                ledger_schema: cli.ledger_schema.clone(),
+                ledger_schema: write.ledger.ledger_schema,
                 install_crds,
                 instance: instance_identity(),
                 grants: Grants::new(grants),
@@ -382,7 +414,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         .unwrap_or_else(|| "default".to_string()),
                 )
             });
-            operate(&url, config, settings.new_user, http_addr, lease).await?;
+            operate(&url, config, new_user, http_addr, lease).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Completion { shell } => {
@@ -399,8 +431,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{yaml}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => {
-            let store = database::open(&url).await?;
+        Command::Migrate { database } => {
+            let store = database::open(&database.url()).await?;
             store.migrate().await?;
             println!("schema ready");
             Ok(ExitCode::SUCCESS)
@@ -410,24 +442,30 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             prune,
             verbose,
             output,
+            write,
         } => {
             let shown = Shown { verbose, output };
-            manifests(&url, &settings, &paths, false, prune, shown).await
+            manifests(&write, &paths, false, prune, shown).await
         }
         Command::Apply {
             paths,
             prune,
             verbose,
             output,
+            write,
         } => {
             let shown = Shown { verbose, output };
-            manifests(&url, &settings, &paths, true, prune, shown).await
+            manifests(&write, &paths, true, prune, shown).await
         }
-        Command::Validate { paths } => Ok(validate(&paths, &settings.actor)),
-        Command::Export { namespace } => {
-            let store = database::open(&url)
+        Command::Validate { paths } => Ok(validate(&paths, DEFAULT_ACTOR)),
+        Command::Export {
+            namespace,
+            database,
+            ledger,
+        } => {
+            let store = database::open(&database.url())
                 .await?
-                .with_ledger_schema(&settings.ledger_schema)?;
+                .with_ledger_schema(&ledger.ledger_schema)?;
             database::ensure_schema(&store).await?;
             let export = litellm_org_operator::cli::export::export(&store, &namespace).await?;
             print!("{}", export.yaml);
@@ -437,11 +475,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 "row(s) left out: applying the rest adopts only what was exported",
             ))
         }
-        Command::Get { what, output } => {
+        Command::Get {
+            what,
+            output,
+            database,
+            ledger,
+        } => {
+            let url = database.url();
             refuse_missing_sqlite(&url)?;
             let store = database::open(&url)
                 .await?
-                .with_ledger_schema(&cli.ledger_schema)?;
+                .with_ledger_schema(&ledger.ledger_schema)?;
             database::ensure_schema(&store).await?;
             let (text, unreadable) = match what {
                 GetWhat::Organizations => {
@@ -460,6 +504,135 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let skipped: Vec<String> = unreadable.iter().map(ToString::to_string).collect();
             Ok(partial("get: skipped", &skipped, "row(s) skipped"))
         }
+    }
+}
+
+/// Flags that were global (given before the subcommand) until they moved into the
+/// subcommands that read them. Each takes a value.
+const MOVED_FLAGS: [&str; 9] = [
+    "database",
+    "actor",
+    "manager",
+    "new-user-models",
+    "new-user-max-budget",
+    "new-user-budget-duration",
+    "budget-reset-timezone",
+    "budget-reset-time",
+    "ledger-schema",
+];
+
+/// A moved flag given before the subcommand name (`--manager a apply -f x`): the error
+/// naming it and the command line that works, instead of clap's "unexpected argument".
+/// `None` when every flag follows the subcommand name.
+fn misplaced_flags(args: &[String]) -> Option<String> {
+    // The flags met before the subcommand name, each with its value if one follows.
+    let mut moved: Vec<(&str, Option<&str>)> = Vec::new();
+    let mut rest = args.iter().skip(1).map(String::as_str);
+    let mut subcommand = None;
+    while let Some(arg) = rest.next() {
+        if arg == "--" || !arg.starts_with('-') {
+            subcommand = Some(arg).filter(|a| *a != "--");
+            break;
+        }
+        let (name, inline) = match arg.trim_start_matches('-').split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg.trim_start_matches('-'), None),
+        };
+        if !arg.starts_with("--") {
+            continue;
+        }
+        if let Some(flag) = MOVED_FLAGS.iter().find(|f| **f == name) {
+            let value = inline.or_else(|| rest.next());
+            moved.push((flag, value));
+        }
+    }
+    if moved.is_empty() {
+        return None;
+    }
+    let program = "litellm-org-operator";
+    let command = <Cli as clap::CommandFactory>::command();
+    let takers = |flag: &str| -> Vec<String> {
+        command
+            .get_subcommands()
+            .filter(|s| s.get_arguments().any(|a| a.get_long() == Some(flag)))
+            .map(|s| s.get_name().to_string())
+            .collect()
+    };
+    let shown = |flag: &str, value: Option<&str>| match (flag, value) {
+        // A database URL can hold a password: never echo it.
+        ("database", _) => "--database URL".to_string(),
+        (_, None) => format!("--{flag} VALUE"),
+        (_, Some(value)) => format!("--{flag} {}", shell_word(value)),
+    };
+    let names = |flags: &[(&str, Option<&str>)]| {
+        let list = flags
+            .iter()
+            .map(|(f, _)| format!("--{f}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if flags.len() == 1 {
+            format!("{list} is given")
+        } else {
+            format!("{list} are given")
+        }
+    };
+    let pronoun = |n: usize| if n == 1 { "it" } else { "them" };
+    let sub = subcommand.and_then(|name| command.find_subcommand(name));
+    let mut lines = Vec::new();
+    match sub {
+        Some(sub) => {
+            let (taken, foreign): (Vec<_>, Vec<_>) = moved
+                .iter()
+                .partition(|(flag, _)| sub.get_arguments().any(|a| a.get_long() == Some(flag)));
+            if !taken.is_empty() {
+                let flags: Vec<String> = taken.iter().map(|(f, v)| shown(f, *v)).collect();
+                let after: Vec<String> = rest.map(shell_word).collect();
+                lines.push(format!(
+                    "error: {} before the subcommand; put {} after the subcommand name: {program} {} {}{}",
+                    names(&taken),
+                    pronoun(taken.len()),
+                    sub.get_name(),
+                    flags.join(" "),
+                    if after.is_empty() { String::new() } else { format!(" {}", after.join(" ")) },
+                ));
+            }
+            for (flag, _) in foreign {
+                lines.push(format!(
+                    "error: {} takes no --{flag}: remove it (it is a flag of {}, given after the subcommand name)",
+                    sub.get_name(),
+                    takers(flag).join(", ")
+                ));
+            }
+        }
+        None => {
+            let flags: Vec<String> = moved.iter().map(|(f, v)| shown(f, *v)).collect();
+            lines.push(format!(
+                "error: {} before the subcommand; put {} after the subcommand name: {program} SUBCOMMAND {} ... ({})",
+                names(&moved),
+                pronoun(moved.len()),
+                flags.join(" "),
+                moved
+                    .iter()
+                    .map(|(f, _)| format!("--{f} is a flag of {}", takers(f).join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
+    }
+    Some(lines.join("\n"))
+}
+
+/// A word as a shell reads it back: quoted when it holds anything but plain characters,
+/// control characters escaped.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", escape(&word.replace('\'', "'\\''")))
     }
 }
 
@@ -554,13 +727,13 @@ struct Shown {
 
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
 async fn manifests(
-    url: &SecretString,
-    cli: &Settings,
+    cli: &WriteArgs,
     paths: &[PathBuf],
     apply: bool,
     prune: Prune,
     shown: Shown,
 ) -> Result<ExitCode, CliError> {
+    cli.configure_resets()?;
     if prune.enabled && cli.manager.is_none() {
         // Every manifest set applied under the default manager shares its rows: a prune from
         // one repository would delete what another applied. Refuse before reading anything.
@@ -577,9 +750,9 @@ async fn manifests(
     for notice in set.skipped.iter().chain(&set.notices) {
         eprintln!("{}", escape(notice));
     }
-    let store = database::open(url)
+    let store = database::open(&cli.database.url())
         .await?
-        .with_ledger_schema(&cli.ledger_schema)?;
+        .with_ledger_schema(&cli.ledger.ledger_schema)?;
     database::ensure_schema(&store).await?;
     let engine = Engine::new(store, cli.actor.clone())
         .with_manager(
@@ -587,7 +760,7 @@ async fn manifests(
                 .clone()
                 .unwrap_or_else(|| CLI_MANAGER.to_string()),
         )
-        .with_new_user_defaults(cli.new_user.clone());
+        .with_new_user_defaults(cli.new_user());
     if apply {
         let imported = engine.ensure_ledger().await?;
         if imported > 0 {

@@ -388,7 +388,7 @@ async fn url_parameters_are_refused_by_key_and_never_shown() {
 fn an_empty_manager_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     for manager in ["", "  ", "a\nb"] {
-        let out = run(dir.path(), &["--manager", manager, "plan", "-f", "."], None);
+        let out = run(dir.path(), &["plan", "--manager", manager, "-f", "."], None);
         let (stdout, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{manager:?}: {stdout}{stderr}");
         assert!(stderr.contains("--manager"), "{stderr}");
@@ -832,6 +832,101 @@ fn get_json_names_organization_fields_alike_in_both_kinds() {
     }
     assert_eq!(orgs[0]["organization_alias"], "Acme Corp");
     assert!(orgs[0].get("alias").is_none(), "{}", orgs[0]);
+}
+
+/// `get -o json|yaml` gives each row's owner as an object: the ledger's manager and the
+/// resource's kind, namespace and name; `manager: null` for an organization only the marker
+/// of an earlier version names; `null` for a row nothing holds. The table keeps its
+/// readable OWNER column.
+#[tokio::test]
+async fn get_json_gives_the_owner_as_an_object() {
+    for db in [TestDb::sqlite().await, TestDb::litellm().await] {
+        let url = db.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let acme = "apiVersion: litellm.dev/v1alpha1\nkind: Organization\n\
+                    metadata: {name: acme, namespace: team-a}\nspec: {alias: Acme}\n---\n\
+                    apiVersion: litellm.dev/v1alpha1\nkind: OrganizationMember\n\
+                    metadata: {name: ann, namespace: team-a}\n\
+                    spec: {organizationRef: {name: acme}, user: {email: ann@example.com}, role: internal_user}\n";
+        for (folder, docs) in [
+            ("a", acme.to_string()),
+            ("b", org_yaml("beta", "{alias: Beta}")),
+        ] {
+            std::fs::create_dir_all(dir.path().join(folder)).expect("mkdir");
+            std::fs::write(dir.path().join(folder).join("all.yaml"), docs).expect("write");
+        }
+        let out = run(dir.path(), &["apply", "-f", "a"], Some(&url));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        let out = run(
+            dir.path(),
+            &["apply", "--manager", "team-b", "-f", "b"],
+            Some(&url),
+        );
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        let models = if db.is_postgres() { "'{}'" } else { "'[]'" };
+        db.exec(&format!(
+            r#"INSERT INTO "LiteLLM_BudgetTable" (budget_id, created_by, updated_by) VALUES ('ui-budget', 'admin', 'admin'), ('old-budget', 'admin', 'admin');
+               INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id, metadata, models, created_by, updated_by)
+               VALUES ('ui-org', 'Made in the UI', 'ui-budget', '{{}}', {models}, 'admin', 'admin');
+               INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id, metadata, models, created_by, updated_by)
+               VALUES ('old-org', 'Marked', 'old-budget', '{{"litellm-org-operator": {{"owner": "Organization/ns/old"}}}}', {models}, 'admin', 'admin');"#
+        ))
+        .await;
+        let json = |what: &str| -> Vec<serde_json::Value> {
+            let out = run(dir.path(), &["get", what, "-o", "json"], Some(&url));
+            assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+            serde_json::from_slice(&out.stdout).expect("JSON")
+        };
+        let orgs = json("organizations");
+        let owner_of = |alias: &str| {
+            orgs.iter()
+                .find(|o| o["organization_alias"] == alias)
+                .unwrap_or_else(|| panic!("{alias} in {orgs:?}"))["owner"]
+                .clone()
+        };
+        assert_eq!(
+            owner_of("Acme"),
+            serde_json::json!({"manager": "cli", "kind": "Organization", "namespace": "team-a",
+                "name": "acme", "resource": "Organization/team-a/acme"})
+        );
+        assert_eq!(
+            owner_of("Beta"),
+            serde_json::json!({"manager": "team-b", "kind": "Organization", "namespace": "default",
+                "name": "beta", "resource": "Organization/default/beta"})
+        );
+        assert_eq!(owner_of("Made in the UI"), serde_json::Value::Null);
+        assert_eq!(
+            owner_of("Marked"),
+            serde_json::json!({"manager": null, "kind": "Organization", "namespace": "ns",
+                "name": "old", "resource": "Organization/ns/old"})
+        );
+        let members = json("members");
+        assert_eq!(members.len(), 1, "{members:?}");
+        assert_eq!(
+            members[0]["owner"],
+            serde_json::json!({"manager": "cli", "kind": "OrganizationMember",
+                "namespace": "team-a", "name": "ann",
+                "resource": "OrganizationMember/team-a/ann"})
+        );
+        let out = run(
+            dir.path(),
+            &["get", "organizations", "-o", "yaml"],
+            Some(&url),
+        );
+        let yaml: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).expect("YAML");
+        let yaml = serde_json::to_value(yaml).expect("YAML as JSON");
+        assert_eq!(yaml, serde_json::Value::Array(orgs.clone()), "YAML as JSON");
+        let out = run(dir.path(), &["get", "organizations"], Some(&url));
+        let (table, _) = text(&out);
+        assert!(
+            table.contains("OWNER")
+                && table.contains("Organization/team-a/acme (cli)")
+                && table.contains("Organization/default/beta (team-b)")
+                && table.contains("Organization/ns/old (marker of an earlier version)"),
+            "{table}"
+        );
+        db.cleanup().await;
+    }
 }
 
 /// `run` without a database URL (the embedded default), as exit code, stdout and stderr.

@@ -90,3 +90,232 @@ fn completion_scripts_name_every_subcommand() {
         "no database opened"
     );
 }
+
+/// Each subcommand's `--help` lists only the flags it reads: the database, ledger and writer
+/// flags are not global.
+#[test]
+fn help_lists_only_the_flags_of_the_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = [
+        "--database",
+        "--manager",
+        "--actor",
+        "--ledger-schema",
+        "--new-user-models",
+        "--new-user-max-budget",
+        "--new-user-budget-duration",
+        "--budget-reset-timezone",
+        "--budget-reset-time",
+    ];
+    let help = |sub: &str| {
+        let out = run(dir.path(), &[sub, "--help"]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{sub}: {stderr}");
+        stdout
+    };
+    for sub in ["crd", "completion", "validate"] {
+        let stdout = help(sub);
+        for flag in writer {
+            assert!(
+                !stdout.contains(flag),
+                "{sub} --help lists {flag}: {stdout}"
+            );
+        }
+    }
+    for sub in ["get", "export"] {
+        let stdout = help(sub);
+        for flag in ["--database", "--ledger-schema"] {
+            assert!(stdout.contains(flag), "{sub} --help lacks {flag}: {stdout}");
+        }
+        for flag in [
+            "--manager",
+            "--actor",
+            "--new-user-models",
+            "--budget-reset-time",
+        ] {
+            assert!(
+                !stdout.contains(flag),
+                "{sub} --help lists {flag}: {stdout}"
+            );
+        }
+    }
+    let stdout = help("migrate");
+    assert!(stdout.contains("--database"), "{stdout}");
+    for flag in ["--manager", "--ledger-schema", "--new-user-models"] {
+        assert!(
+            !stdout.contains(flag),
+            "migrate --help lists {flag}: {stdout}"
+        );
+    }
+    for sub in ["plan", "apply", "run"] {
+        let stdout = help(sub);
+        for flag in writer {
+            assert!(stdout.contains(flag), "{sub} --help lacks {flag}: {stdout}");
+        }
+        for var in [
+            "DATABASE_URL",
+            "LITELLM_ORG_OPERATOR_MANAGER",
+            "LEDGER_SCHEMA",
+        ] {
+            assert!(stdout.contains(var), "{sub} --help lacks {var}: {stdout}");
+        }
+    }
+    let out = run(dir.path(), &["--help"]);
+    let (stdout, _) = text(&out);
+    for flag in writer {
+        assert!(!stdout.contains(flag), "--help lists {flag}: {stdout}");
+    }
+}
+
+/// A flag that was global, given before the subcommand name, exits 1 naming the flag and
+/// saying to put it after the subcommand name, with the command line that works; no database
+/// is opened. A subcommand that does not take the flag says so.
+#[test]
+fn a_flag_before_the_subcommand_names_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, says) in [
+        (
+            &["--manager", "a", "apply", "-f", "x"][..],
+            &[
+                "--manager",
+                "after the subcommand name",
+                "litellm-org-operator apply --manager a -f x",
+            ][..],
+        ),
+        (
+            &["--actor=bot", "plan", "-f", "."][..],
+            &[
+                "--actor",
+                "after the subcommand name",
+                "plan --actor bot -f .",
+            ][..],
+        ),
+        (
+            &["--ledger-schema", "s", "get", "organizations"][..],
+            &[
+                "--ledger-schema",
+                "after the subcommand name",
+                "get --ledger-schema s organizations",
+            ][..],
+        ),
+        (
+            &[
+                "--new-user-models",
+                "m",
+                "--budget-reset-time",
+                "01:00",
+                "apply",
+                "-f",
+                ".",
+            ][..],
+            &[
+                "--new-user-models",
+                "--budget-reset-time",
+                "after the subcommand name",
+            ][..],
+        ),
+        (
+            &["--manager", "a"][..],
+            &["--manager", "after the subcommand name", "run, plan, apply"][..],
+        ),
+        (
+            &["--manager", "a", "validate", "-f", "."][..],
+            &["validate takes no --manager"][..],
+        ),
+    ] {
+        let out = run(dir.path(), args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        for word in says {
+            assert!(stderr.contains(word), "{args:?}: {stderr}");
+        }
+        assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    }
+    // A database URL (it may hold a password) is never echoed in the suggestion.
+    let out = run(
+        dir.path(),
+        &[
+            "--database",
+            "postgres://u:secret@h/d",
+            "get",
+            "organizations",
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--database URL"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+    assert!(
+        !dir.path().join("litellm-org-operator.db").exists(),
+        "no database opened"
+    );
+}
+
+/// The environment variables of the moved flags are read by the subcommands that take them,
+/// and by no other: `validate` ignores a malformed `BUDGET_RESET_TIME` or manager.
+#[test]
+fn environment_variables_reach_the_subcommands_that_take_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_env = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir.path())
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("LITELLM_ORG_OPERATOR_MANAGER");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run the binary")
+    };
+    for (args, env, says) in [
+        (
+            &["plan", "-f", "."][..],
+            ("BUDGET_RESET_TIME", "25:00"),
+            "25:00",
+        ),
+        (
+            &["apply", "-f", "."][..],
+            ("BUDGET_RESET_TIMEZONE", "Nowhere/Void"),
+            "Nowhere/Void",
+        ),
+        (
+            &["plan", "-f", "."][..],
+            ("LITELLM_ORG_OPERATOR_MANAGER", " "),
+            "manager",
+        ),
+        (
+            &["apply", "-f", "."][..],
+            ("NEW_USER_MAX_BUDGET", "-1"),
+            "-1",
+        ),
+        (
+            &["get", "organizations"][..],
+            ("DATABASE_URL", "sqlite://absent.db"),
+            "absent.db",
+        ),
+    ] {
+        let out = with_env(args, &[env]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} {env:?}: {stdout}{stderr}"
+        );
+        assert!(stderr.contains(says), "{args:?} {env:?}: {stderr}");
+    }
+    std::fs::write(dir.path().join("empty.yaml"), "").expect("write");
+    let out = with_env(
+        &["validate", "-f", "empty.yaml"],
+        &[
+            ("BUDGET_RESET_TIME", "25:00"),
+            ("LITELLM_ORG_OPERATOR_MANAGER", " "),
+            ("DATABASE_URL", "postgres://nowhere.invalid/db"),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        !dir.path().join("litellm-org-operator.db").exists(),
+        "no database opened"
+    );
+}

@@ -923,15 +923,15 @@ async fn managers_keep_to_their_own_rows() {
                 "{organizationRef: {name: beta}, user: {userId: pat}, role: internal_user, maxBudgetInOrganization: 2}",
             )),
     );
-    cli.run(&["--manager", "a", "apply", "-f", "a"]).expect(0);
-    cli.run(&["--manager", "b", "apply", "-f", "b"]).expect(0);
+    cli.run(&["apply", "--manager", "a", "-f", "a"]).expect(0);
+    cli.run(&["apply", "--manager", "b", "-f", "b"]).expect(0);
 
     let plan = cli
-        .run(&["--manager", "a", "plan", "--prune", "-f", "a"])
+        .run(&["plan", "--manager", "a", "--prune", "-f", "a"])
         .expect(0);
     assert!(!plan.stdout.contains("beta"), "{}", plan.stdout);
     let plan = cli
-        .run(&["--manager", "a", "plan", "--prune", "-f", "empty"])
+        .run(&["plan", "--manager", "a", "--prune", "-f", "empty"])
         .expect(2);
     assert!(
         plan.stdout.contains("alpha") && !plan.stdout.contains("beta"),
@@ -953,7 +953,7 @@ async fn managers_keep_to_their_own_rows() {
     );
     cli.write("a3/same.yaml", &org("beta", "{budget: {maxBudget: 9}}"));
     for dir in ["a2", "a3"] {
-        let ran = cli.run(&["--manager", "a", "apply", "-f", dir]).expect(1);
+        let ran = cli.run(&["apply", "--manager", "a", "-f", dir]).expect(1);
         assert!(
             ran.stderr.contains("Conflict") && ran.stderr.contains("(manager \"b\")"),
             "{dir}: {}",
@@ -974,7 +974,7 @@ async fn managers_keep_to_their_own_rows() {
     );
 
     // a's prune of everything leaves b's rows alone.
-    cli.run(&["--manager", "a", "apply", "--prune", "-f", "empty"])
+    cli.run(&["apply", "--manager", "a", "--prune", "-f", "empty"])
         .expect(0);
     assert_eq!(
         db.strings(r#"SELECT organization_id FROM "LiteLLM_OrganizationTable""#)
@@ -990,7 +990,7 @@ async fn managers_keep_to_their_own_rows() {
             v
         }
     );
-    cli.run(&["--manager", "b", "plan", "-f", "b"]).expect(0);
+    cli.run(&["plan", "--manager", "b", "-f", "b"]).expect(0);
     db.cleanup().await;
 }
 
@@ -1000,7 +1000,7 @@ async fn managers_keep_to_their_own_rows() {
 async fn actor_is_not_an_ownership_key() {
     let db = TestDb::litellm().await;
     let cli = acme(&db).await;
-    cli.run(&["--actor", "ci-bot", "apply", "--prune", "-f", "empty"])
+    cli.run(&["apply", "--actor", "ci-bot", "--prune", "-f", "empty"])
         .expect(0);
     assert_eq!(db.count("LiteLLM_OrganizationTable").await, 0);
     assert_eq!(db.count("LiteLLM_OrganizationMembership").await, 0);
@@ -1281,7 +1281,7 @@ async fn sqlite_litellm_edits_between_applies() {
         want
     );
     cli.run(&["plan", "-f", "acme"]).expect(0);
-    cli.run(&["--actor", "ci-bot", "apply", "--prune", "-f", "empty"])
+    cli.run(&["apply", "--actor", "ci-bot", "--prune", "-f", "empty"])
         .expect(0);
     assert_eq!(db.count("LiteLLM_OrganizationTable").await, 0);
     assert_eq!(

@@ -89,9 +89,16 @@ async fn organization_lifecycle(db: &TestDb) {
     assert_eq!(orgs[0].alias, "Acme");
     assert_eq!(orgs[0].max_budget, Some(100.0));
     assert_eq!(orgs[0].models, vec!["gpt-4o".to_string()]);
+    let owner = orgs[0].owner.as_ref().expect("owner");
+    assert_eq!(owner.to_string(), "Organization/team-a/acme (cli)");
     assert_eq!(
-        orgs[0].owner.as_deref(),
-        Some("Organization/team-a/acme (cli)")
+        (
+            owner.manager.as_deref(),
+            owner.kind.as_str(),
+            owner.namespace.as_deref(),
+            owner.name.as_deref()
+        ),
+        (Some("cli"), "Organization", Some("team-a"), Some("acme"))
     );
     let reset = db
         .strings(r#"SELECT CAST(budget_reset_at AS TEXT) FROM "LiteLLM_BudgetTable""#)

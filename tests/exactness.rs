@@ -445,11 +445,11 @@ async fn the_cli_plans_what_it_applies_with_new_user_defaults() {
         let out = Command::new(BIN)
             .current_dir(dir.path())
             .args([
+                verb,
                 "--new-user-max-budget",
                 "7",
                 "--new-user-budget-duration",
                 "1d",
-                verb,
                 "-f",
                 "m.yaml",
             ])

@@ -68,8 +68,8 @@ pub async fn export<S: Store>(store: &S, namespace: &str) -> Result<Export, Engi
         organizations
             .rows
             .iter()
-            .filter_map(|o| o.owner.as_deref())
-            .map(|o| o.split(" (").next().unwrap_or(o)),
+            .filter_map(|o| o.owner.as_ref())
+            .map(|o| o.resource.as_str()),
         namespace,
     );
     let mut out = Export {

@@ -63,7 +63,9 @@ pub fn organizations(rows: &[OrganizationSummary], format: Format) -> String {
             } else {
                 esc(&r.models.join(","))
             },
-            r.owner.as_deref().map_or_else(|| "-".into(), esc),
+            r.owner
+                .as_ref()
+                .map_or_else(|| "-".into(), |o| esc(&o.to_string())),
         ]);
     }
     format!("{t}\n")

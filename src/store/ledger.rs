@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::Owner;
 use super::dialect::{Dialect, Stmt, fetch_all_as, fetch_one_as};
 use super::sql::now;
 use crate::error::StoreError;
@@ -286,16 +287,19 @@ pub(super) async fn of_manager<D: Dialect>(
     entries::<D>(conn, stmt(&sql.select_manager).bind(manager)).await
 }
 
-/// `Kind/namespace/name (manager)` of every organization and membership row the ledger
-/// holds, by row key (for listings).
+/// The resource and manager holding each organization and membership row the ledger holds,
+/// by row key (for listings).
 pub(super) async fn owners<D: Dialect>(
     conn: &mut D::Connection,
     sql: &LedgerSql,
-) -> Result<HashMap<String, String>, sqlx::Error> {
+) -> Result<HashMap<String, Owner>, sqlx::Error> {
     let mut owners = HashMap::new();
     for r in D::fetch_all(conn, stmt(&sql.owners)).await? {
         let (resource, manager) = (D::text(&r, "resource")?, D::text(&r, "manager")?);
-        owners.insert(D::text(&r, "row_key")?, format!("{resource} ({manager})"));
+        owners.insert(
+            D::text(&r, "row_key")?,
+            Owner::from_ledger(&resource, &manager),
+        );
     }
     Ok(owners)
 }

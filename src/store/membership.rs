@@ -3,7 +3,7 @@
 
 use super::dialect::{Dialect, Stmt, fetch_all_as, fetch_one_as};
 use super::sql::{Done, Failure, created, lock, now};
-use super::{Listing, MemberFigures, MemberSummary, OwnedMembership, membership_key};
+use super::{Listing, MemberFigures, MemberSummary, OwnedMembership, Owner, membership_key};
 
 /// One membership by its key (`user_id`, `organization_id`).
 pub const SELECT_MEMBERSHIP: &str = r#"SELECT "user_id", "organization_id", "user_role", "budget_id" FROM "LiteLLM_OrganizationMembership" WHERE "user_id" = $1 AND "organization_id" = $2"#;
@@ -199,7 +199,7 @@ pub(super) async fn owned<D: Dialect>(
         .collect()
 }
 
-fn summary<D: Dialect>(r: &D::Row, owner: Option<String>) -> Result<MemberSummary, sqlx::Error> {
+fn summary<D: Dialect>(r: &D::Row, owner: Option<Owner>) -> Result<MemberSummary, sqlx::Error> {
     Ok(MemberSummary {
         owner,
         organization_id: D::text(r, "organization_id")?,
@@ -216,7 +216,7 @@ fn summary<D: Dialect>(r: &D::Row, owner: Option<String>) -> Result<MemberSummar
 /// Every membership, `owners` naming the resource of each one the ledger holds.
 pub(super) async fn list<D: Dialect>(
     conn: &mut D::Connection,
-    owners: &std::collections::HashMap<String, String>,
+    owners: &std::collections::HashMap<String, Owner>,
 ) -> Result<Listing<MemberSummary>, sqlx::Error> {
     let rows = D::fetch_all(conn, Stmt::new(LIST_MEMBERS)).await?;
     Ok(Listing::read(&rows, |r| {

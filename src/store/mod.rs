@@ -255,8 +255,9 @@ pub struct OrganizationSummary {
     pub spend: f64,
     pub members: i64,
     pub models: Vec<String>,
-    /// `namespace/name` of the owning resource, when the operator owns the row.
-    pub owner: Option<String>,
+    /// The resource holding the organization (the ledger's entry, else the ownership marker
+    /// of an earlier version); `None` when nothing holds it.
+    pub owner: Option<Owner>,
 }
 
 /// A membership as `get members` lists it.
@@ -270,8 +271,68 @@ pub struct MemberSummary {
     pub budget_id: Option<String>,
     pub max_budget_in_organization: Option<f64>,
     pub spend: f64,
-    /// `Kind/namespace/name (manager)` of the resource holding the membership in the ledger.
-    pub owner: Option<String>,
+    /// The resource holding the membership in the ledger; `None` when nothing holds it.
+    pub owner: Option<Owner>,
+}
+
+/// The resource holding a row, as `get` lists it: the ledger's entry for the row (its
+/// manager and resource), or for an organization no ledger entry holds, the ownership marker
+/// an earlier version wrote in its metadata (no manager: the first `apply` or `run` imports
+/// it into the ledger).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Owner {
+    /// Who holds the row in the ledger; `None` for the marker of an earlier version.
+    pub manager: Option<String>,
+    /// `Organization` or `OrganizationMember`.
+    pub kind: String,
+    /// The resource's namespace and name; `None` for a resource name that holds none (a
+    /// membership imported from an earlier version, `OrganizationMember/legacy:<budget id>`,
+    /// until its resource claims it).
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// The resource as the ledger names it: `Kind/namespace/name`.
+    pub resource: String,
+}
+
+impl Owner {
+    /// The owner a ledger entry names: its `resource` (`Kind/namespace/name`) and `manager`.
+    pub fn from_ledger(resource: &str, manager: &str) -> Self {
+        Self {
+            manager: Some(manager.to_string()),
+            ..Self::of_resource(resource)
+        }
+    }
+
+    /// The owner the metadata marker of an earlier version names (`Organization/ns/name`).
+    pub fn from_marker(resource: &str) -> Self {
+        Self::of_resource(resource)
+    }
+
+    fn of_resource(resource: &str) -> Self {
+        let (kind, rest) = resource.split_once('/').unwrap_or((resource, ""));
+        let (namespace, name) = match rest.split_once('/') {
+            Some((namespace, name)) => (Some(namespace.to_string()), Some(name.to_string())),
+            None => (None, None),
+        };
+        Self {
+            manager: None,
+            kind: kind.to_string(),
+            namespace,
+            name,
+            resource: resource.to_string(),
+        }
+    }
+}
+
+/// `Kind/namespace/name (manager)`, or `Kind/namespace/name (marker of an earlier
+/// version)`: the OWNER column of `get`'s table.
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.manager {
+            Some(manager) => write!(f, "{} ({manager})", self.resource),
+            None => write!(f, "{} (marker of an earlier version)", self.resource),
+        }
+    }
 }
 
 /// What a listing read: the rows, and the rows it could not read. One row holding a value
@@ -547,5 +608,45 @@ mod dependents_tests {
             memberships: 3,
             ..d
         }));
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::Owner;
+
+    #[test]
+    fn a_ledger_resource_reads_as_kind_namespace_and_name() {
+        let owner = Owner::from_ledger("OrganizationMember/team-a/ann", "cli");
+        assert_eq!(owner.manager.as_deref(), Some("cli"));
+        assert_eq!(owner.kind, "OrganizationMember");
+        assert_eq!(owner.namespace.as_deref(), Some("team-a"));
+        assert_eq!(owner.name.as_deref(), Some("ann"));
+        assert_eq!(owner.to_string(), "OrganizationMember/team-a/ann (cli)");
+        let json = serde_json::to_value(&owner).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"manager": "cli", "kind": "OrganizationMember",
+                "namespace": "team-a", "name": "ann",
+                "resource": "OrganizationMember/team-a/ann"})
+        );
+    }
+
+    #[test]
+    fn a_legacy_membership_and_a_marker_keep_their_resource() {
+        let legacy = Owner::from_ledger("OrganizationMember/legacy:b1", "operator");
+        assert_eq!(legacy.kind, "OrganizationMember");
+        assert_eq!((legacy.namespace, legacy.name), (None, None));
+        assert_eq!(legacy.resource, "OrganizationMember/legacy:b1");
+        let marker = Owner::from_marker("Organization/ns/legacy");
+        assert_eq!(marker.manager, None);
+        assert_eq!(
+            (marker.namespace.as_deref(), marker.name.as_deref()),
+            (Some("ns"), Some("legacy"))
+        );
+        assert_eq!(
+            marker.to_string(),
+            "Organization/ns/legacy (marker of an earlier version)"
+        );
     }
 }

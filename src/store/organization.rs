@@ -9,7 +9,7 @@ use super::dialect::{Arg, Dialect, Stmt, fetch_one_as};
 use super::ledger::{self, LedgerSql};
 use super::sql::{Done, Failure, created, lock, now};
 use super::{
-    Dependents, Listing, OrganizationSummary, OrganizationUsage, RawObject, metadata_owner,
+    Dependents, Listing, OrganizationSummary, OrganizationUsage, Owner, RawObject, metadata_owner,
     organization_key,
 };
 
@@ -263,15 +263,16 @@ pub(super) async fn marked<D: Dialect>(
 fn summary<D: Dialect>(
     r: &D::Row,
     id: &str,
-    owners: &std::collections::HashMap<String, String>,
+    owners: &std::collections::HashMap<String, Owner>,
 ) -> Result<OrganizationSummary, sqlx::Error> {
     let metadata = match D::json(r, "metadata")? {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
-    let owner = owners.get(&organization_key(id)).cloned().or_else(|| {
-        metadata_owner(&metadata).map(|o| format!("{o} (marker of an earlier version)"))
-    });
+    let owner = owners
+        .get(&organization_key(id))
+        .cloned()
+        .or_else(|| metadata_owner(&metadata).map(Owner::from_marker));
     Ok(OrganizationSummary {
         organization_id: id.to_string(),
         alias: D::text(r, "organization_alias")?,
@@ -287,7 +288,7 @@ fn summary<D: Dialect>(
 /// Every organization, `owners` naming the resource of each one the ledger holds.
 pub(super) async fn list<D: Dialect>(
     conn: &mut D::Connection,
-    owners: &std::collections::HashMap<String, String>,
+    owners: &std::collections::HashMap<String, Owner>,
 ) -> Result<Listing<OrganizationSummary>, sqlx::Error> {
     let rows = D::fetch_all(conn, Stmt::new(LIST_ORGANIZATIONS)).await?;
     Ok(Listing::read(&rows, |r| {

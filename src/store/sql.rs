@@ -15,7 +15,7 @@ use super::schema::{self, SchemaState};
 use super::{
     Applied, Change, Dependents, LedgerEntry, Listing, MemberFigures, MemberLookup, MemberSummary,
     ObservedMember, ObservedOrganization, OrganizationSummary, OrganizationUsage, OwnedMembership,
-    Store, UnreadableRow, budget, budget_key, membership, membership_key, organization,
+    Owner, Store, UnreadableRow, budget, budget_key, membership, membership_key, organization,
     organization_key, user,
 };
 use crate::error::StoreError;
@@ -192,7 +192,7 @@ impl<D: Dialect> SqlStore<D> {
     async fn ledger_owners(
         &self,
         conn: &mut D::Connection,
-    ) -> Result<HashMap<String, String>, sqlx::Error> {
+    ) -> Result<HashMap<String, Owner>, sqlx::Error> {
         if !self.ledger_known(conn).await? {
             return Ok(HashMap::new());
         }
