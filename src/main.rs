@@ -217,6 +217,11 @@ enum Command {
         /// pull-request comment). The exit code is the same in every format.
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: PlanFormat,
+        /// Also write the same run's report in another format to a file: FORMAT=PATH, e.g.
+        /// json=plan.json (repeat for several). A CI job posts the Markdown and keeps the JSON
+        /// of one run.
+        #[arg(long = "output-file", value_name = "FORMAT=PATH", value_parser = output_file)]
+        output_files: Vec<(PlanFormat, PathBuf)>,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -234,6 +239,11 @@ enum Command {
         /// pull-request comment). The exit code is the same in every format.
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: PlanFormat,
+        /// Also write the same run's report in another format to a file: FORMAT=PATH, e.g.
+        /// json=plan.json (repeat for several). A CI job posts the Markdown and keeps the JSON
+        /// of one run.
+        #[arg(long = "output-file", value_name = "FORMAT=PATH", value_parser = output_file)]
+        output_files: Vec<(PlanFormat, PathBuf)>,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -442,9 +452,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             prune,
             verbose,
             output,
+            output_files,
             write,
         } => {
-            let shown = Shown { verbose, output };
+            let shown = Shown {
+                verbose,
+                output,
+                output_files,
+            };
             manifests(&write, &paths, false, prune, shown).await
         }
         Command::Apply {
@@ -452,9 +467,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             prune,
             verbose,
             output,
+            output_files,
             write,
         } => {
-            let shown = Shown { verbose, output };
+            let shown = Shown {
+                verbose,
+                output,
+                output_files,
+            };
             manifests(&write, &paths, true, prune, shown).await
         }
         Command::Validate { paths } => Ok(validate(&paths, DEFAULT_ACTOR)),
@@ -719,10 +739,27 @@ struct Prune {
 }
 
 /// How `plan` and `apply` show their report.
-#[derive(Clone, Copy)]
 struct Shown {
     verbose: bool,
     output: PlanFormat,
+    /// More formats of the same report, each written to a file.
+    output_files: Vec<(PlanFormat, PathBuf)>,
+}
+
+/// `--output-file FORMAT=PATH`.
+fn output_file(text: &str) -> Result<(PlanFormat, PathBuf), String> {
+    let (format, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not FORMAT=PATH: write e.g. json=plan.json"))?;
+    let format = <PlanFormat as ValueEnum>::from_str(format, true).map_err(|_| {
+        format!(
+            "{format:?} is not an output format: use text, json or markdown (e.g. json=plan.json)"
+        )
+    })?;
+    if path.is_empty() {
+        return Err(format!("{text:?} names no file: write e.g. json=plan.json"));
+    }
+    Ok((format, PathBuf::from(path)))
 }
 
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
@@ -777,13 +814,16 @@ async fn manifests(
         progress: std::io::stdout().is_terminal() && set.len() > PROGRESS_THRESHOLD,
     };
     let report = offline::run(&engine, &set, options).await;
-    let cx = plan_output::Context {
-        set: &set,
-        apply,
-        verbose: shown.verbose,
-        manager: engine.manager(),
-    };
-    Ok(print_report(&report, &cx, shown.output))
+    let cx = plan_output::Context::new(&set, apply, shown.verbose, engine.manager());
+    let code = print_report(&report, &cx, shown.output);
+    for (format, path) in &shown.output_files {
+        let rendered = plan_output::render(&report, &cx, *format);
+        std::fs::write(path, rendered.stdout).map_err(|source| CliError::WriteFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(code)
 }
 
 /// The report on stdout in the format asked for; errors and a refused prune also on

@@ -139,6 +139,22 @@ impl Repository {
     fn plan(&self) -> (i32, String, serde_json::Value, String) {
         let (code, log) = self.sh("plan.sh", &["organizations", "plan-output"], true);
         let json = serde_json::from_str(&self.read("plan-output/plan.json")).expect("plan.json");
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan-v1.schema.json"),
+            )
+            .expect("schema"),
+        )
+        .expect("schema json");
+        let validator = jsonschema::validator_for(&schema).expect("compile schema");
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "plan.json against the schema: {errors:?}"
+        );
         (code, self.read("plan-output/plan.md"), json, log)
     }
 }

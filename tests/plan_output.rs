@@ -3,7 +3,8 @@
 //! against the exit code.
 //!
 //! The golden files are under `tests/golden/plan/`; after a deliberate change of the output,
-//! `UPDATE_GOLDEN=1 cargo test --test plan_output` rewrites them (review the diff).
+//! `UPDATE_GOLDEN=1 cargo test --test plan_output every_format` rewrites them (review the
+//! diff; the schema test reads them, so it is left out of that run).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,7 +70,7 @@ fn golden(name: &str, actual: &str) {
     assert_eq!(
         actual,
         expected,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it after a deliberate change)",
+        "{} differs (UPDATE_GOLDEN=1 cargo test --test plan_output every_format rewrites it after a deliberate change)",
         path.display()
     );
 }
@@ -290,4 +291,106 @@ fn text_hint_appears_only_without_prune() {
     let (code, after, _) = history.run(&["plan", "-f", "after"]);
     assert_eq!(code, 0, "{after}");
     assert!(!after.contains("hint:"), "{after}");
+}
+
+fn plan_schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan-v1.schema.json");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read schema")).expect("json");
+    jsonschema::validator_for(&schema).expect("compile the schema")
+}
+
+fn schema_errors(validator: &jsonschema::Validator, doc: &Value) -> Vec<String> {
+    validator.iter_errors(doc).map(|e| e.to_string()).collect()
+}
+
+/// `schemas/plan-v1.schema.json` describes every document the tool prints (each golden file,
+/// `apply -o json`, `--output-file json=…`), and it is closed: a field the schema does not
+/// know, or one missing, fails.
+#[test]
+fn every_json_document_follows_the_published_schema() {
+    let validator = plan_schema();
+    let mut checked = 0;
+    for (case, _, _) in CASES {
+        let text = std::fs::read_to_string(golden_dir().join(format!("{case}.json")))
+            .expect("golden json");
+        let doc: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            schema_errors(&validator, &doc),
+            Vec::<String>::new(),
+            "{case}"
+        );
+        checked += 1;
+    }
+    let history = History::new();
+    let (code, stdout, stderr) = history.run(&[
+        "apply",
+        "-f",
+        "after",
+        "--prune",
+        "-o",
+        "json",
+        "--output-file",
+        "json=applied.json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).expect("apply json");
+    assert_eq!(doc["command"], "apply");
+    assert_eq!(schema_errors(&validator, &doc), Vec::<String>::new());
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(history.dir.path().join("applied.json")).expect("output file"),
+    )
+    .expect("file json");
+    assert_eq!(file, doc, "the file holds the same run's report");
+    checked += 1;
+    assert_eq!(checked, 4);
+
+    let mut extra = doc.clone();
+    extra["summary"]["unknown"] = Value::from(1);
+    assert!(!schema_errors(&validator, &extra).is_empty());
+    let mut missing = doc.clone();
+    missing["objects"][0]
+        .as_object_mut()
+        .expect("an object")
+        .remove("source");
+    assert!(!schema_errors(&validator, &missing).is_empty());
+    let mut wrong = doc;
+    wrong["objects"][0]["changes"][0]["action"] = Value::from("rename");
+    assert!(!schema_errors(&validator, &wrong).is_empty());
+}
+
+/// `--output-file FORMAT=PATH` writes other formats of the same run; the stdout format is
+/// unchanged, and a malformed value is a usage error (exit 1) naming the fix.
+#[test]
+fn output_files_hold_the_same_run() {
+    let history = History::new();
+    let (code, markdown, stderr) = history.run(&[
+        "plan",
+        "-f",
+        "after",
+        "-o",
+        "markdown",
+        "--output-file",
+        "json=plan.json",
+        "--output-file",
+        "text=plan.txt",
+    ]);
+    assert_eq!(code, 2, "{markdown}{stderr}");
+    let read = |name: &str| std::fs::read_to_string(history.dir.path().join(name)).expect(name);
+    let (_, json, _) = history.run(&["plan", "-f", "after", "-o", "json"]);
+    let (_, text, _) = history.run(&["plan", "-f", "after"]);
+    let (_, md_again, _) = history.run(&["plan", "-f", "after", "-o", "markdown"]);
+    assert_eq!(read("plan.json"), json);
+    assert_eq!(read("plan.txt"), text);
+    assert_eq!(markdown, md_again);
+
+    for (value, needle) in [
+        ("plan.json", "FORMAT=PATH"),
+        ("yaml=plan.yaml", "text, json or markdown"),
+        ("json=", "names no file"),
+    ] {
+        let (code, out, err) = history.run(&["plan", "-f", "after", "--output-file", value]);
+        assert_eq!(code, 1, "{value}: {out}{err}");
+        assert!(err.contains(needle), "{value}: {err}");
+    }
 }

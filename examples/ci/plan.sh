@@ -11,9 +11,10 @@ manifests=${1:?usage: plan.sh MANIFESTS OUTPUT_DIR}
 out=${2:?usage: plan.sh MANIFESTS OUTPUT_DIR}
 mkdir -p "$out"
 
-litellm-org-operator plan -f "$manifests" --prune -o markdown >"$out/plan.md"
+# One run, two formats: the comment and the JSON describe the same plan.
+litellm-org-operator plan -f "$manifests" --prune -o markdown \
+  --output-file "json=$out/plan.json" >"$out/plan.md"
 code=$?
-litellm-org-operator plan -f "$manifests" --prune -o json >"$out/plan.json"
 echo "$code" >"$out/exit-code"
 case "$code" in
   0) echo "no changes" ;;

@@ -23,6 +23,12 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A file the command writes (`--output-file`) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The command line lacks something.
     #[error("{0}")]
     Usage(String),

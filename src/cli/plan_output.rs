@@ -4,10 +4,12 @@
 
 use serde::Serialize;
 
-use crate::cli::manifest::{ManifestError, ManifestSet};
+use std::collections::HashMap;
+
+use crate::cli::manifest::{DEFAULT_NAMESPACE, ManifestError, ManifestSet, Source};
 use crate::cli::offline::RunReport;
 use crate::cli::output::{count, plan_text};
-use crate::engine::ObjectPlan;
+use crate::engine::{ObjectKey, ObjectPlan};
 use crate::store::{Change, ChangeView, FieldView};
 use crate::text::escape;
 
@@ -40,6 +42,43 @@ pub struct Context<'a> {
     pub verbose: bool,
     /// The manager the run wrote (or would write) as.
     pub manager: &'a str,
+    /// Where each object was read from, by kind and key.
+    sources: HashMap<(&'static str, ObjectKey), &'a Source>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(set: &'a ManifestSet, apply: bool, verbose: bool, manager: &'a str) -> Self {
+        let key = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            ObjectKey::new(
+                meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+                meta.name.as_deref().unwrap_or_default(),
+            )
+        };
+        let mut sources = HashMap::new();
+        for o in &set.organizations {
+            sources
+                .entry(("Organization", key(&o.object.metadata)))
+                .or_insert(&o.source);
+        }
+        for m in &set.members {
+            sources
+                .entry(("OrganizationMember", key(&m.object.metadata)))
+                .or_insert(&m.source);
+        }
+        Self {
+            set,
+            apply,
+            verbose,
+            manager,
+            sources,
+        }
+    }
+
+    /// The file and document an object of the plan was read from (none for a prune).
+    fn source_of(&self, plan: &ObjectPlan) -> Option<String> {
+        let key = plan.key.clone()?;
+        self.sources.get(&(plan.kind, key)).map(ToString::to_string)
+    }
 }
 
 /// The report in `format`.
@@ -136,6 +175,8 @@ struct Summary {
 #[serde(rename_all = "camelCase")]
 struct ObjectView<'a> {
     kind: &'a str,
+    /// The file and document the object was read from; null for a prune.
+    source: Option<String>,
     /// A delete `--prune` made (or would make) for an object no manifest declares.
     pruned: bool,
     namespace: Option<&'a str>,
@@ -164,13 +205,14 @@ struct PruneView<'a> {
     hint: Option<String>,
 }
 
-fn object_view(plan: &ObjectPlan) -> ObjectView<'_> {
+fn object_view<'a>(plan: &'a ObjectPlan, cx: &Context<'_>) -> ObjectView<'a> {
     let (kind, pruned) = match plan.kind.strip_suffix(" (pruned)") {
         Some(kind) => (kind, true),
         None => (plan.kind, false),
     };
     ObjectView {
         kind,
+        source: cx.source_of(plan),
         pruned,
         namespace: plan.key.as_ref().map(|k| k.namespace.as_str()),
         name: plan.key.as_ref().map(|k| k.name.as_str()),
@@ -200,7 +242,7 @@ fn json(report: &RunReport, cx: &Context<'_>, errors: &[&ManifestError], exit_co
             changes_pending: !cx.apply && report.has_changes(),
             text: report.summary(cx.apply, errors.len()),
         },
-        objects: report.plans.iter().map(object_view).collect(),
+        objects: report.plans.iter().map(|p| object_view(p, cx)).collect(),
         errors: errors
             .iter()
             .map(|e| ErrorView {
@@ -213,7 +255,11 @@ fn json(report: &RunReport, cx: &Context<'_>, errors: &[&ManifestError], exit_co
         prune: PruneView {
             requested: report.prune_refused.is_some() || report.pruned,
             refused: report.prune_refused.as_deref(),
-            undeclared: report.undeclared.iter().map(object_view).collect(),
+            undeclared: report
+                .undeclared
+                .iter()
+                .map(|p| object_view(p, cx))
+                .collect(),
             hint: undeclared_hint(report, cx.manager).map(|(hint, _)| hint),
         },
         notices: cx
@@ -309,7 +355,7 @@ fn markdown(report: &RunReport, cx: &Context<'_>, errors: &[&ManifestError]) -> 
     plans.sort_by_key(|p| !p.changes.iter().any(|c| c.view().deletes()));
     let mut shown = 0;
     for plan in &plans {
-        let section = object_markdown(plan, cx.verbose);
+        let section = object_markdown(plan, cx);
         if out.len() + section.len() > MARKDOWN_BUDGET {
             break;
         }
@@ -341,12 +387,16 @@ fn error_line(e: &ManifestError) -> String {
     parts.join(": ")
 }
 
-fn object_markdown(plan: &ObjectPlan, verbose: bool) -> String {
+fn object_markdown(plan: &ObjectPlan, cx: &Context<'_>) -> String {
+    let verbose = cx.verbose;
     let name = match &plan.key {
         Some(k) => format!("{} {}", plan.kind, code(&k.to_string())),
         None => plan.kind.to_string(),
     };
     let mut out = format!("#### {name}\n\n");
+    if let Some(source) = cx.source_of(plan) {
+        out.push_str(&format!("from {}\n\n", code(&source)));
+    }
     for change in &plan.changes {
         let view = change.view();
         if view.resource == "ledger" && !verbose {
