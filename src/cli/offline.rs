@@ -34,7 +34,7 @@ use crate::engine::{
     DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
     PruneKeep,
 };
-use crate::error::{EngineError, StoreError};
+use crate::error::{EngineError, FieldError, StoreError};
 use crate::store::{Change, Store};
 
 /// Objects planned or applied at a time. The PostgreSQL store's pool has as many connections;
@@ -541,7 +541,8 @@ impl<'a, S: Store> Run<'a, S> {
         key: &ObjectKey,
         loaded: &Loaded<OrganizationMember>,
     ) -> Result<MemberTarget, EngineError> {
-        let desired = DesiredMember::from_spec(key.clone(), &loaded.object.spec)?;
+        let desired = DesiredMember::from_spec(key.clone(), &loaded.object.spec)
+            .map_err(|e| self.with_missing_organization(key, loaded, e))?;
         let (organization_id, pending) = match &desired.organization {
             OrganizationTarget::Id(id) => (id.clone(), false),
             OrganizationTarget::Resource(name) => {
@@ -566,6 +567,34 @@ impl<'a, S: Store> Run<'a, S> {
             organization_id,
             pending,
         })
+    }
+
+    /// A member whose spec breaks rules: when its `organizationRef` names no `Organization`
+    /// of the set, that is one more broken rule, listed with the others (as `validate` lists
+    /// it), rather than found only after the spec is fixed.
+    fn with_missing_organization(
+        &self,
+        key: &ObjectKey,
+        loaded: &Loaded<OrganizationMember>,
+        err: EngineError,
+    ) -> EngineError {
+        let spec = &loaded.object.spec;
+        let (Some(reference), None) = (&spec.organization_ref, &spec.organization_id) else {
+            return err;
+        };
+        let (mut rules, omitted) = err.broken_rules();
+        let org_key = ObjectKey::new(key.namespace.clone(), reference.name.clone());
+        if rules.is_empty()
+            || rules.iter().any(|r| r.field == "spec.organizationRef.name")
+            || self.organizations.contains_key(&org_key)
+        {
+            return err;
+        }
+        rules.push(FieldError::new(
+            "spec.organizationRef.name",
+            format!("Organization {org_key} is not among the manifests"),
+        ));
+        EngineError::invalid_fields(rules, omitted).unwrap_or(err)
     }
 
     /// Write a plan when the run applies (and return it as written); a plan-only run passes
