@@ -142,6 +142,63 @@ pub struct Context {
     quiet_waits: Mutex<HashMap<String, std::time::Instant>>,
     /// Status properties the installed CRD does not declare (see [`Context::apply_status`]).
     undeclared_status_fields: Mutex<std::collections::BTreeSet<String>>,
+    /// The status this process last wrote for each object (see [`WrittenStatuses`]).
+    pub written: WrittenStatuses,
+}
+
+/// The status this process last wrote for each object, to tell a cached status that is
+/// current from one the watch has not caught up with.
+///
+/// A reconcile skips the status write when the status it would write is the one the cache
+/// holds. Right after a write, the cache may still hold the status from before it (the watch
+/// event of the write has not arrived): a reconcile then that wants the older status back
+/// (an organization turned Ready between two reconciles of its member) would compare against
+/// the stale copy, skip, and leave the newer, wrong status in place until the next resync.
+/// So a write is skipped only when the cache holds the status to write *and* it is the one
+/// this process wrote last (or this process never wrote one). Kept per object as two hashes.
+#[derive(Default)]
+pub struct WrittenStatuses(Mutex<HashMap<u64, u64>>);
+
+fn hash_of(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+impl WrittenStatuses {
+    /// True when writing `next` for `key` would change nothing: the cache holds it and no
+    /// different status was written by this process since the cache last saw one.
+    pub fn unchanged(
+        &self,
+        key: &str,
+        cached: Option<&serde_json::Value>,
+        next: &serde_json::Value,
+    ) -> bool {
+        if cached != Some(next) {
+            return false;
+        }
+        let Ok(written) = self.0.lock() else {
+            return false;
+        };
+        written
+            .get(&hash_of(&key))
+            .is_none_or(|w| *w == hash_of(&next.to_string()))
+    }
+
+    /// `next` was written for `key`.
+    pub fn record(&self, key: &str, next: &serde_json::Value) {
+        if let Ok(mut written) = self.0.lock() {
+            written.insert(hash_of(&key), hash_of(&next.to_string()));
+        }
+    }
+
+    /// The object `key` is gone.
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut written) = self.0.lock() {
+            written.remove(&hash_of(&key));
+        }
+    }
 }
 
 /// How long a member with no status yet may wait for its organization before the wait is
@@ -175,6 +232,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             quiet_waits: Mutex::new(HashMap::new()),
             undeclared_status_fields: Mutex::default(),
+            written: WrittenStatuses::default(),
         }
     }
 
@@ -449,6 +507,35 @@ fn undeclared_status_field(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stale-cache case: a member written NotReady while the cache still holds the Ready
+    /// it had before; its organization turns Ready again and the next reconcile wants Ready,
+    /// which the stale cache holds. The write must not be skipped.
+    #[test]
+    fn a_status_written_since_the_cache_was_filled_is_not_taken_as_current() {
+        let written = WrittenStatuses::default();
+        let ready = serde_json::json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        let waiting = serde_json::json!({"conditions": [{"type": "Ready", "status": "False"}]});
+        let key = "OrganizationMember/ns/m";
+        // Never written by this process: the cache is all it knows.
+        assert!(written.unchanged(key, Some(&ready), &ready));
+        assert!(!written.unchanged(key, Some(&ready), &waiting));
+        assert!(!written.unchanged(key, None, &ready));
+        // Written NotReady; the cache has not seen it yet.
+        written.record(key, &waiting);
+        assert!(
+            !written.unchanged(key, Some(&ready), &ready),
+            "a stale cached Ready must not skip the write"
+        );
+        // Written Ready again; the cache catches up.
+        written.record(key, &ready);
+        assert!(written.unchanged(key, Some(&ready), &ready));
+        // Other objects are not affected; a deleted object is forgotten.
+        assert!(written.unchanged("OrganizationMember/ns/other", Some(&waiting), &waiting));
+        written.record(key, &waiting);
+        written.forget(key);
+        assert!(written.unchanged(key, Some(&ready), &ready));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -144,6 +144,7 @@ pub async fn reconcile<K: Reconciled>(
     if result.is_ok() {
         ctx.reset_failures(&failure_key::<K>(raw.as_ref()));
     }
+    tracing::debug!(outcome = ?result.as_ref().map_err(ToString::to_string), "reconciled");
     result
 }
 
@@ -173,11 +174,14 @@ async fn write_status<K: Reconciled>(
     let next = own_status(&obj.next_status(outcome, synced));
     ctx.metrics
         .set_condition(K::KIND, &key_of(obj).to_string(), outcome.label());
-    if obj.current_status().map(own_status).as_ref() == Some(&next) {
+    let key = failure_key::<K>(obj);
+    let cached = obj.current_status().map(own_status);
+    if ctx.written.unchanged(&key, cached.as_ref(), &next) {
         return Ok(());
     }
-    ctx.apply_status(api, &obj.name_any(), K::KIND, next)
+    ctx.apply_status(api, &obj.name_any(), K::KIND, next.clone())
         .await?;
+    ctx.written.record(&key, &next);
     Ok(())
 }
 
@@ -212,8 +216,10 @@ async fn undecodable<K: Reconciled>(
             "conditions".into(),
             serde_json::to_value(&conditions).unwrap_or_default(),
         );
-        ctx.apply_status(api, &key.name, K::KIND, own_status(&status))
+        let written = own_status(&status);
+        ctx.apply_status(api, &key.name, K::KIND, written.clone())
             .await?;
+        ctx.written.record(&failure_key::<K>(raw), &written);
     }
     ctx.event(
         raw,
@@ -386,6 +392,7 @@ async fn cleanup<K: Reconciled>(
     }
     ctx.engine.apply(&plan).await?;
     ctx.done_waiting(&failure_key::<K>(raw.as_ref()));
+    ctx.written.forget(&failure_key::<K>(raw.as_ref()));
     if target.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
             raw.as_ref(),
