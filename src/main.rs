@@ -204,49 +204,9 @@ enum Command {
         database: DatabaseArgs,
     },
     /// Show what `apply` would change. Exit 0: nothing to do, 2: changes pending, 1: errors.
-    Plan {
-        /// Manifest files or folders (recursive; .yaml, .yml, .json).
-        #[arg(short = 'f', long = "filename", required = true)]
-        paths: Vec<PathBuf>,
-        #[command(flatten)]
-        prune: Prune,
-        /// Also show the ledger lines (`= ledger: … managed by …`).
-        #[arg(short = 'v', long)]
-        verbose: bool,
-        /// Output: text, json (schema litellm-org-operator/plan/v1) or markdown (a
-        /// pull-request comment). The exit code is the same in every format.
-        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
-        output: PlanFormat,
-        /// Also write the same run's report in another format to a file: FORMAT=PATH, e.g.
-        /// json=plan.json (repeat for several). A CI job posts the Markdown and keeps the JSON
-        /// of one run.
-        #[arg(long = "output-file", value_name = "FORMAT=PATH", value_parser = output_file)]
-        output_files: Vec<(PlanFormat, PathBuf)>,
-        #[command(flatten)]
-        write: WriteArgs,
-    },
+    Plan(ManifestRun),
     /// Reconcile the database to the manifests, one transaction per object.
-    Apply {
-        /// Manifest files or folders (recursive; .yaml, .yml, .json).
-        #[arg(short = 'f', long = "filename", required = true)]
-        paths: Vec<PathBuf>,
-        #[command(flatten)]
-        prune: Prune,
-        /// Also show the ledger lines (`= ledger: … managed by …`).
-        #[arg(short = 'v', long)]
-        verbose: bool,
-        /// Output: text, json (schema litellm-org-operator/plan/v1) or markdown (a
-        /// pull-request comment). The exit code is the same in every format.
-        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
-        output: PlanFormat,
-        /// Also write the same run's report in another format to a file: FORMAT=PATH, e.g.
-        /// json=plan.json (repeat for several). A CI job posts the Markdown and keeps the JSON
-        /// of one run.
-        #[arg(long = "output-file", value_name = "FORMAT=PATH", value_parser = output_file)]
-        output_files: Vec<(PlanFormat, PathBuf)>,
-        #[command(flatten)]
-        write: WriteArgs,
-    },
+    Apply(ManifestRun),
     /// Check manifests without a database: parsing, the rules the CRDs state, rules across
     /// objects, duplicate names. Every error is listed. Exit 0: valid, 1: errors.
     Validate {
@@ -276,6 +236,31 @@ enum Command {
         #[command(flatten)]
         ledger: LedgerArgs,
     },
+}
+
+/// What `plan` and `apply` take: the manifests, the prune, how to show the report, and the
+/// flags of a run that writes.
+#[derive(clap::Args)]
+struct ManifestRun {
+    /// Manifest files or folders (recursive; .yaml, .yml, .json).
+    #[arg(short = 'f', long = "filename", required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    prune: Prune,
+    /// Also show the ledger lines (`= ledger: … managed by …`).
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Output: text, json (schema litellm-org-operator/plan/v1) or markdown (a
+    /// pull-request comment). The exit code is the same in every format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: PlanFormat,
+    /// Also write the same run's report in another format to a file: FORMAT=PATH, e.g.
+    /// json=plan.json (repeat for several). A CI job posts the Markdown and keeps the JSON
+    /// of one run.
+    #[arg(long = "output-file", value_name = "FORMAT=PATH", value_parser = output_file)]
+    output_files: Vec<(PlanFormat, PathBuf)>,
+    #[command(flatten)]
+    write: WriteArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -447,36 +432,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("schema ready");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan {
-            paths,
-            prune,
-            verbose,
-            output,
-            output_files,
-            write,
-        } => {
-            let shown = Shown {
-                verbose,
-                output,
-                output_files,
-            };
-            manifests(&write, &paths, false, prune, shown).await
-        }
-        Command::Apply {
-            paths,
-            prune,
-            verbose,
-            output,
-            output_files,
-            write,
-        } => {
-            let shown = Shown {
-                verbose,
-                output,
-                output_files,
-            };
-            manifests(&write, &paths, true, prune, shown).await
-        }
+        Command::Plan(run) => manifests(run, false).await,
+        Command::Apply(run) => manifests(run, true).await,
         Command::Validate { paths } => Ok(validate(&paths, DEFAULT_ACTOR)),
         Command::Export {
             namespace,
@@ -738,14 +695,6 @@ struct Prune {
     delete_teams_and_keys: bool,
 }
 
-/// How `plan` and `apply` show their report.
-struct Shown {
-    verbose: bool,
-    output: PlanFormat,
-    /// More formats of the same report, each written to a file.
-    output_files: Vec<(PlanFormat, PathBuf)>,
-}
-
 /// `--output-file FORMAT=PATH`.
 fn output_file(text: &str) -> Result<(PlanFormat, PathBuf), String> {
     let (format, path) = text
@@ -763,13 +712,15 @@ fn output_file(text: &str) -> Result<(PlanFormat, PathBuf), String> {
 }
 
 /// `plan` and `apply`: read the manifests, run them through the engine, print the report.
-async fn manifests(
-    cli: &WriteArgs,
-    paths: &[PathBuf],
-    apply: bool,
-    prune: Prune,
-    shown: Shown,
-) -> Result<ExitCode, CliError> {
+async fn manifests(run: ManifestRun, apply: bool) -> Result<ExitCode, CliError> {
+    let ManifestRun {
+        paths,
+        prune,
+        verbose,
+        output,
+        output_files,
+        write: cli,
+    } = run;
     cli.configure_resets()?;
     if prune.enabled && cli.manager.is_none() {
         // Every manifest set applied under the default manager shares its rows: a prune from
@@ -783,7 +734,7 @@ async fn manifests(
              the operator manages)"
         )));
     }
-    let set = ManifestSet::load(paths);
+    let set = ManifestSet::load(&paths);
     for notice in set.skipped.iter().chain(&set.notices) {
         eprintln!("{}", escape(notice));
     }
@@ -814,9 +765,9 @@ async fn manifests(
         progress: std::io::stdout().is_terminal() && set.len() > PROGRESS_THRESHOLD,
     };
     let report = offline::run(&engine, &set, options).await;
-    let cx = plan_output::Context::new(&set, apply, shown.verbose, engine.manager());
-    let code = print_report(&report, &cx, shown.output);
-    for (format, path) in &shown.output_files {
+    let cx = plan_output::Context::new(&set, apply, verbose, engine.manager());
+    let code = print_report(&report, &cx, output);
+    for (format, path) in &output_files {
         let rendered = plan_output::render(&report, &cx, *format);
         std::fs::write(path, rendered.stdout).map_err(|source| CliError::WriteFile {
             path: path.clone(),
