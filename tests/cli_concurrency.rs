@@ -211,7 +211,10 @@ async fn sequential(engine: &Engine<AnyStore>, set: &ManifestSet) -> Vec<Outcome
                     match orgs.get(&org_key) {
                         None => {
                             return Err(EngineError::OrganizationNotFound(format!(
-                                "spec.organizationRef.name: Organization {org_key} is not among the manifests"
+                                "spec.organizationRef.name: {}",
+                                litellm_org_operator::cli::validate::undeclared_organization(
+                                    &org_key
+                                )
                             )));
                         }
                         Some(None) => {

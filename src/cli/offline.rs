@@ -29,6 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::manifest::{DEFAULT_NAMESPACE, Loaded, ManifestError, ManifestSet, Source};
 use crate::cli::output::count;
+use crate::cli::validate::undeclared_organization;
 use crate::crd::{Organization, OrganizationMember};
 use crate::engine::{
     DesiredMember, DesiredOrganization, Engine, ObjectKey, ObjectPlan, OrganizationTarget,
@@ -550,7 +551,8 @@ impl<'a, S: Store> Run<'a, S> {
                 match self.organizations.get(&org_key) {
                     None => {
                         return Err(EngineError::OrganizationNotFound(format!(
-                            "spec.organizationRef.name: Organization {org_key} is not among the manifests"
+                            "spec.organizationRef.name: {}",
+                            undeclared_organization(&org_key)
                         )));
                     }
                     Some(o) if o.failed => {
@@ -592,7 +594,7 @@ impl<'a, S: Store> Run<'a, S> {
         }
         rules.push(FieldError::new(
             "spec.organizationRef.name",
-            format!("Organization {org_key} is not among the manifests"),
+            undeclared_organization(&org_key),
         ));
         EngineError::invalid_fields(rules, omitted).unwrap_or(err)
     }

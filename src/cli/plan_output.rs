@@ -352,7 +352,7 @@ fn markdown(report: &RunReport, cx: &Context<'_>, errors: &[&ManifestError]) -> 
         .filter(|p| cx.verbose || p.changes_rows() || !p.notes.is_empty())
         .collect();
     // Deletes first (stable: manifest order within each part).
-    plans.sort_by_key(|p| !p.changes.iter().any(|c| c.view().deletes()));
+    plans.sort_by_cached_key(|p| !p.changes.iter().any(|c| c.view().deletes()));
     let mut shown = 0;
     for plan in &plans {
         let section = object_markdown(plan, cx);

@@ -68,9 +68,7 @@ pub fn check(set: &ManifestSet, actor: &str) -> Vec<ManifestError> {
                     source: Some(loaded.source.clone()),
                     object: Some(object),
                     field: Some("spec.organizationRef.name".into()),
-                    message: format!(
-                        "Organization {org_key} is not among the manifests; add it, or name an existing organization with spec.organizationId"
-                    ),
+                    message: undeclared_organization(&org_key),
                 });
             }
         }
@@ -117,6 +115,14 @@ pub fn errors_of(
         ));
     }
     lines
+}
+
+/// The rule an `organizationRef` breaks when it names an `Organization` the manifests do not
+/// hold (field `spec.organizationRef.name`): `validate`, `plan` and `apply` word it alike.
+pub fn undeclared_organization(org_key: &ObjectKey) -> String {
+    format!(
+        "Organization {org_key} is not among the manifests; add it, or name an existing organization with spec.organizationId"
+    )
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
